@@ -1,0 +1,39 @@
+"""pocketsam — efficient Segment Anything.
+
+Drop-in for ``segment_anything``::
+
+    from pocketsam import sam_model_registry, SamPredictor
+    sam = sam_model_registry["vit_t"](checkpoint="mobile_sam.pt")
+    predictor = SamPredictor(sam)
+
+plus :func:`build_sam`, which reads the architecture from the checkpoint itself::
+
+    from pocketsam import build_sam
+    sam = build_sam(checkpoint="any_sam_family_checkpoint.pth")
+"""
+
+__version__ = "0.1.0"
+
+from pocketsam.errors import PocketSamError  # noqa: E402
+
+_LAZY = {
+    "build_sam": "pocketsam.checkpoints",
+    "sam_model_registry": "pocketsam.checkpoints",
+    "load_state_dict": "pocketsam.checkpoints",
+    "SamPredictor": "pocketsam.predictor",
+    "SamAutomaticMaskGenerator": "pocketsam.everything",
+    "SamHierarchicalMaskGenerator": "pocketsam.everything",
+    "ObjectAwareMaskGenerator": "pocketsam.everything",
+}
+
+__all__ = ["PocketSamError", "__version__", *_LAZY]
+
+
+def __getattr__(name):  # lazy imports keep `import pocketsam` (and the CLI) light
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'pocketsam' has no attribute {name!r}")

@@ -1,0 +1,3 @@
+from pocketsam.cli import main
+
+raise SystemExit(main())
