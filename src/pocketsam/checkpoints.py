@@ -1,0 +1,404 @@
+"""Reading checkpoints safely, detecting their architecture, and building models.
+
+* Files are read without executing code: ``torch.load(weights_only=True)`` or safetensors.
+* Plain state_dicts, dicts wrapping one under ``model``/``state_dict``, DDP ``module.``
+  prefixes and fp16/bf16 tensors are accepted.
+* :func:`config_from_state_dict` recovers the architecture *and every hyper-parameter*
+  from tensor names and shapes. A few settings that no shape reveals (TinyViT's input size
+  when it is not 1024, decoder head count when it is not 8) travel as small integer
+  tensors under the reserved ``pocketsam.`` prefix, which the official layouts never carry.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import re
+import zipfile
+from dataclasses import replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+
+from pocketsam.errors import CheckpointError
+from pocketsam.models.registry import (
+    MODEL_CONFIGS,
+    DecoderConfig,
+    SamConfig,
+    TinyViTConfig,
+    ViTConfig,
+    create_model,
+)
+from pocketsam.models.sam import Sam
+
+StateDict = dict[str, torch.Tensor]
+META_PREFIX = "pocketsam."
+OFFICIAL_TYPES = ("vit_h", "vit_l", "vit_b", "vit_t")
+ASSETS = Path(__file__).resolve().parent / "assets"
+DEFAULT_CHECKPOINT_NAME = "pocketsam_tiny_synth.safetensors"
+
+
+# --------------------------------------------------------------------------- reading
+def read_checkpoint(path: str | Path) -> tuple[StateDict, dict[str, int]]:
+    """Read a checkpoint file into a float state_dict plus pocketsam metadata.
+
+    Returns:
+        (state_dict, meta) — tensors as stored (dtype unchanged), and ``{name: int}``
+        from the reserved ``pocketsam.*`` keys.
+    Raises:
+        CheckpointError: missing/unreadable file, a pickle that would run code, or a file
+        that holds no tensors.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint '{path}' does not exist", "check the path to the .pth/.pt/.safetensors file")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint '{path}' is a directory", "pass the checkpoint file itself")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint '{path}' is empty", "re-download or re-export it")
+
+    if path.suffix == ".safetensors" or _looks_like_safetensors(path):
+        obj = _read_safetensors(path)
+    else:
+        obj = _read_torch(path)
+    return _unwrap(obj, path)
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000
+
+
+def _read_safetensors(path: Path) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"checkpoint '{path}' is not a valid safetensors file ({_short(exc)})", "re-download or re-export it"
+        ) from None
+
+
+def _read_torch(path: Path) -> object:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "Unsupported global" in text or "GLOBAL" in text or "Unsupported operand" in text:
+            raise CheckpointError(
+                f"refused to load '{path}': it contains pickled Python objects that would run code "
+                "when loaded (pocketsam only loads plain tensors)",
+                "if you trust the file, re-save just its state_dict with torch.save(model.state_dict(), ...)",
+            ) from None
+        raise CheckpointError(
+            f"checkpoint '{path}' is not a readable PyTorch checkpoint ({_short(exc)})",
+            "pass a .pth/.pt state_dict or a .safetensors file",
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError) as exc:
+        raise CheckpointError(
+            f"checkpoint '{path}' is not a readable PyTorch checkpoint ({_short(exc)})",
+            "pass a .pth/.pt state_dict or a .safetensors file",
+        ) from None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:160]
+
+
+def _unwrap(obj: object, path: Path) -> tuple[StateDict, dict[str, int]]:
+    if isinstance(obj, Mapping):
+        for key in ("model", "state_dict", "model_state_dict"):
+            if key in obj and isinstance(obj[key], Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(
+            f"checkpoint '{path}' holds no state_dict of tensors (found {type(obj).__name__})",
+            "pass a file saved with torch.save(model.state_dict(), ...) or safetensors",
+        )
+    state: StateDict = {}
+    meta: dict[str, int] = {}
+    for key, value in obj.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        key = key[len("module.") :] if key.startswith("module.") else key
+        if key.startswith(META_PREFIX):
+            meta[key[len(META_PREFIX) :]] = int(value.item())
+        else:
+            state[key] = value
+    return state, meta
+
+
+# ------------------------------------------------------------------------- detection
+def _count(sd: Mapping[str, torch.Tensor], pattern: str) -> int:
+    rx = re.compile(pattern)
+    return len({m.group(1) for k in sd if (m := rx.match(k))})
+
+
+def config_from_state_dict(sd: Mapping[str, torch.Tensor], meta: Mapping[str, int] | None = None) -> SamConfig:
+    """Recover the full :class:`SamConfig` from tensor names and shapes.
+
+    Raises:
+        CheckpointError: the tensors are not a SAM-family layout.
+    """
+    meta = dict(meta or {})
+    try:
+        if "image_encoder.patch_embed.proj.weight" in sd:
+            encoder = _vit_config(sd, meta)
+        elif "image_encoder.patch_embed.seq.0.c.weight" in sd:
+            encoder = _tiny_vit_config(sd, meta)
+        else:
+            raise KeyError("image_encoder")
+        return SamConfig(encoder=encoder, decoder=_decoder_config(sd, meta),
+                         prompt_embed_dim=sd["prompt_encoder.no_mask_embed.weight"].shape[1])
+    except KeyError as exc:
+        sample = ", ".join(list(sd)[:3])
+        raise CheckpointError(
+            f"this is not a SAM-family checkpoint: no '{exc.args[0]}' tensors (keys start: {sample})",
+            "pass a SAM / MobileSAM / TinySAM checkpoint or one exported by pocketsam",
+        ) from None
+
+
+def _vit_config(sd: Mapping[str, torch.Tensor], meta: Mapping[str, int]) -> ViTConfig:
+    p = "image_encoder."
+    embed_dim, _, patch, _ = sd[p + "patch_embed.proj.weight"].shape
+    depth = _count(sd, r"image_encoder\.blocks\.(\d+)\.")
+    use_abs_pos = p + "pos_embed" in sd
+    grid = sd[p + "pos_embed"].shape[1] if use_abs_pos else meta.get("img_size", 1024) // patch
+    use_rel_pos = p + "blocks.0.attn.rel_pos_h" in sd
+    window, global_idx, num_heads = 0, [], meta.get("vit_num_heads", max(1, embed_dim // 64))
+    if use_rel_pos:
+        num_heads = embed_dim // sd[p + "blocks.0.attn.rel_pos_h"].shape[1]
+        for i in range(depth):
+            n = (sd[p + f"blocks.{i}.attn.rel_pos_h"].shape[0] + 1) // 2
+            if n == grid:
+                global_idx.append(i)
+            else:
+                window = n
+        if not window:  # every block global: any window size is equivalent
+            global_idx = list(range(depth))
+    else:
+        window = meta.get("window_size", 14)
+        global_idx = [i for i in range(depth) if meta.get(f"global_{i}", 0)]
+    return ViTConfig(
+        img_size=grid * patch,
+        patch_size=patch,
+        embed_dim=embed_dim,
+        depth=depth,
+        num_heads=num_heads,
+        mlp_ratio=sd[p + "blocks.0.mlp.lin1.weight"].shape[0] / embed_dim,
+        window_size=window,
+        global_attn_indexes=tuple(global_idx),
+        qkv_bias=p + "blocks.0.attn.qkv.bias" in sd,
+        use_abs_pos=use_abs_pos,
+        use_rel_pos=use_rel_pos,
+        out_chans=sd[p + "neck.0.weight"].shape[0],
+    )
+
+
+def _tiny_vit_config(sd: Mapping[str, torch.Tensor], meta: Mapping[str, int]) -> TinyViTConfig:
+    p = "image_encoder."
+    n_layers = _count(sd, r"image_encoder\.layers\.(\d+)\.")
+    dims, depths, heads, windows = [], [], [], []
+    default = TinyViTConfig()
+    for i in range(n_layers):
+        n_blocks = _count(sd, rf"image_encoder\.layers\.{i}\.blocks\.(\d+)\.")
+        depths.append(n_blocks)
+        if i == 0:
+            dims.append(sd[p + "layers.0.blocks.0.conv1.c.weight"].shape[1])
+            heads.append(meta.get("layer0_heads", default.num_heads[0]))
+            windows.append(meta.get("layer0_window", default.window_sizes[0]))
+        else:
+            bias = sd[p + f"layers.{i}.blocks.0.attn.attention_biases"]
+            dims.append(sd[p + f"layers.{i}.blocks.0.attn.norm.weight"].shape[0])
+            heads.append(bias.shape[0])
+            windows.append(math.isqrt(bias.shape[1]))
+    num_classes = sd[p + "head.weight"].shape[0] if p + "head.weight" in sd else 0
+    mlp_key = p + "layers.1.blocks.0.mlp.fc1.weight"
+    return TinyViTConfig(
+        img_size=meta.get("img_size", 1024),
+        embed_dims=tuple(dims),
+        depths=tuple(depths),
+        num_heads=tuple(heads),
+        window_sizes=tuple(windows),
+        mlp_ratio=sd[mlp_key].shape[0] / dims[1] if mlp_key in sd else default.mlp_ratio,
+        mbconv_expand_ratio=sd[p + "layers.0.blocks.0.conv1.c.weight"].shape[0] / dims[0],
+        local_conv_size=sd[p + "layers.1.blocks.0.local_conv.c.weight"].shape[-1]
+        if p + "layers.1.blocks.0.local_conv.c.weight" in sd else default.local_conv_size,
+        num_classes=num_classes,
+        out_chans=sd[p + "neck.0.weight"].shape[0],
+    )
+
+
+def _decoder_config(sd: Mapping[str, torch.Tensor], meta: Mapping[str, int]) -> DecoderConfig:
+    t = "mask_decoder.transformer."
+    dim = sd["mask_decoder.iou_token.weight"].shape[1]
+    return DecoderConfig(
+        transformer_depth=_count(sd, r"mask_decoder\.transformer\.layers\.(\d+)\."),
+        transformer_mlp_dim=sd[t + "layers.0.mlp.lin1.weight"].shape[0],
+        transformer_num_heads=meta.get("transformer_num_heads", 8),
+        attention_downsample_rate=dim // sd[t + "final_attn_token_to_image.q_proj.weight"].shape[0],
+        num_multimask_outputs=sd["mask_decoder.mask_tokens.weight"].shape[0] - 1,
+        iou_head_depth=_count(sd, r"mask_decoder\.iou_prediction_head\.layers\.(\d+)\."),
+        iou_head_hidden_dim=sd["mask_decoder.iou_prediction_head.layers.0.weight"].shape[0],
+        mask_in_chans=sd["prompt_encoder.mask_downscaling.3.weight"].shape[0],
+        multimask_only=bool(meta.get("multimask_only", 0)),
+    )
+
+
+def config_metadata(config: SamConfig) -> dict[str, int]:
+    """The ``pocketsam.*`` metadata needed to rebuild ``config`` from its tensors."""
+    meta: dict[str, int] = {}
+    enc, dec = config.encoder, config.decoder
+    if isinstance(enc, TinyViTConfig):
+        if enc.img_size != 1024:
+            meta["img_size"] = enc.img_size
+    elif not enc.use_rel_pos:
+        meta["vit_num_heads"] = enc.num_heads
+        meta["window_size"] = enc.window_size
+        meta.update({f"global_{i}": 1 for i in enc.global_attn_indexes})
+        if not enc.use_abs_pos:
+            meta["img_size"] = enc.img_size
+    if dec.transformer_num_heads != 8:
+        meta["transformer_num_heads"] = dec.transformer_num_heads
+    if dec.multimask_only:
+        meta["multimask_only"] = 1
+    return meta
+
+
+def export_state_dict(model: Sam) -> StateDict:
+    """Official-layout state_dict plus the metadata tensors that make its config recoverable."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    for key, value in config_metadata(model.config).items():
+        state[META_PREFIX + key] = torch.tensor(value, dtype=torch.int64)
+    return state
+
+
+@lru_cache(maxsize=None)
+def _official_signature(model_type: str) -> frozenset[tuple[str, tuple[int, ...]]]:
+    with torch.device("meta"):
+        model = create_model(model_type)
+    return frozenset((k, tuple(v.shape)) for k, v in model.state_dict().items())
+
+
+def closest_model_type(sd: Mapping[str, torch.Tensor]) -> tuple[str, float]:
+    """The official layout whose (key, shape) set overlaps ``sd`` most, and the Jaccard score."""
+    sig = frozenset((k, tuple(v.shape)) for k, v in sd.items())
+    scores = {t: len(sig & _official_signature(t)) / max(1, len(sig | _official_signature(t))) for t in OFFICIAL_TYPES}
+    best = max(scores, key=scores.get)
+    return best, scores[best]
+
+
+def _examples(keys: list[str], n: int = 3) -> str:
+    shown = ", ".join(keys[:n])
+    return shown + (", …" if len(keys) > n else "")
+
+
+def load_into(model: Sam, sd: Mapping[str, torch.Tensor], source: str, model_type: str | None = None) -> None:
+    """Strictly load ``sd`` into ``model``; any mismatch is one clear CheckpointError."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    wrong = [k for k in expected if k in sd and tuple(sd[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys ({_examples(missing)})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys ({_examples(unexpected)})")
+        if wrong:
+            k = wrong[0]
+            parts.append(
+                f"{len(wrong)} shape mismatches (e.g. {k}: checkpoint {list(sd[k].shape)} vs model {list(expected[k].shape)})"
+            )
+        closest, score = closest_model_type(sd)
+        what = f"model type '{model_type}'" if model_type else "the detected architecture"
+        raise CheckpointError(
+            f"checkpoint '{source}' does not fit {what}: " + "; ".join(parts)
+            + f". It most resembles '{closest}' ({score:.0%} of keys and shapes match)",
+            "pass the matching --model-type / model_type, or model_type=None to detect it from the file",
+        )
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in sd.items()}, strict=True)
+
+
+# -------------------------------------------------------------------------- building
+def default_checkpoint() -> Path:
+    """Path of the bundled model (trained by pocketsam on synthetic scenes)."""
+    path = ASSETS / DEFAULT_CHECKPOINT_NAME
+    if not path.exists():
+        raise CheckpointError(
+            "no checkpoint given and this installation has no bundled model",
+            "pass --checkpoint / checkpoint= with a SAM, MobileSAM or TinySAM checkpoint",
+        )
+    return path
+
+
+def _resolve_type(model_type: str | None) -> str | None:
+    if model_type is None:
+        return None
+    key = model_type.lower().replace("-", "_")
+    if key not in MODEL_CONFIGS:
+        raise CheckpointError(
+            f"unknown model type '{model_type}'",
+            f"use one of {', '.join(MODEL_CONFIGS)} or leave it out to detect it from the checkpoint",
+        )
+    return key
+
+
+def build_sam(
+    model_type: str | None = None,
+    checkpoint: str | Path | None = None,
+    device: str | torch.device | None = None,
+) -> Sam:
+    """Build a SAM-family model, in eval mode.
+
+    Args:
+        model_type: ``vit_h``, ``vit_l``, ``vit_b``, ``vit_t``, ``mobile_sam`` or ``tinysam``;
+            ``None`` reads the architecture and hyper-parameters from the checkpoint (a
+            file whose name starts with ``tinysam`` then gets TinySAM's decoder behaviour).
+        checkpoint: state_dict file (.pth/.pt/.safetensors). ``None`` with a model_type
+            gives random weights; with neither, the bundled model.
+        device: where to put the model (default CPU).
+    """
+    key = _resolve_type(model_type)
+    if checkpoint is None and key is None:
+        checkpoint = default_checkpoint()
+    if checkpoint is None:
+        model = create_model(MODEL_CONFIGS[key])
+    else:
+        sd, meta = read_checkpoint(checkpoint)
+        if key is None:
+            config = config_from_state_dict(sd, meta)
+            if Path(checkpoint).name.lower().startswith("tinysam"):
+                config = replace(config, decoder=replace(config.decoder, multimask_only=True))
+        else:
+            config = MODEL_CONFIGS[key]
+            if meta:  # pocketsam export of a non-standard variant: its own metadata wins
+                config = config_from_state_dict(sd, meta) if key in ("vit_t", "mobile_sam", "tinysam") and "img_size" in meta else config
+        model = create_model(config)
+        load_into(model, sd, str(checkpoint), key)
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return model
+
+
+def _registry_entry(model_type: str) -> Callable[..., Sam]:
+    def build(checkpoint: str | Path | None = None) -> Sam:
+        return build_sam(model_type, checkpoint)
+
+    build.__name__ = f"build_sam_{model_type}"
+    return build
+
+
+sam_model_registry: dict[str, Callable[..., Sam]] = {
+    "default": _registry_entry("vit_h"),
+    **{name: _registry_entry(name) for name in MODEL_CONFIGS},
+}
+"""segment_anything-compatible: ``sam_model_registry["vit_b"](checkpoint="sam_vit_b_01ec64.pth")``."""

@@ -1,0 +1,163 @@
+"""Embed once, prompt many times: drop-in for ``segment_anything.SamPredictor``."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pocketsam.errors import InputError
+from pocketsam.models.sam import Sam
+from pocketsam.transforms import ResizeLongestSide
+
+
+class SamPredictor:
+    """Compute an image embedding once with :meth:`set_image`, then predict masks for any
+    number of prompts with :meth:`predict` (numpy, original pixels) or
+    :meth:`predict_torch` (batched tensors in the resized frame)."""
+
+    def __init__(self, sam_model: Sam) -> None:
+        self.model = sam_model
+        self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
+        self.reset_image()
+
+    # ------------------------------------------------------------------ image
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        """Embed an H×W×3 uint8 image (``image_format`` 'RGB' or 'BGR')."""
+        if image_format not in ("RGB", "BGR"):
+            raise InputError(f"image_format must be 'RGB' or 'BGR', not {image_format!r}")
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
+            raise InputError(
+                f"expected an H×W×3 image, got an array of shape {tuple(image.shape)}",
+                "convert grayscale/RGBA images to RGB first (pocketsam.io.load_image does)",
+            )
+        if image.dtype != np.uint8:
+            raise InputError(f"expected a uint8 image, got dtype {image.dtype}", "scale pixels to 0..255 uint8")
+        if image_format != self.model.image_format:
+            image = image[..., ::-1]
+        input_image = self.transform.apply_image(image)
+        tensor = torch.as_tensor(input_image, device=self.device).permute(2, 0, 1).contiguous()[None]
+        self.set_torch_image(tensor, image.shape[:2])
+
+    @torch.inference_mode()
+    def set_torch_image(self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]) -> None:
+        """Embed a 1×3×h×w tensor already resized with :attr:`transform` (long side = img_size)."""
+        size = self.model.image_encoder.img_size
+        if transformed_image.ndim != 4 or transformed_image.shape[1] != 3 or max(transformed_image.shape[2:]) != size:
+            raise InputError(
+                f"set_torch_image expects a B×3×h×w tensor with long side {size}, "
+                f"got shape {tuple(transformed_image.shape)}",
+                "resize with predictor.transform.apply_image_torch first",
+            )
+        self.reset_image()
+        self.original_size = tuple(int(s) for s in original_image_size)
+        self.input_size = tuple(int(s) for s in transformed_image.shape[-2:])
+        input_image = self.model.preprocess(transformed_image.to(self.device, torch.float32))
+        self.features = self.model.image_encoder(input_image)
+        self.is_image_set = True
+
+    def get_image_embedding(self) -> torch.Tensor:
+        """The current image embedding, 1×C×H×W (1×256×64×64 for SAM)."""
+        self._require_image()
+        return self.features
+
+    def reset_image(self) -> None:
+        self.is_image_set = False
+        self.features = None
+        self.original_size = None
+        self.input_size = None
+        self.orig_h = self.orig_w = self.input_h = self.input_w = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def _require_image(self) -> None:
+        if not self.is_image_set:
+            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+
+    # ---------------------------------------------------------------- prompts
+    def predict(
+        self,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Masks for one prompt set, in original-image pixel coordinates.
+
+        Args:
+            point_coords: N×2 (x, y); point_labels: N (1 foreground, 0 background).
+            box: 4 (x0, y0, x1, y1). mask_input: 1×256×256 logits from a previous call.
+        Returns:
+            masks C×H×W (bool, or float logits with ``return_logits``), scores C,
+            low-res logits C×256×256; C = 3 with ``multimask_output`` else 1.
+        """
+        self._require_image()
+        coords_t = labels_t = box_t = mask_t = None
+        if point_coords is not None:
+            if point_labels is None:
+                raise InputError("point_labels must be supplied with point_coords")
+            coords = np.asarray(point_coords, dtype=float).reshape(-1, 2)
+            labels = np.asarray(point_labels).reshape(-1)
+            if len(labels) != len(coords):
+                raise InputError(f"{len(coords)} points but {len(labels)} labels", "give one label per point")
+            coords = self.transform.apply_coords(coords, self.original_size)
+            coords_t = torch.as_tensor(coords, dtype=torch.float, device=self.device)[None]
+            labels_t = torch.as_tensor(labels, dtype=torch.int, device=self.device)[None]
+        if box is not None:
+            box = self.transform.apply_boxes(np.asarray(box, dtype=float), self.original_size)
+            box_t = torch.as_tensor(box, dtype=torch.float, device=self.device)
+            if box_t.shape[0] != 1:
+                raise InputError("predict takes one box", "use predict_torch for a batch of boxes")
+        if mask_input is not None:
+            mask_t = torch.as_tensor(mask_input, dtype=torch.float, device=self.device)[None]
+        masks, scores, low_res = self.predict_torch(
+            coords_t, labels_t, box_t, mask_t, multimask_output=multimask_output, return_logits=return_logits
+        )
+        return masks[0].cpu().numpy(), scores[0].float().cpu().numpy(), low_res[0].float().cpu().numpy()
+
+    @torch.inference_mode()
+    def predict_torch(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Batched prediction; prompts already in the resized frame.
+
+        Args:
+            point_coords B×N×2, point_labels B×N, boxes B×4, mask_input B×1×256×256.
+        Returns:
+            masks B×C×H×W, iou predictions B×C, low-res logits B×C×256×256.
+        """
+        self._require_image()
+        points = (point_coords, point_labels) if point_coords is not None else None
+        low_res, iou = self.predict_low_res(points, boxes, mask_input, multimask_output)
+        masks = self.model.postprocess_masks(low_res, self.input_size, self.original_size)
+        if not return_logits:
+            masks = masks > self.model.mask_threshold
+        return masks, iou, low_res
+
+    @torch.inference_mode()
+    def predict_low_res(
+        self,
+        points: tuple[torch.Tensor, torch.Tensor] | None,
+        boxes: torch.Tensor | None,
+        mask_input: torch.Tensor | None,
+        multimask_output: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoder only: low-res logits B×C×256×256 and IoU predictions B×C (no upsampling).
+
+        Generators use this to filter candidates before paying for full-resolution masks.
+        """
+        self._require_image()
+        sparse, dense = self.model.prompt_encoder(points, boxes, mask_input)
+        return self.model.mask_decoder(
+            self.features, self.model.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output
+        )
