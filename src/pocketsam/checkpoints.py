@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import pickle
 import re
-import zipfile
+import warnings
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
@@ -86,10 +86,12 @@ def _read_safetensors(path: Path) -> dict:
 
 def _read_torch(path: Path) -> object:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4" on non-torch pickles
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
-        if "Unsupported global" in text or "GLOBAL" in text or "Unsupported operand" in text:
+        if "unsupported global" in text.lower():
             raise CheckpointError(
                 f"refused to load '{path}': it contains pickled Python objects that would run code "
                 "when loaded (pocketsam only loads plain tensors)",
@@ -99,7 +101,7 @@ def _read_torch(path: Path) -> object:
             f"checkpoint '{path}' is not a readable PyTorch checkpoint ({_short(exc)})",
             "pass a .pth/.pt state_dict or a .safetensors file",
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError) as exc:
+    except Exception as exc:  # noqa: BLE001 — any failure to parse an untrusted file is "unreadable"
         raise CheckpointError(
             f"checkpoint '{path}' is not a readable PyTorch checkpoint ({_short(exc)})",
             "pass a .pth/.pt state_dict or a .safetensors file",
@@ -257,8 +259,14 @@ def config_metadata(config: SamConfig) -> dict[str, int]:
     meta: dict[str, int] = {}
     enc, dec = config.encoder, config.decoder
     if isinstance(enc, TinyViTConfig):
+        default = TinyViTConfig()
         if enc.img_size != 1024:
             meta["img_size"] = enc.img_size
+        # stage 0 is convolutional: its heads/window change nothing but are kept for a faithful config
+        if enc.num_heads[0] != default.num_heads[0]:
+            meta["layer0_heads"] = enc.num_heads[0]
+        if enc.window_sizes[0] != default.window_sizes[0]:
+            meta["layer0_window"] = enc.window_sizes[0]
     elif not enc.use_rel_pos:
         meta["vit_num_heads"] = enc.num_heads
         meta["window_size"] = enc.window_size
@@ -379,8 +387,6 @@ def build_sam(
                 config = replace(config, decoder=replace(config.decoder, multimask_only=True))
         else:
             config = MODEL_CONFIGS[key]
-            if meta:  # pocketsam export of a non-standard variant: its own metadata wins
-                config = config_from_state_dict(sd, meta) if key in ("vit_t", "mobile_sam", "tinysam") and "img_size" in meta else config
         model = create_model(config)
         load_into(model, sd, str(checkpoint), key)
     model.eval()

@@ -110,6 +110,8 @@ def create_model(config: SamConfig | str) -> Sam:
         config = MODEL_CONFIGS[config]
     dec = config.decoder
     dim = config.prompt_embed_dim
+    if config.encoder.out_chans != dim:
+        raise ValueError(f"encoder out_chans ({config.encoder.out_chans}) must equal prompt_embed_dim ({dim})")
     grid = config.img_size // 16
     model = Sam(
         image_encoder=config.encoder.build(),

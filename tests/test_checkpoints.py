@@ -1,0 +1,155 @@
+"""Checkpoint reading: formats, safety, and clear errors."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from pocketsam import build_sam, sam_model_registry
+from pocketsam.checkpoints import export_state_dict, read_checkpoint
+from pocketsam.errors import CheckpointError
+from pocketsam.models import create_model
+
+from conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def tiny_state():
+    torch.manual_seed(0)
+    return export_state_dict(create_model(tiny_config()))
+
+
+def same_weights(model, state) -> bool:
+    mine = model.state_dict()
+    return all(torch.equal(mine[k], state[k].float()) for k in mine)
+
+
+@pytest.mark.parametrize("wrap", ["plain", "model", "state_dict", "ddp"])
+def test_accepts_wrapped_state_dicts(tmp_path, tiny_state, wrap):
+    obj = {
+        "plain": tiny_state,
+        "model": {"model": tiny_state, "epoch": 3},
+        "state_dict": {"state_dict": tiny_state},
+        "ddp": {f"module.{k}": v for k, v in tiny_state.items()},
+    }[wrap]
+    path = tmp_path / "ckpt.pth"
+    torch.save(obj, path)
+    model = build_sam(checkpoint=path)
+    assert model.img_size == 256 and same_weights(model, tiny_state)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_checkpoints_load_into_float32(tmp_path, tiny_state, dtype):
+    half = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tiny_state.items()}
+    torch.save(half, tmp_path / "half.pt")
+    model = build_sam(checkpoint=tmp_path / "half.pt")
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_safetensors(tmp_path, tiny_state):
+    save_file(tiny_state, str(tmp_path / "m.safetensors"))
+    assert same_weights(build_sam(checkpoint=tmp_path / "m.safetensors"), tiny_state)
+
+
+def test_golden_fp16_checkpoint_loads(vit_t_checkpoint):
+    state, _ = read_checkpoint(vit_t_checkpoint)
+    assert state["image_encoder.neck.0.weight"].dtype == torch.float16
+    model = sam_model_registry["vit_t"](checkpoint=vit_t_checkpoint)
+    assert model.image_encoder.neck[0].weight.dtype == torch.float32
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_refuses_code_executing_pickle_without_running_it(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"weights": torch.zeros(1), "payload": _Evil(marker)}, path)
+    with pytest.raises(CheckpointError, match="refused to load"):
+        build_sam(checkpoint=path)
+    assert not marker.exists()
+
+
+def test_refuses_plain_pickle_with_code(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps(_Evil(marker)))
+    with pytest.raises(CheckpointError):
+        build_sam(checkpoint=path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda p: None, "does not exist"),
+        (lambda p: p.mkdir(), "is a directory"),
+        (lambda p: p.write_bytes(b""), "is empty"),
+        (lambda p: p.write_bytes(random.Random(0).randbytes(4096)), "not a readable"),
+        (lambda p: p.write_text("hello, I am not a checkpoint\n"), "not a readable"),
+        (lambda p: torch.save([1, 2, 3], p), "holds no state_dict"),
+        (lambda p: torch.save({"a.weight": torch.zeros(2)}, p), "not a SAM-family checkpoint"),
+    ],
+    ids=["missing", "directory", "empty", "random-bytes", "text", "list", "not-sam"],
+)
+def test_bad_files_give_one_clear_error(tmp_path, make, match):
+    path = tmp_path / "bad.pth"
+    make(path)
+    with pytest.raises(CheckpointError, match=match) as info:
+        build_sam(checkpoint=path)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_safetensors(tmp_path):
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
+    with pytest.raises(CheckpointError, match="not a valid safetensors"):
+        build_sam(checkpoint=path)
+
+
+def test_mismatch_names_keys_counts_and_closest_type(vit_t_checkpoint):
+    with pytest.raises(CheckpointError) as info:
+        build_sam("vit_b", checkpoint=vit_t_checkpoint)
+    msg = str(info.value)
+    assert "missing keys" in msg and "unexpected keys" in msg
+    assert "image_encoder." in msg  # names a few keys
+    assert "most resembles 'vit_t'" in msg
+
+
+def test_truncated_state_dict_reports_missing(tmp_path, vit_t_checkpoint):
+    state, _ = read_checkpoint(vit_t_checkpoint)
+    del state["mask_decoder.iou_token.weight"]
+    state.pop("image_encoder.neck.1.bias")
+    torch.save(state, tmp_path / "cut.pt")
+    with pytest.raises(CheckpointError, match=r"2 missing keys") as info:
+        build_sam("vit_t", checkpoint=tmp_path / "cut.pt")
+    assert "most resembles 'vit_t'" in str(info.value)
+
+
+def test_unknown_model_type():
+    with pytest.raises(CheckpointError, match="unknown model type 'vit_x'"):
+        build_sam("vit_x")
+
+
+def test_random_init_by_name_and_registry_aliases():
+    model = sam_model_registry["mobile_sam"]()
+    assert model.config.family == "tiny_vit"
+    assert sam_model_registry["tinysam"]().mask_decoder.multimask_only
+    assert not model.mask_decoder.multimask_only
+
+
+def test_tinysam_detected_from_filename(tmp_path, vit_t_checkpoint):
+    target = tmp_path / "tinysam_42.3.pth"
+    target.write_bytes(vit_t_checkpoint.read_bytes())
+    assert build_sam(checkpoint=target).mask_decoder.multimask_only
+    assert not build_sam(checkpoint=vit_t_checkpoint).mask_decoder.multimask_only
