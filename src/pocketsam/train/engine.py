@@ -1,0 +1,355 @@
+"""The training loop: one code path from a laptop CPU to a torchrun cluster.
+
+* Distributed: under ``torchrun`` (``WORLD_SIZE > 1``) the step is wrapped in DDP, with
+  ``gloo`` on CPU and ``nccl`` on GPU; each rank reads its own slice of every global batch;
+  only rank 0 logs and saves.
+* Nothing lost: ``checkpoint_last.pt`` (model, optimizer, scheduler, scaler, RNG, data
+  position) is written atomically every ``save_every`` steps and at the end; ``resume``
+  continues exactly where it stopped.
+* Visible: a tqdm bar with loss and speed, ``metrics.jsonl``, optional TensorBoard, and a
+  quick held-out mIoU every ``eval_every`` steps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset
+
+from pocketsam.checkpoints import build_sam, export_state_dict
+from pocketsam.errors import PocketSamError
+from pocketsam.models import MODEL_CONFIGS, create_model
+from pocketsam.train.sampler import ResumableBatchSampler
+from pocketsam.train.step import SamTrainStep
+
+PARTS = ("image_encoder", "prompt_encoder", "mask_decoder")
+
+
+@dataclass
+class TrainConfig:
+    data: list[str]
+    out: str
+    arch: str = "vit_t"
+    img_size: int | None = None  # override the architecture's input size
+    init: str | None = None  # start from this checkpoint (its architecture wins over arch)
+    steps: int = 1000
+    batch_size: int = 2  # images per rank per micro-step
+    masks_per_image: int = 8
+    accum_steps: int = 1
+    lr: float = 4e-4
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 1.0
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (CUDA)
+    freeze: list[str] = field(default_factory=list)
+    rounds: int = 3
+    box_prob: float = 0.5
+    mask_feedback_prob: float = 0.5
+    save_every: int = 100
+    log_every: int = 10
+    eval_every: int = 0  # 0: validate only at the end
+    val_images: int = 8  # held out from the end of the data
+    num_workers: int = 0
+    seed: int = 0
+    tensorboard: bool = False
+    device: str | None = None
+    resume: bool = False
+
+    def validate(self) -> None:
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise PocketSamError(f"unknown precision '{self.precision}'", "use fp32, bf16 or fp16")
+        bad = [p for p in self.freeze if p not in PARTS]
+        if bad:
+            raise PocketSamError(f"cannot freeze {bad}", f"choose from {', '.join(PARTS)}")
+        if self.steps < 1 or self.batch_size < 1 or self.accum_steps < 1:
+            raise PocketSamError("steps, batch size and accumulation steps must be positive")
+        if self.init is None and self.arch not in MODEL_CONFIGS:
+            raise PocketSamError(f"unknown architecture '{self.arch}'", f"use one of {', '.join(MODEL_CONFIGS)}")
+
+
+def _dist_info() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def lr_lambda(cfg: TrainConfig):
+    def f(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    return f
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class Trainer:
+    """Build everything from a :class:`TrainConfig` and a dataset, then :meth:`fit`.
+
+    The dataset's items are dicts (see :class:`~pocketsam.train.step.SamTrainStep`) and it
+    is indexed with ``(index, seed)`` pairs so augmentation is reproducible on resume.
+    """
+
+    def __init__(self, cfg: TrainConfig, dataset: Dataset, collate_fn=None, val_dataset: Dataset | None = None) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.rank, self.world, local_rank = _dist_info()
+        if self.world > 1 and not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            dist.init_process_group(backend)
+        if cfg.device:
+            self.device = torch.device(cfg.device)
+        elif torch.cuda.is_available():
+            self.device = torch.device("cuda", local_rank)
+        else:
+            self.device = torch.device("cpu")
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.out = Path(cfg.out)
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+
+        torch.manual_seed(cfg.seed)
+        self.model = self._build_model().to(self.device)
+        self.model.train()
+        self.step_module = SamTrainStep(self.model, cfg.rounds, cfg.box_prob, cfg.mask_feedback_prob)
+        self.runner: torch.nn.Module = self.step_module
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.runner = torch.nn.parallel.DistributedDataParallel(
+                self.step_module, device_ids=ids, find_unused_parameters=True
+            )
+        self.optimizer = self._build_optimizer()
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
+        self.generator = torch.Generator(self.device)  # reseeded from (seed, rank, step) every step
+
+        self.dataset, self.collate_fn = dataset, collate_fn
+        n = len(dataset)
+        self.val_dataset = val_dataset
+        self.val_indices: list[int] = []
+        if val_dataset is None and cfg.val_images > 0 and n > cfg.val_images * 2:
+            self.val_dataset = dataset
+            self.val_indices = list(range(n - cfg.val_images, n))
+            self.train_count = n - cfg.val_images
+        else:
+            self.train_count = n
+            if val_dataset is not None:
+                self.val_indices = list(range(min(len(val_dataset), cfg.val_images)))
+        self.step = 0
+        if cfg.resume:
+            self._resume()
+        self._tb = None
+
+    # ------------------------------------------------------------------ setup
+    def _build_model(self):
+        cfg = self.cfg
+        if cfg.init:
+            model = build_sam(checkpoint=cfg.init)
+        else:
+            config = MODEL_CONFIGS[cfg.arch]
+            if cfg.img_size:
+                config = replace(config, encoder=replace(config.encoder, img_size=cfg.img_size))
+            model = create_model(config)
+        for name in cfg.freeze:
+            getattr(model, name).requires_grad_(False)
+        for name in ("head", "norm_head"):  # TinyViT's ImageNet head is never used by SAM
+            if hasattr(model.image_encoder, name):
+                getattr(model.image_encoder, name).requires_grad_(False)
+        return model
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            (no_decay if p.ndim <= 1 or "embed" in name or "attention_biases" in name or "rel_pos" in name else decay).append(p)
+        if not decay and not no_decay:
+            raise PocketSamError("every part of the model is frozen", "freeze fewer parts")
+        groups = [{"params": decay, "weight_decay": self.cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(0.9, 0.999))
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / "checkpoint_last.pt"
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": export_state_dict(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "rng": {"torch": torch.get_rng_state()},
+            "config": json.dumps(asdict(self.cfg)),
+        }
+
+    def save(self) -> None:
+        if self.rank == 0:
+            atomic_torch_save(self.state(), self.checkpoint_path)
+
+    def _resume(self) -> None:
+        path = self.checkpoint_path
+        if not path.exists():
+            if self.rank == 0:
+                print(f"no checkpoint at {path}; starting from scratch")
+            return
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model_state = {k: v for k, v in state["model"].items() if not k.startswith("pocketsam.")}
+        self.model.load_state_dict(model_state)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if self.rank == 0:
+            print(f"resumed from {path} at step {self.step}")
+
+    # ------------------------------------------------------------------- loop
+    def _loader(self):
+        cfg = self.cfg
+        start = self.step * cfg.accum_steps
+        sampler = ResumableBatchSampler(self.train_count, cfg.batch_size, cfg.seed, self.rank, self.world, start)
+        return DataLoader(
+            self.dataset,
+            batch_sampler=sampler,
+            collate_fn=self.collate_fn,
+            num_workers=cfg.num_workers,
+            persistent_workers=cfg.num_workers > 0,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    def _autocast(self):
+        if self.cfg.precision == "fp32":
+            return torch.autocast(self.device.type, enabled=False)
+        dtype = torch.bfloat16 if self.cfg.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.rank != 0:
+            return
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.cfg.tensorboard:
+            if self._tb is None:
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+                except ImportError as exc:
+                    raise PocketSamError("TensorBoard logging needs the 'tensorboard' package", "pip install tensorboard") from exc
+                self._tb = SummaryWriter(str(self.out / "tb"))
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self._tb.add_scalar(k, v, record["step"])
+
+    def fit(self) -> dict[str, Any]:
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        data = iter(self._loader())
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=self.rank != 0, desc="train", unit="step", dynamic_ncols=True)
+        window: dict[str, float] = {}
+        t0, seen = time.perf_counter(), 0
+        last: dict[str, Any] = {}
+        while self.step < cfg.steps:
+            self.optimizer.zero_grad(set_to_none=True)
+            # prompt sampling depends only on (seed, rank, step): exact on resume, any world size
+            self.generator.manual_seed((cfg.seed * 1_000_003 + self.step) * 1_009 + self.rank)
+            for micro in range(cfg.accum_steps):
+                batch = self._to_device(next(data))
+                sync = micro + 1 == cfg.accum_steps or self.world == 1
+                ctx = self.runner.no_sync() if (not sync and hasattr(self.runner, "no_sync")) else _null()
+                with ctx, self._autocast():
+                    loss, logs = self.runner(batch, self.generator)
+                self.scaler.scale(loss / cfg.accum_steps).backward()
+                for k, v in {"loss": float(loss.detach()), **{k: float(v) for k, v in logs.items()}}.items():
+                    window[k] = window.get(k, 0.0) + v / cfg.accum_steps
+                seen += batch["image"].shape[0] * self.world
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            self.step += 1
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                n_steps = cfg.log_every if self.step % cfg.log_every == 0 else (self.step % cfg.log_every)
+                elapsed = time.perf_counter() - t0
+                last = {k: v / n_steps for k, v in window.items()}
+                last.update(step=self.step, lr=self.scheduler.get_last_lr()[0], grad_norm=float(grad_norm),
+                            images_per_s=seen / max(elapsed, 1e-9))
+                bar.set_postfix(loss=f"{last['loss']:.3f}", iou=f"{last['iou']:.3f}", img_s=f"{last['images_per_s']:.1f}")
+                self._log(last)
+                window, t0, seen = {}, time.perf_counter(), 0
+            if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
+                self._log({"step": self.step, **self.evaluate()})
+            if self.step % cfg.save_every == 0 or self.step == cfg.steps:
+                self.save()
+        bar.close()
+        final = {"step": self.step, **self.evaluate()}
+        if self.world > 1:
+            final["ranks_in_sync"] = self.ranks_in_sync()
+        self._log(final)
+        self.export()
+        if self.world > 1:
+            dist.barrier()
+        return {**last, **final}
+
+    # ------------------------------------------------------------ validation
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        if not self.val_indices or self.rank != 0:
+            return {}
+        from pocketsam.train.validate import quick_miou
+
+        self.model.eval()
+        try:
+            items = [self.val_dataset[(i, 0)] for i in self.val_indices]
+            batch = self._to_device(self.collate_fn(items) if self.collate_fn else items[0])
+            return quick_miou(self.model, self.step_module, batch)
+        finally:
+            self.model.train()
+
+    def ranks_in_sync(self) -> bool:
+        """All ranks hold identical weights (DDP keeps them in step)."""
+        vec = torch.cat([p.detach().float().flatten() for p in self.model.parameters()])
+        checksum = torch.stack([vec.sum(), (vec * torch.arange(len(vec), device=vec.device) % 9973).sum()]).double()
+        gathered = [torch.zeros_like(checksum) for _ in range(self.world)]
+        dist.all_gather(gathered, checksum)
+        return all(torch.allclose(g, gathered[0], rtol=0, atol=0) for g in gathered)
+
+    def export(self) -> None:
+        """Final model in the official layout: ``model.pth`` and ``model.safetensors``."""
+        if self.rank != 0:
+            return
+        from safetensors.torch import save_file
+
+        state = export_state_dict(self.model)
+        atomic_torch_save(state, self.out / "model.pth")
+        tmp = self.out / f".model.safetensors.tmp{os.getpid()}"
+        save_file(state, str(tmp))
+        os.replace(tmp, self.out / "model.safetensors")
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
