@@ -1,0 +1,206 @@
+"""``pocketsam everything``: segment everything in an image or a folder of images.
+
+Example::
+
+    pocketsam everything photos/ --checkpoint mobile_sam.pt --mode grid --out out/
+    pocketsam everything street.jpg --mode boxes --boxes detections.json --out out/
+
+Modes: ``grid`` (segment_anything's point grid), ``hierarchical`` (TinySAM's
+sparse-then-dense grid), ``boxes`` (MobileSAMv2-style, one box prompt per detection in
+a COCO detections JSON; a folder's images are matched to detections by file name via
+the file's ``images`` list, or by numeric file stem = ``image_id``).
+
+For each image ``<stem>`` writes ``<out>/<stem>/annotations.json`` (SA-1B style:
+``{"image": {file_name, height, width}, "annotations": [{id, segmentation (COCO RLE),
+area, bbox, predicted_iou, point_coords, stability_score, crop_box}], "stats": ...}``)
+and ``<out>/<stem>/overlay.png``. Files are written atomically, annotations last, so
+an image whose ``annotations.json`` exists is complete: re-running the same command
+skips it (``--force`` recomputes). Everything checkable without the model is checked
+before the model is loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from pocketsam.errors import InputError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+MODES = ("grid", "hierarchical", "boxes")
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``everything`` sub-command."""
+    p = subparsers.add_parser(
+        "everything",
+        help="segment everything in an image or a folder (grid, hierarchical or box prompts)",
+        description="Automatic mask generation; writes SA-1B-style annotations.json and overlay.png per image.",
+    )
+    p.add_argument("input", metavar="IMAGE_OR_DIR", help="an image, or a folder of images (not recursive)")
+    p.add_argument("--checkpoint", "-c", default=None, help="SAM / MobileSAM / TinySAM checkpoint")
+    p.add_argument("--model-type", default=None, help="force an architecture (vit_h, vit_l, vit_b, vit_t, ...)")
+    p.add_argument("--mode", choices=MODES, default="grid", help="prompting strategy (default grid)")
+    p.add_argument("--boxes", default=None, metavar="DETECTIONS.json", help="COCO detections JSON (mode boxes)")
+    p.add_argument("--points-per-side", type=int, default=32, metavar="N", help="grid points per side (default 32)")
+    p.add_argument("--points-per-batch", type=int, default=64, metavar="N", help="prompts decoded together (default 64)")
+    p.add_argument("--pred-iou-thresh", type=float, default=None, help="predicted-IoU filter (grid default 0.88, boxes 0)")
+    p.add_argument("--stability-score-thresh", type=float, default=None, help="stability filter (grid default 0.95, boxes 0)")
+    p.add_argument("--box-nms-thresh", type=float, default=0.7, help="box NMS IoU threshold (default 0.7)")
+    p.add_argument("--min-mask-region-area", type=int, default=0, help="remove holes/islands smaller than this (px)")
+    p.add_argument("--crop-n-layers", type=int, default=0, help="extra crop layers (grid modes; default 0)")
+    p.add_argument("--high-score-thresh", type=float, default=8.5, help="hierarchical: confident logit (default 8.5)")
+    p.add_argument("--box-score-thresh", type=float, default=0.4, help="boxes: minimum detection score (default 0.4)")
+    p.add_argument("--out", "-o", required=True, metavar="DIR", help="output directory (created if needed)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--force", action="store_true", help="recompute images that already have results")
+    p.set_defaults(func=run)
+
+
+def list_images(path: Path) -> list[Path]:
+    """The image files to process: ``path`` itself, or the images in folder ``path``."""
+    if not path.exists():
+        raise InputError(f"input '{path}' does not exist", "check the path")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise InputError(f"folder '{path}' has no images", f"supported: {', '.join(sorted(IMAGE_SUFFIXES))}")
+        return files
+    return [path]
+
+
+def output_names(files: list[Path]) -> list[str]:
+    """One output folder name per image: its stem, or ``stem_ext`` when stems collide."""
+    stems = [f.stem for f in files]
+    return [f.stem if stems.count(f.stem) == 1 else f"{f.stem}_{f.suffix.lstrip('.').lower()}" for f in files]
+
+
+def validate(args: argparse.Namespace) -> dict[str, Any]:
+    """Check arguments and inputs; returns what :func:`run` needs. No model involved."""
+    from pocketsam.cli.segment import check_device, check_output_dir, resolve_checkpoint
+
+    if args.points_per_side < 1:
+        raise InputError(f"--points-per-side must be >= 1, got {args.points_per_side}")
+    if args.points_per_batch < 1:
+        raise InputError(f"--points-per-batch must be >= 1, got {args.points_per_batch}")
+    if args.min_mask_region_area < 0 or args.crop_n_layers < 0:
+        raise InputError("--min-mask-region-area and --crop-n-layers must be >= 0")
+    for name in ("pred_iou_thresh", "stability_score_thresh"):
+        v = getattr(args, name)
+        if v is not None and not -100.0 <= v <= 1.0:
+            raise InputError(f"--{name.replace('_', '-')} must be <= 1, got {v}")
+    if not 0.0 <= args.box_nms_thresh <= 1.0:
+        raise InputError(f"--box-nms-thresh must be in [0, 1], got {args.box_nms_thresh}")
+    detections = None
+    if args.mode == "boxes":
+        if not args.boxes:
+            raise InputError("--mode boxes needs --boxes DETECTIONS.json", "give a COCO detections file")
+        from pocketsam.everything.proposals import CocoDetections
+
+        detections = CocoDetections(args.boxes)
+    elif args.boxes:
+        raise InputError("--boxes is only used with --mode boxes")
+    files = list_images(Path(args.input))
+    return {
+        "files": files,
+        "names": output_names(files),
+        "out": check_output_dir(args.out),
+        "checkpoint": resolve_checkpoint(args.checkpoint),
+        "device": check_device(args.device),
+        "detections": detections,
+    }
+
+
+def make_generator(args: argparse.Namespace, sam: Any) -> Any:
+    from pocketsam.everything import ObjectAwareMaskGenerator, SamAutomaticMaskGenerator, SamHierarchicalMaskGenerator
+
+    common: dict[str, Any] = {
+        "box_nms_thresh": args.box_nms_thresh,
+        "min_mask_region_area": args.min_mask_region_area,
+        "output_mode": "coco_rle",
+    }
+    if args.pred_iou_thresh is not None:
+        common["pred_iou_thresh"] = args.pred_iou_thresh
+    if args.stability_score_thresh is not None:
+        common["stability_score_thresh"] = args.stability_score_thresh
+    if args.mode == "boxes":
+        return ObjectAwareMaskGenerator(sam, score_thresh=args.box_score_thresh, **common)
+    grid = dict(points_per_side=args.points_per_side, points_per_batch=args.points_per_batch, crop_n_layers=args.crop_n_layers, **common)
+    if args.mode == "hierarchical":
+        return SamHierarchicalMaskGenerator(sam, high_score_thresh=args.high_score_thresh, **grid)
+    return SamAutomaticMaskGenerator(sam, **grid)
+
+
+def annotations_document(file: Path, image_shape: tuple[int, ...], records: list[dict[str, Any]], stats: dict[str, Any]) -> dict[str, Any]:
+    """SA-1B-style JSON document for one image."""
+    anns = []
+    for i, r in enumerate(records, start=1):
+        ann = {"id": i, **r}
+        anns.append(ann)
+    return {
+        "image": {"file_name": file.name, "height": int(image_shape[0]), "width": int(image_shape[1])},
+        "annotations": anns,
+        "stats": stats,
+    }
+
+
+def process_one(generator: Any, file: Path, dest: Path, detections: Any) -> dict[str, Any]:
+    """Segment one image and write its two files (overlay first, annotations last)."""
+    from pocketsam.io import load_image, save_png_atomic, write_json_atomic
+    from pocketsam.viz import overlay_masks
+
+    image = load_image(file)
+    if detections is not None:
+        from pocketsam.everything.proposals import BoxesProposals
+
+        records = generator.generate(image, proposals=BoxesProposals(*detections.select(file.name)))
+    else:
+        records = generator.generate(image)
+    dest.mkdir(parents=True, exist_ok=True)
+    save_png_atomic(overlay_masks(image, records, alpha=0.5, outlines=True), dest / "overlay.png")
+    doc = annotations_document(file, image.shape, records, generator.last_stats)
+    write_json_atomic(doc, dest / "annotations.json")
+    return doc
+
+
+def run(args: argparse.Namespace) -> int:
+    ctx = validate(args)
+    files, names, out = ctx["files"], ctx["names"], ctx["out"]
+    todo = [(f, out / n) for f, n in zip(files, names) if args.force or not (out / n / "annotations.json").is_file()]
+    skipped = len(files) - len(todo)
+    if not todo:
+        print(f"all {len(files)} image(s) already done in '{out}' (use --force to recompute)")
+        return 0
+
+    import torch
+    from tqdm import tqdm
+
+    from pocketsam import build_sam
+    from pocketsam.errors import PocketSamError
+
+    sam = build_sam(model_type=args.model_type, checkpoint=ctx["checkpoint"], device=ctx["device"])
+    generator = make_generator(args, sam)
+    out.mkdir(parents=True, exist_ok=True)
+    failures: list[str] = []
+    t0 = time.perf_counter()
+    bar = tqdm(todo, desc="everything", unit="img", disable=len(files) == 1)
+    for file, dest in bar:
+        bar.set_postfix_str(file.name)
+        try:
+            with torch.inference_mode():
+                doc = process_one(generator, file, dest, ctx["detections"])
+        except PocketSamError as exc:
+            if len(files) == 1:
+                raise
+            failures.append(f"{file.name}: {exc}")
+            continue
+        if len(files) == 1:
+            print(f"{len(doc['annotations'])} masks for {file.name} in {time.perf_counter() - t0:.1f}s -> {dest}")
+    if len(files) > 1:
+        done = len(todo) - len(failures)
+        print(f"{done} image(s) segmented, {skipped} already done, {len(failures)} failed -> {out}")
+        for line in failures:
+            print(f"  failed: {line}")
+    return 1 if failures else 0

@@ -1,0 +1,237 @@
+"""Grid-prompted "segment everything": drop-in for segment_anything's
+``SamAutomaticMaskGenerator``.
+
+Same constructor, same algorithm, same masks and records as the reference; faster
+because candidates are filtered before they are upsampled and because every step is
+batched (see :mod:`pocketsam.everything._common`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from pocketsam.everything._common import (
+    Stats,
+    check_output_mode,
+    decode_low_res,
+    filter_candidates,
+    nms_filter,
+    remove_small_regions_and_dedupe,
+    to_records,
+)
+from pocketsam.masks import (
+    MaskData,
+    batch_iterator,
+    box_area,
+    build_all_layer_point_grids,
+    generate_crop_boxes,
+    uncrop_boxes_xyxy,
+    uncrop_points,
+)
+
+
+class SamAutomaticMaskGenerator:
+    """Prompt a regular grid of points, keep the good, distinct masks.
+
+    Args:
+        model: a :class:`pocketsam.models.sam.Sam` (e.g. from :func:`pocketsam.build_sam`).
+        points_per_side: grid points along each side (``n²`` prompts); None when
+            ``point_grids`` is given.
+        points_per_batch: prompts decoded together (3 masks each).
+        pred_iou_thresh: keep masks whose predicted IoU is ``>`` this (0 disables).
+        stability_score_thresh: keep masks whose stability score is ``>=`` this (0 disables).
+        stability_score_offset: logit offset of the stability score's two thresholds.
+        box_nms_thresh: box-IoU threshold of the per-crop NMS.
+        crop_n_layers: extra layers of crops (layer i: ``(2**i)²`` crops).
+        crop_nms_thresh: box-IoU threshold of the NMS across crops (smaller crops win).
+        crop_overlap_ratio: crop overlap as a fraction of the short side (layer 1).
+        crop_n_points_downscale_factor: layer i uses ``points_per_side / factor**i``.
+        point_grids: explicit normalised ``N×2`` grids, one per layer.
+        min_mask_region_area: fill holes / drop islands smaller than this (px); 0 = off.
+        output_mode: ``"binary_mask"`` | ``"uncompressed_rle"`` | ``"coco_rle"``.
+
+    After :meth:`generate`, :attr:`last_stats` holds prompts, candidate counts after
+    each filter and seconds per stage.
+    """
+
+    name = "grid"
+
+    def __init__(
+        self,
+        model: Any,
+        points_per_side: int | None = 32,
+        points_per_batch: int = 64,
+        pred_iou_thresh: float = 0.88,
+        stability_score_thresh: float = 0.95,
+        stability_score_offset: float = 1.0,
+        box_nms_thresh: float = 0.7,
+        crop_n_layers: int = 0,
+        crop_nms_thresh: float = 0.7,
+        crop_overlap_ratio: float = 512 / 1500,
+        crop_n_points_downscale_factor: int = 1,
+        point_grids: list[np.ndarray] | None = None,
+        min_mask_region_area: int = 0,
+        output_mode: str = "binary_mask",
+    ) -> None:
+        from pocketsam.predictor import SamPredictor
+
+        if (points_per_side is None) == (point_grids is None):
+            raise ValueError("Exactly one of points_per_side or point_grids must be provided.")
+        if points_per_side is not None:
+            if points_per_side < 1:
+                raise ValueError(f"points_per_side must be >= 1, got {points_per_side}")
+            self.point_grids = build_all_layer_point_grids(
+                points_per_side, crop_n_layers, crop_n_points_downscale_factor
+            )
+        else:
+            self.point_grids = [np.asarray(g, dtype=np.float64) for g in point_grids]  # type: ignore[union-attr]
+            if len(self.point_grids) < crop_n_layers + 1:
+                raise ValueError(f"point_grids needs one grid per crop layer ({crop_n_layers + 1})")
+        if points_per_batch < 1:
+            raise ValueError(f"points_per_batch must be >= 1, got {points_per_batch}")
+        check_output_mode(output_mode)
+        self.predictor = SamPredictor(model)
+        self.points_per_side = points_per_side
+        self.points_per_batch = points_per_batch
+        self.pred_iou_thresh = pred_iou_thresh
+        self.stability_score_thresh = stability_score_thresh
+        self.stability_score_offset = stability_score_offset
+        self.box_nms_thresh = box_nms_thresh
+        self.crop_n_layers = crop_n_layers
+        self.crop_nms_thresh = crop_nms_thresh
+        self.crop_overlap_ratio = crop_overlap_ratio
+        self.crop_n_points_downscale_factor = crop_n_points_downscale_factor
+        self.min_mask_region_area = min_mask_region_area
+        self.output_mode = output_mode
+        self.last_stats: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ public
+    @torch.inference_mode()
+    def generate(self, image: np.ndarray) -> list[dict[str, Any]]:
+        """Masks for the whole image.
+
+        Args:
+            image: ``uint8`` H×W×3 RGB.
+        Returns:
+            one record per mask: ``segmentation`` (H×W bool array or RLE dict per
+            ``output_mode``), ``area`` (int), ``bbox`` (XYWH), ``predicted_iou``,
+            ``point_coords`` (``[[x, y]]``), ``stability_score``, ``crop_box`` (XYWH).
+        """
+        image = np.asarray(image)
+        stats = Stats(self.name)
+        data = self._generate_masks(image, stats)
+        with stats.stage("postprocess"):
+            if self.min_mask_region_area > 0:
+                data = remove_small_regions_and_dedupe(
+                    data, self.min_mask_region_area, max(self.box_nms_thresh, self.crop_nms_thresh)
+                )
+                stats.count("after_small_regions", len(data))
+            records = to_records(data, self.output_mode)
+        stats.count("returned", len(records))
+        stats.extra["image_size"] = [int(image.shape[0]), int(image.shape[1])]
+        self.last_stats = stats.as_dict()
+        return records
+
+    # ------------------------------------------------------------------ internals
+    def _generate_masks(self, image: np.ndarray, stats: Stats) -> MaskData:
+        orig_size = (int(image.shape[0]), int(image.shape[1]))
+        crop_boxes, layer_idxs = generate_crop_boxes(orig_size, self.crop_n_layers, self.crop_overlap_ratio)
+        stats.extra["crops"] = len(crop_boxes)
+        data = MaskData()
+        for crop_box, layer in zip(crop_boxes, layer_idxs):
+            data.cat(self._process_crop(image, crop_box, layer, orig_size, stats))
+        if len(crop_boxes) > 1 and len(data) > 0:
+            with stats.stage("filtering"):
+                # Prefer masks from smaller crops.
+                scores = 1 / box_area(torch.as_tensor(data["crop_boxes"]))
+                nms_filter(data, scores, self.crop_nms_thresh)
+            stats.count("after_crop_nms", len(data))
+        if len(data) == 0:
+            data = _empty_data()
+        data.to_numpy()
+        return data
+
+    def _embed(self, image: np.ndarray, crop_box: list[int], stats: Stats) -> tuple[int, int]:
+        x0, y0, x1, y1 = crop_box
+        with stats.stage("embedding"):
+            self.predictor.set_image(np.ascontiguousarray(image[y0:y1, x0:x1, :]))
+        return (y1 - y0, x1 - x0)
+
+    def _run_points(
+        self,
+        points: np.ndarray,
+        crop_size: tuple[int, int],
+        crop_box: list[int],
+        orig_size: tuple[int, int],
+        stats: Stats,
+        pass_name: str,
+        covered: torch.Tensor | None = None,
+        high_score_thresh: float | None = None,
+    ) -> MaskData:
+        """Decode and filter ``N×2`` point prompts (crop pixel frame) in batches."""
+        stats.add_prompts(pass_name, len(points))
+        data = MaskData()
+        for (batch,) in batch_iterator(self.points_per_batch, points):
+            with stats.stage("decoding"):
+                low_res, iou_preds = decode_low_res(self.predictor, batch, None, crop_size, True)
+            with stats.stage("filtering"):
+                data.cat(
+                    filter_candidates(
+                        low_res,
+                        iou_preds,
+                        batch,
+                        predictor=self.predictor,
+                        crop_box=crop_box,
+                        orig_size=orig_size,
+                        pred_iou_thresh=self.pred_iou_thresh,
+                        stability_score_thresh=self.stability_score_thresh,
+                        stability_score_offset=self.stability_score_offset,
+                        stats=stats,
+                        covered=covered,
+                        high_score_thresh=high_score_thresh,
+                    )
+                )
+        return data
+
+    def _crop_points(self, crop_size: tuple[int, int], layer: int) -> np.ndarray:
+        scale = np.array(crop_size, dtype=np.float64)[None, ::-1]
+        return self.point_grids[layer] * scale
+
+    def _process_crop(
+        self,
+        image: np.ndarray,
+        crop_box: list[int],
+        layer: int,
+        orig_size: tuple[int, int],
+        stats: Stats,
+    ) -> MaskData:
+        crop_size = self._embed(image, crop_box, stats)
+        data = self._run_points(self._crop_points(crop_size, layer), crop_size, crop_box, orig_size, stats, self.name)
+        self.predictor.reset_image()
+        return self._finish_crop(data, crop_box, stats)
+
+    def _finish_crop(self, data: MaskData, crop_box: list[int], stats: Stats) -> MaskData:
+        """Per-crop NMS, then back to the whole-image frame."""
+        with stats.stage("filtering"):
+            nms_filter(data, torch.as_tensor(data["iou_preds"]) if len(data) else torch.zeros(0), self.box_nms_thresh)
+        stats.count("after_box_nms", len(data))
+        if len(data) == 0:
+            return MaskData()
+        data["boxes"] = uncrop_boxes_xyxy(data["boxes"], crop_box)
+        data["points"] = uncrop_points(data["points"], crop_box)
+        data["crop_boxes"] = torch.tensor([crop_box] * len(data), dtype=torch.int64)
+        return data
+
+
+def _empty_data() -> MaskData:
+    return MaskData(
+        rles=[],
+        boxes=np.zeros((0, 4), np.int64),
+        iou_preds=np.zeros(0, np.float32),
+        stability_score=np.zeros(0, np.float32),
+        points=np.zeros((0, 2), np.float64),
+        crop_boxes=np.zeros((0, 4), np.int64),
+    )

@@ -1,0 +1,173 @@
+"""MobileSAMv2's object-aware "segment everything": one box prompt per object proposal.
+
+Instead of thousands of grid points, an object detector proposes boxes; each box gives
+exactly one mask (``multimask_output=False``). Proposals are filtered by score and
+de-duplicated by box NMS first, then decoded in large batches; the masks go through the
+same filters, NMS and records as the grid generators.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from pocketsam.everything._common import (
+    Stats,
+    check_output_mode,
+    decode_low_res,
+    filter_candidates,
+    nms_filter,
+    remove_small_regions_and_dedupe,
+    to_records,
+)
+from pocketsam.everything.proposals import as_proposal_source, check_proposals
+from pocketsam.everything.grid import _empty_data
+from pocketsam.masks import MaskData, batch_iterator, batched_nms
+
+
+class ObjectAwareMaskGenerator:
+    """Box-prompted mask generation (MobileSAMv2).
+
+    Args:
+        model: a :class:`pocketsam.models.sam.Sam`.
+        proposals: default proposal source — a :class:`~pocketsam.everything.proposals.ProposalSource`,
+            any callable ``image -> (boxes N×4 XYXY, scores N)``, or an ``N×4`` box array.
+            May instead be given to :meth:`generate`.
+        score_thresh: keep proposals with score ``>=`` this (MobileSAMv2: 0.4).
+        proposal_nms_thresh: box-IoU threshold for de-duplicating proposals (0.9).
+        boxes_per_batch: boxes decoded together (MobileSAMv2: 320).
+        pred_iou_thresh, stability_score_thresh, stability_score_offset, box_nms_thresh,
+        min_mask_region_area, output_mode: as :class:`SamAutomaticMaskGenerator`.
+            MobileSAMv2 keeps every mask, so the two score thresholds default to 0 (off);
+            duplicate masks are still removed by mask-box NMS at 0.7 (1.0 disables).
+
+    Records are segment_anything's, with ``point_coords`` the centre of the prompting
+    box and an extra ``prompt_box`` (XYXY). ``crop_box`` is the whole image.
+    """
+
+    name = "boxes"
+
+    def __init__(
+        self,
+        model: Any,
+        proposals: Any = None,
+        score_thresh: float = 0.4,
+        proposal_nms_thresh: float = 0.9,
+        boxes_per_batch: int = 320,
+        pred_iou_thresh: float = 0.0,
+        stability_score_thresh: float = 0.0,
+        stability_score_offset: float = 1.0,
+        box_nms_thresh: float = 0.7,
+        min_mask_region_area: int = 0,
+        output_mode: str = "binary_mask",
+    ) -> None:
+        from pocketsam.predictor import SamPredictor
+
+        check_output_mode(output_mode)
+        if boxes_per_batch < 1:
+            raise ValueError(f"boxes_per_batch must be >= 1, got {boxes_per_batch}")
+        self.predictor = SamPredictor(model)
+        self.proposals = as_proposal_source(proposals) if proposals is not None else None
+        self.score_thresh = score_thresh
+        self.proposal_nms_thresh = proposal_nms_thresh
+        self.boxes_per_batch = boxes_per_batch
+        self.pred_iou_thresh = pred_iou_thresh
+        self.stability_score_thresh = stability_score_thresh
+        self.stability_score_offset = stability_score_offset
+        self.box_nms_thresh = box_nms_thresh
+        self.min_mask_region_area = min_mask_region_area
+        self.output_mode = output_mode
+        self.last_stats: dict[str, Any] = {}
+
+    def select_proposals(self, boxes: np.ndarray, scores: np.ndarray, image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Clip to the image, drop empty boxes and low scores, de-duplicate by NMS.
+
+        Returns kept ``N×4`` XYXY boxes and scores, by decreasing score.
+        """
+        h, w = image_size
+        boxes = boxes.copy()
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
+        ok = (scores >= self.score_thresh) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        boxes, scores = boxes[ok], scores[ok]
+        if len(boxes) == 0:
+            return boxes, scores
+        keep = batched_nms(
+            torch.as_tensor(boxes, dtype=torch.float32),
+            torch.as_tensor(scores, dtype=torch.float32),
+            torch.zeros(len(boxes), dtype=torch.int64),
+            self.proposal_nms_thresh,
+        ).numpy()
+        return boxes[keep], scores[keep]
+
+    @torch.inference_mode()
+    def generate(self, image: np.ndarray, proposals: Any = None) -> list[dict[str, Any]]:
+        """Masks for the objects proposed in ``image`` (uint8 H×W×3).
+
+        Args:
+            proposals: overrides the source given at construction for this call.
+        Returns:
+            records as :meth:`SamAutomaticMaskGenerator.generate`; ``[]`` when there
+            are no proposals (the image is then not even embedded).
+        """
+        image = np.asarray(image)
+        source = as_proposal_source(proposals) if proposals is not None else self.proposals
+        if source is None:
+            raise ValueError("no proposal source: pass proposals= to the constructor or to generate()")
+        stats = Stats(self.name)
+        h, w = int(image.shape[0]), int(image.shape[1])
+        stats.extra["image_size"] = [h, w]
+        with stats.stage("proposals"):
+            boxes, scores = check_proposals(*source(image))
+            raw = len(boxes)
+            boxes, scores = self.select_proposals(boxes, scores, (h, w))
+        stats.extra["proposals"] = {"raw": raw, "after_score_and_nms": len(boxes)}
+        stats.add_prompts("boxes", len(boxes))
+        data = MaskData()
+        if len(boxes):
+            with stats.stage("embedding"):
+                self.predictor.set_image(image)
+            crop_box = [0, 0, w, h]
+            for (batch,) in batch_iterator(self.boxes_per_batch, boxes):
+                with stats.stage("decoding"):
+                    low_res, iou_preds = decode_low_res(self.predictor, None, batch, (h, w), False)
+                with stats.stage("filtering"):
+                    data.cat(
+                        filter_candidates(
+                            low_res,
+                            iou_preds,
+                            batch,
+                            predictor=self.predictor,
+                            crop_box=crop_box,
+                            orig_size=(h, w),
+                            pred_iou_thresh=self.pred_iou_thresh,
+                            stability_score_thresh=self.stability_score_thresh,
+                            stability_score_offset=self.stability_score_offset,
+                            stats=stats,
+                        )
+                    )
+            self.predictor.reset_image()
+            with stats.stage("filtering"):
+                if len(data) and self.box_nms_thresh < 1.0:
+                    nms_filter(data, torch.as_tensor(data["iou_preds"]), self.box_nms_thresh)
+            stats.count("after_box_nms", len(data))
+        if len(data) == 0:
+            data = _empty_data()
+            data["points"] = np.zeros((0, 4), np.float64)
+        else:
+            data["crop_boxes"] = torch.tensor([[0, 0, w, h]] * len(data), dtype=torch.int64)
+        data.to_numpy()
+        prompt_boxes = np.asarray(data["points"], dtype=np.float64).reshape(-1, 4)
+        data["points"] = np.stack([(prompt_boxes[:, 0] + prompt_boxes[:, 2]) / 2, (prompt_boxes[:, 1] + prompt_boxes[:, 3]) / 2], axis=1)
+        with stats.stage("postprocess"):
+            if self.min_mask_region_area > 0 and len(data):
+                data["prompt_boxes"] = prompt_boxes
+                data = remove_small_regions_and_dedupe(data, self.min_mask_region_area, self.box_nms_thresh)
+                prompt_boxes = data["prompt_boxes"]
+                stats.count("after_small_regions", len(data))
+            records = to_records(data, self.output_mode, extra={"prompt_box": np.asarray(prompt_boxes).tolist()})
+        stats.count("returned", len(records))
+        self.last_stats = stats.as_dict()
+        return records

@@ -1,0 +1,216 @@
+"""Object-proposal sources for :class:`~pocketsam.everything.ObjectAwareMaskGenerator`.
+
+A source is anything matching :class:`ProposalSource`: called with the image, it returns
+``(boxes, scores)`` — ``N×4`` float XYXY boxes in image pixels and ``N`` scores. Provided:
+
+* :class:`BoxesProposals` — fixed boxes (and optional scores) you already have;
+* any plain callable with that signature (e.g. your own detector);
+* :class:`CocoDetectionsProposals` — detections in a COCO *results* JSON file;
+* :class:`YoloProposals` — an Ultralytics YOLO model (MobileSAMv2's object-aware model
+  is one); needs the optional ``ultralytics`` package and a local weights file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Protocol, Union, runtime_checkable
+
+import numpy as np
+
+from pocketsam.errors import InputError, PocketSamError
+
+
+@runtime_checkable
+class ProposalSource(Protocol):
+    """``source(image) -> (boxes_xyxy float N×4, scores float N)``."""
+
+    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def check_proposals(boxes: Any, scores: Any, where: str = "proposal source") -> tuple[np.ndarray, np.ndarray]:
+    """Validate and normalise proposals to ``(float64 N×4, float64 N)``.
+
+    ``scores=None`` means all 1.0. Raises :class:`InputError` on bad shapes or values.
+    """
+    b = np.asarray(boxes if boxes is not None else np.zeros((0, 4)), dtype=np.float64)
+    if b.size == 0:
+        b = b.reshape(0, 4)
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise InputError(f"{where} returned boxes of shape {tuple(b.shape)}, expected N×4 (x0, y0, x1, y1)")
+    if scores is None:
+        s = np.ones(len(b), dtype=np.float64)
+    else:
+        s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(s) != len(b):
+        raise InputError(f"{where} returned {len(b)} boxes but {len(s)} scores")
+    if not (np.isfinite(b).all() and np.isfinite(s).all()):
+        raise InputError(f"{where} returned non-finite boxes or scores")
+    return b, s
+
+
+class BoxesProposals:
+    """Fixed proposals: ``boxes`` ``N×4`` XYXY in image pixels, optional ``scores`` ``N``
+    (default 1.0 each)."""
+
+    def __init__(self, boxes: Any, scores: Any = None) -> None:
+        self.boxes, self.scores = check_proposals(boxes, scores, "BoxesProposals")
+
+    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.boxes, self.scores
+
+
+class CocoDetections:
+    """A parsed COCO detections file, indexed by image.
+
+    Accepts a COCO *results* list (``[{"image_id", "bbox": [x, y, w, h], "score",
+    "category_id"}, ...]``), or a COCO *dataset* dict with ``images`` (``id``,
+    ``file_name``) and ``annotations`` (``score`` optional, default 1.0). Images are
+    selected by id, or by file name: through ``images[].file_name`` when present,
+    else by a numeric file stem (``000000397133.jpg`` → id 397133), or by a
+    ``file_name`` key on the detections themselves.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise InputError(f"detections file '{self.path}' does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read detections file '{self.path}': {exc.__class__.__name__}") from None
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(
+                f"detections file '{self.path}' is not valid JSON (line {exc.lineno}, column {exc.colno})"
+            ) from None
+        self.names: dict[str, Any] = {}
+        if isinstance(obj, dict):
+            dets = obj.get("annotations")
+            if not isinstance(dets, list):
+                raise InputError(
+                    f"detections file '{self.path}' must be a COCO results list or a dict with an 'annotations' list"
+                )
+            for im in obj.get("images", []) or []:
+                if isinstance(im, dict) and "id" in im and "file_name" in im:
+                    self.names[Path(str(im["file_name"])).name] = im["id"]
+        elif isinstance(obj, list):
+            dets = obj
+        else:
+            raise InputError(f"detections file '{self.path}' must hold a JSON list of detections")
+        self.by_image: dict[Any, tuple[list[list[float]], list[float]]] = {}
+        for i, d in enumerate(dets):
+            if not isinstance(d, dict) or "bbox" not in d or ("image_id" not in d and "file_name" not in d):
+                raise InputError(
+                    f"detections file '{self.path}': entry {i} is not a detection "
+                    "(needs 'image_id' and 'bbox': [x, y, w, h])"
+                )
+            bbox = d["bbox"]
+            ok = isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)
+            score = d.get("score", 1.0)
+            if not ok or not isinstance(score, (int, float)) or bbox[2] < 0 or bbox[3] < 0:
+                raise InputError(
+                    f"detections file '{self.path}': entry {i} has a bad bbox or score "
+                    "(expected bbox [x, y, w, h] with w, h >= 0 and a numeric score)"
+                )
+            key = d["image_id"] if "image_id" in d else Path(str(d["file_name"])).name
+            boxes, scores = self.by_image.setdefault(key, ([], []))
+            x, y, w, h = (float(v) for v in bbox)
+            boxes.append([x, y, x + w, y + h])
+            scores.append(float(score))
+
+    def image_key(self, image: int | str | None) -> Any:
+        """Resolve an image id / file name (None: the file's only image) to a key."""
+        if image is None:
+            if len(self.by_image) > 1:
+                raise InputError(
+                    f"detections file '{self.path}' covers {len(self.by_image)} images; say which one"
+                )
+            return next(iter(self.by_image), None)
+        if isinstance(image, str) and not image.isdigit():
+            name = Path(image).name
+            if name in self.names:
+                return self.names[name]
+            if name in self.by_image:
+                return name
+            stem = Path(name).stem
+            if stem.isdigit():
+                return int(stem)
+            return name
+        return int(image)
+
+    def select(self, image: int | str | None) -> tuple[np.ndarray, np.ndarray]:
+        """``(N×4 XYXY, N scores)`` for one image; empty when it has no detections."""
+        key = self.image_key(image)
+        boxes, scores = self.by_image.get(key, ([], []))
+        return check_proposals(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), np.asarray(scores), str(self.path))
+
+
+class CocoDetectionsProposals:
+    """Proposals for one image read from a COCO detections JSON (see :class:`CocoDetections`).
+
+    Args:
+        json_path: the file; parsed (and validated) when this object is made.
+        image: ``image_id`` (int) or file name (str); None if the file has one image only.
+    """
+
+    def __init__(self, json_path: str | Path, image: int | str | None = None) -> None:
+        self.detections = CocoDetections(json_path)
+        self.boxes, self.scores = self.detections.select(image)
+
+    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.boxes, self.scores
+
+
+class YoloProposals:
+    """Boxes from an Ultralytics YOLO model (e.g. MobileSAMv2's ``ObjectAwareModel.pt``).
+
+    Needs ``pip install ultralytics``; the weights must be a local file — nothing is
+    downloaded. ``conf``/``iou`` are passed to YOLO's own filtering; the generator
+    filters again with its own thresholds.
+    """
+
+    def __init__(self, weights_path: str | Path, conf: float = 0.4, iou: float = 0.9, imgsz: int = 1024, device: str | None = None) -> None:
+        try:
+            import ultralytics  # noqa: F401
+        except ImportError:
+            raise PocketSamError(
+                "YoloProposals needs the optional 'ultralytics' package, which is not installed",
+                "pip install 'pocketsam[yolo]', or pass boxes / a COCO detections file instead",
+            ) from None
+        path = Path(weights_path)
+        if not path.is_file():
+            raise InputError(f"YOLO weights '{path}' do not exist", "give the path of a local .pt file (nothing is downloaded)")
+        from ultralytics import YOLO
+
+        self.model = YOLO(str(path))
+        self.conf, self.iou, self.imgsz, self.device = conf, iou, imgsz, device
+
+    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        kwargs: dict[str, Any] = {"conf": self.conf, "iou": self.iou, "imgsz": self.imgsz, "verbose": False}
+        if self.device is not None:
+            kwargs["device"] = self.device
+        result = self.model(image, **kwargs)[0]
+        boxes = result.boxes.xyxy.detach().cpu().numpy()
+        scores = result.boxes.conf.detach().cpu().numpy()
+        return check_proposals(boxes, scores, "YOLO")
+
+
+ProposalLike = Union[ProposalSource, Callable[[np.ndarray], Any], np.ndarray, list]
+
+
+def as_proposal_source(source: Any) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """A callable proposal source from a source, a callable, or an ``N×4`` box array."""
+    if callable(source):
+        return source
+    if isinstance(source, (np.ndarray, list, tuple)):
+        return BoxesProposals(source)
+    try:
+        import torch
+
+        if isinstance(source, torch.Tensor):
+            return BoxesProposals(source.detach().cpu().numpy())
+    except ImportError:  # pragma: no cover
+        pass
+    raise TypeError(f"proposals must be a callable or an N×4 array of boxes, got {type(source).__name__}")

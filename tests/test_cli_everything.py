@@ -1,0 +1,121 @@
+"""``pocketsam everything``: outputs, validation before loading the model, resumable folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pocketsam.cli import main
+from pocketsam.masks import decode_rle
+
+GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
+CKPT = GOLDEN / "vit_t_random.pt"
+FAST = ["--points-per-side", "2", "--pred-iou-thresh", "-100", "--stability-score-thresh", "0.2"]
+
+pytestmark = pytest.mark.skipif(not CKPT.exists(), reason="golden checkpoint not available")
+
+
+def _write_images(folder: Path, n: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(n):
+        img = (rng.random((40, 56, 3)) * 255).astype(np.uint8)
+        img[5 + i : 25, 10:30] = [200, 20, 20]
+        p = folder / f"img{i}.png"
+        Image.fromarray(img).save(p)
+        paths.append(p)
+    return paths
+
+
+def test_folder_run_outputs_and_resume(tmp_path, capsys):
+    _write_images(tmp_path / "in", 3)
+    out = tmp_path / "out"
+    args = ["everything", str(tmp_path / "in"), "--checkpoint", str(CKPT), "--mode", "grid", *FAST, "--out", str(out)]
+    assert main(args) == 0
+    docs = {}
+    for i in range(3):
+        d = out / f"img{i}"
+        doc = json.loads((d / "annotations.json").read_text())
+        assert (d / "overlay.png").is_file()
+        assert Image.open(d / "overlay.png").size == (56, 40)
+        assert doc["image"] == {"file_name": f"img{i}.png", "height": 40, "width": 56}
+        assert doc["stats"]["prompts"] == {"grid": 4}
+        for k, ann in enumerate(doc["annotations"], start=1):
+            assert ann["id"] == k
+            assert set(ann) >= {"segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box"}
+            assert isinstance(ann["segmentation"]["counts"], str)
+            assert decode_rle(ann["segmentation"]).sum() == ann["area"]
+        docs[i] = doc
+    assert not list(out.rglob("*.tmp*"))  # atomic writes leave no temporaries
+
+    # interrupted run: one result missing → only that image is recomputed
+    mtimes = {i: os.stat(out / f"img{i}" / "annotations.json").st_mtime_ns for i in range(3)}
+    (out / "img1" / "annotations.json").unlink()
+    time.sleep(0.01)
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "1 image(s) segmented, 2 already done" in capsys.readouterr().out
+    assert os.stat(out / "img0" / "annotations.json").st_mtime_ns == mtimes[0]
+    assert os.stat(out / "img2" / "annotations.json").st_mtime_ns == mtimes[2]
+    redone = json.loads((out / "img1" / "annotations.json").read_text())
+    assert redone["annotations"] == docs[1]["annotations"]
+    # everything done → nothing loaded, nothing rewritten
+    assert main(args) == 0
+    assert "already done" in capsys.readouterr().out
+
+
+def test_boxes_mode_single_image(tmp_path):
+    (img,) = _write_images(tmp_path, 1)
+    dets = tmp_path / "dets.json"
+    dets.write_text(json.dumps({
+        "images": [{"id": 3, "file_name": "img0.png"}],
+        "annotations": [{"image_id": 3, "bbox": [10, 5, 20, 20], "score": 0.9, "category_id": 1},
+                        {"image_id": 3, "bbox": [0, 0, 4, 4], "score": 0.1, "category_id": 1}],
+    }))
+    out = tmp_path / "out"
+    rc = main(["everything", str(img), "--checkpoint", str(CKPT), "--mode", "boxes", "--boxes", str(dets), "--out", str(out)])
+    assert rc == 0
+    doc = json.loads((out / "img0" / "annotations.json").read_text())
+    assert doc["stats"]["prompts"] == {"boxes": 1}
+    assert len(doc["annotations"]) == 1 and doc["annotations"][0]["prompt_box"] == [10, 5, 30, 25]
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--mode", "boxes"], "needs --boxes"),
+        (["--mode", "boxes", "--boxes", "BAD"], "not valid JSON"),
+        (["--mode", "boxes", "--boxes", "MISSING"], "does not exist"),
+        (["--points-per-side", "0"], "points-per-side"),
+        (["--checkpoint", "/nonexistent.pt"], "does not exist"),
+    ],
+)
+def test_validation_before_model(tmp_path, capsys, monkeypatch, extra, message):
+    import pocketsam
+
+    monkeypatch.setattr(pocketsam, "build_sam", lambda *a, **k: pytest.fail("model loaded before validation"), raising=False)
+    (img,) = _write_images(tmp_path, 1)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{oops")
+    extra = [str(bad) if e == "BAD" else str(tmp_path / "missing.json") if e == "MISSING" else e for e in extra]
+    if "--checkpoint" not in extra:
+        extra += ["--checkpoint", str(CKPT)]
+    rc = main(["everything", str(img), *extra, "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_input_and_empty_folder(tmp_path, capsys):
+    assert main(["everything", str(tmp_path / "nope.jpg"), "--checkpoint", str(CKPT), "--out", str(tmp_path / "o")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["everything", str(tmp_path / "empty"), "--checkpoint", str(CKPT), "--out", str(tmp_path / "o")]) == 2
+    assert "has no images" in capsys.readouterr().err
