@@ -1,0 +1,423 @@
+"""The evaluations behind ``pocketsam eval prompts|coco|everything``.
+
+Each runner takes a model and samples, shows a tqdm bar, and returns a flat dict of
+JSON-ready numbers (``None`` where a number is undefined).
+
+Protocols
+---------
+* **prompts / point** — one positive click at the mask pixel farthest from the mask
+  boundary (Euclidean distance transform of the mask padded with background, so the
+  image border counts as boundary); three masks are predicted and the one with the
+  highest predicted IoU is kept. Clicks are integer pixel indices (SAM's prompt encoder
+  adds the half-pixel itself).
+* **prompts / box** — the mask's tight box ``x0, y0, x1, y1`` in inclusive pixel indices
+  (SAM's ``batched_mask_to_box`` convention), one mask predicted.
+* **coco** — every detector box (COCO ``[x, y, w, h]`` → ``[x, y, x+w, y+h]``) is a box
+  prompt giving one mask; the detection's score and category are carried over and the
+  masks are scored by pycocotools COCOeval (``segm``).
+* **everything** — a mask generator runs on each image; proposals are ranked by predicted
+  IoU and mask AR@100 / AR@1000 are computed as in MobileSAMv2 (see
+  :mod:`pocketsam.eval.metrics`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from pocketsam.data.sample import Sample
+from pocketsam.errors import InputError, PocketSamError
+from pocketsam.eval.metrics import (
+    average_recall,
+    best_iou_per_gt,
+    coco_mask_ap,
+    miou,
+    rle_iou,
+)
+from pocketsam.masks import encode_rle
+
+#: COCO area ranges used to split mIoU by object size.
+AREA_RANGES = {"small": (0, 32**2), "medium": (32**2, 96**2), "large": (96**2, math.inf)}
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def load_model(checkpoint: str | Path | None = None, model_type: str | None = None, device: str | None = None):
+    """Build the model to evaluate. Without ``checkpoint`` the bundled model is used
+    (:func:`pocketsam.checkpoints.default_checkpoint`), which raises a clear
+    :class:`~pocketsam.errors.CheckpointError` when this installation has none."""
+    from pocketsam.checkpoints import build_sam, default_checkpoint
+
+    if checkpoint is None:
+        checkpoint = default_checkpoint()
+    return build_sam(model_type=model_type, checkpoint=checkpoint, device=device)
+
+
+def farthest_point(mask: np.ndarray) -> tuple[int, int]:
+    """``(x, y)`` of the mask pixel farthest from the mask boundary (first one in raster
+    order on ties). The mask is padded with background first, so pixels on the image
+    border are next to the boundary."""
+    dist = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    return int(x), int(y)
+
+
+def tight_box(mask: np.ndarray) -> list[int]:
+    """Tight box ``[x0, y0, x1, y1]`` of a mask, inclusive pixel indices."""
+    ys = np.flatnonzero(mask.any(1))
+    xs = np.flatnonzero(mask.any(0))
+    return [int(xs[0]), int(ys[0]), int(xs[-1]), int(ys[-1])]
+
+
+def _bar(total: int, desc: str, progress: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", disable=not progress)
+
+
+def _first(samples: Sequence[Sample], max_images: int | None) -> list[int]:
+    if max_images is not None and max_images < 1:
+        raise InputError(f"--max-images must be >= 1, got {max_images}")
+    n = len(samples) if max_images is None else min(max_images, len(samples))
+    return list(range(n))
+
+
+def _clean(x: Any) -> Any:
+    """NaN/inf → None, numpy scalars → Python (JSON-ready)."""
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        return float(x) if math.isfinite(float(x)) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+# ---------------------------------------------------------------------------- prompts
+
+
+def eval_prompts(
+    sam: Any,
+    samples: Sequence[Sample],
+    prompt: str = "point",
+    max_images: int | None = None,
+    max_masks_per_image: int | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Single-prompt mIoU over every non-crowd instance of the first ``max_images`` samples.
+
+    Returns:
+        ``miou``, ``num_masks``, ``num_images``, ``prompt``, ``miou_small|medium|large``
+        (COCO area ranges of the ground truth), ``iou_above_50|75|90`` (share of masks with
+        IoU ≥ threshold), ``seconds_per_image``.
+    """
+    from pocketsam.predictor import SamPredictor
+
+    if prompt not in ("point", "box"):
+        raise InputError(f"unknown prompt type '{prompt}'", "use 'point' or 'box'")
+    predictor = SamPredictor(sam)
+    ious: list[float] = []
+    areas: list[float] = []
+    indices = _first(samples, max_images)
+    t_model = 0.0
+    with _bar(len(indices), f"eval prompts ({prompt})", progress) as bar:
+        for i in indices:
+            sample = samples[i]
+            instances = [inst for inst in sample.instances if not inst.iscrowd]
+            if max_masks_per_image is not None:
+                instances = instances[:max_masks_per_image]
+            if instances:
+                image = sample.load_image()
+                t0 = time.perf_counter()
+                predictor.set_image(image)
+                t_model += time.perf_counter() - t0
+                for s in range(0, len(instances), batch_size):
+                    chunk = instances[s : s + batch_size]
+                    gt = np.stack([inst.mask for inst in chunk])
+                    keep = gt.reshape(len(gt), -1).any(1)
+                    if not keep.all():  # an empty ground-truth mask has no prompt
+                        raise InputError(
+                            f"image '{sample.image_path}': annotation {chunk[int(np.argmin(keep))].id} has an empty mask",
+                            "remove empty annotations from the data",
+                        )
+                    t0 = time.perf_counter()
+                    pred = _predict_batch(predictor, gt, prompt)
+                    t_model += time.perf_counter() - t0
+                    inter = (pred & gt).reshape(len(gt), -1).sum(1)
+                    union = (pred | gt).reshape(len(gt), -1).sum(1)
+                    ious.extend((inter / np.maximum(union, 1)).tolist())
+                    areas.extend(gt.reshape(len(gt), -1).sum(1).tolist())
+            bar.update()
+    iou_arr = np.asarray(ious)
+    area_arr = np.asarray(areas)
+    out: dict[str, Any] = {
+        "miou": miou(iou_arr),
+        "num_masks": len(iou_arr),
+        "num_images": len(indices),
+        "prompt": prompt,
+    }
+    for name, (lo, hi) in AREA_RANGES.items():
+        sel = (area_arr >= lo) & (area_arr < hi)
+        out[f"miou_{name}"] = miou(iou_arr[sel])
+        out[f"num_masks_{name}"] = int(sel.sum())
+    for t in (50, 75, 90):
+        out[f"iou_above_{t}"] = float((iou_arr >= t / 100).mean()) if iou_arr.size else None
+    out["seconds_per_image"] = t_model / max(1, len(indices))
+    return _clean(out)
+
+
+def _predict_batch(predictor: Any, gt: np.ndarray, prompt: str) -> np.ndarray:
+    """Predicted masks (B×H×W bool) for a batch of ground-truth masks under the protocol."""
+    size = predictor.original_size
+    if prompt == "point":
+        pts = np.array([farthest_point(m) for m in gt], np.float32)[:, None, :]  # B×1×2
+        coords = predictor.transform.apply_coords_torch(torch.from_numpy(pts), size).to(predictor.device)
+        labels = torch.ones(len(gt), 1, dtype=torch.int, device=predictor.device)
+        masks, scores, _ = predictor.predict_torch(coords, labels, multimask_output=True)
+        best = scores.argmax(1)
+        chosen = masks[torch.arange(len(gt)), best]
+    else:
+        boxes = torch.tensor([tight_box(m) for m in gt], dtype=torch.float32)
+        boxes = predictor.transform.apply_boxes_torch(boxes, size).to(predictor.device)
+        masks, _, _ = predictor.predict_torch(None, None, boxes=boxes, multimask_output=False)
+        chosen = masks[:, 0]
+    return chosen.cpu().numpy().astype(bool)
+
+
+# ---------------------------------------------------------------------------- coco
+
+
+def load_detections(path: str | Path, known_images: set[int] | None = None) -> list[dict[str, Any]]:
+    """Read a COCO results file (a list of ``{image_id, category_id, bbox, score}``).
+
+    Raises:
+        InputError: unreadable, not a list, or an entry without a valid box/score/image.
+    """
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"detections file '{p}' does not exist", "check the path") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"'{p}' is not valid JSON ({exc.msg} at line {exc.lineno})", "fix the file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read detections file '{p}': {exc}", "check the file") from None
+    if not isinstance(data, list):
+        raise InputError(f"'{p}' is not a COCO results file (expected a JSON list of detections)", "fix the file")
+    for i, d in enumerate(data):
+        ok = (
+            isinstance(d, dict)
+            and isinstance(d.get("image_id"), int)
+            and isinstance(d.get("bbox"), list)
+            and len(d["bbox"]) == 4
+            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in d["bbox"])
+            and isinstance(d.get("score", 1.0), (int, float))
+        )
+        if not ok:
+            raise InputError(
+                f"'{p}': detection #{i} is malformed",
+                "each detection needs integer 'image_id', 'bbox' [x, y, w, h] and a numeric 'score'",
+            )
+        if known_images is not None and d["image_id"] not in known_images:
+            raise InputError(f"'{p}': detection #{i} refers to image_id {d['image_id']}, which the annotations do not have",
+                             "use the detections made for this annotation file")
+    return data
+
+
+def eval_coco(
+    sam: Any,
+    reader: Any,
+    detections: Sequence[dict[str, Any]],
+    max_images: int | None = None,
+    max_detections_per_image: int = 100,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """COCO mask AP of box-prompted masks.
+
+    Args:
+        reader: a :class:`pocketsam.data.coco.CocoReader` (ground truth incl. crowd).
+        detections: COCO results with boxes (see :func:`load_detections`).
+        max_detections_per_image: highest-scoring detections kept per image.
+    Returns:
+        :data:`pocketsam.eval.metrics.COCO_STAT_NAMES` plus ``num_images``,
+        ``num_detections`` and ``seconds_per_image``.
+    """
+    from pocketsam.predictor import SamPredictor
+
+    by_image: dict[int, list[dict[str, Any]]] = {}
+    for d in detections:
+        by_image.setdefault(d["image_id"], []).append(d)
+    predictor = SamPredictor(sam)
+    indices = _first(reader, max_images)
+    results: list[dict[str, Any]] = []
+    image_ids: list[int] = []
+    t_model = 0.0
+    with _bar(len(indices), "eval coco", progress) as bar:
+        for i in indices:
+            sample = reader[i]
+            image_ids.append(sample.image_id)
+            dets = sorted(by_image.get(sample.image_id, []), key=lambda d: -float(d.get("score", 1.0)))
+            dets = dets[:max_detections_per_image]
+            if dets:
+                image = sample.load_image()
+                t0 = time.perf_counter()
+                predictor.set_image(image)
+                for s in range(0, len(dets), batch_size):
+                    chunk = dets[s : s + batch_size]
+                    xyxy = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (d["bbox"] for d in chunk)], dtype=torch.float32)
+                    boxes = predictor.transform.apply_boxes_torch(xyxy, predictor.original_size).to(predictor.device)
+                    masks, _, _ = predictor.predict_torch(None, None, boxes=boxes, multimask_output=False)
+                    for d, m in zip(chunk, masks[:, 0].cpu().numpy()):
+                        results.append(
+                            {
+                                "image_id": sample.image_id,
+                                "category_id": d.get("category_id", 1),
+                                "segmentation": encode_rle(m),
+                                "score": float(d.get("score", 1.0)),
+                            }
+                        )
+                t_model += time.perf_counter() - t0
+            bar.update()
+    stats = coco_mask_ap(reader.dataset, results, image_ids=image_ids)
+    out = dict(stats)
+    out.update(num_images=len(indices), num_detections=len(results), seconds_per_image=t_model / max(1, len(indices)))
+    return _clean(out)
+
+
+# ---------------------------------------------------------------------------- everything
+
+MODES = {
+    "grid": "SamAutomaticMaskGenerator",
+    "hierarchical": "SamHierarchicalMaskGenerator",
+    "boxes": "ObjectAwareMaskGenerator",
+}
+
+
+def generator_class(mode: str) -> Callable[..., Any]:
+    """The mask generator class of a mode, with a clear error if this build lacks it."""
+    if mode not in MODES:
+        raise InputError(f"unknown mode '{mode}'", f"use one of {', '.join(MODES)}")
+    import pocketsam
+
+    name = MODES[mode]
+    try:
+        return getattr(pocketsam, name)
+    except (ImportError, AttributeError):
+        raise PocketSamError(
+            f"'everything' mode '{mode}' needs pocketsam.{name}, which this installation does not provide yet",
+            "update pocketsam, or use `pocketsam eval prompts` / `pocketsam eval coco`",
+        ) from None
+
+
+def _prompt_count(stats: Any) -> float | None:
+    """Number of prompts the generator used on the last image, from its ``last_stats``."""
+    if not isinstance(stats, dict):
+        return None
+    if isinstance(stats.get("prompts_total"), (int, float)):
+        return float(stats["prompts_total"])
+    prompts = stats.get("prompts")
+    if isinstance(prompts, dict):  # prompts per pass
+        return float(sum(v for v in prompts.values() if isinstance(v, (int, float))))
+    if isinstance(prompts, (int, float)):
+        return float(prompts)
+    return None
+
+
+def _record_rle(seg: Any) -> dict[str, Any]:
+    if isinstance(seg, np.ndarray):
+        return encode_rle(seg)
+    if isinstance(seg, torch.Tensor):
+        return encode_rle(seg.cpu().numpy())
+    if isinstance(seg, dict) and "counts" in seg:
+        return seg
+    raise PocketSamError(f"mask generator returned an unsupported segmentation type {type(seg).__name__}")
+
+
+def boxes_by_image(detections: Sequence[dict[str, Any]]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """COCO results → ``{image_id: (N×4 xyxy boxes, N scores)}``, by descending score."""
+    out: dict[int, list[tuple[float, list[float]]]] = {}
+    for d in detections:
+        x, y, w, h = d["bbox"]
+        out.setdefault(d["image_id"], []).append((float(d.get("score", 1.0)), [x, y, x + w, y + h]))
+    result = {}
+    for k, v in out.items():
+        v = sorted(v, key=lambda t: -t[0])
+        result[k] = (np.array([b for _, b in v], np.float64).reshape(-1, 4), np.array([s for s, _ in v], np.float64))
+    return result
+
+
+def eval_everything(
+    generator: Any,
+    samples: Sequence[Sample],
+    max_images: int | None = None,
+    ks: Sequence[int] = (100, 1000),
+    boxes: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
+    progress: bool = True,
+    desc: str = "eval everything",
+) -> dict[str, Any]:
+    """Mask AR@K of a "segment everything" generator.
+
+    Args:
+        generator: has ``generate(image) -> list of {"segmentation", "predicted_iou", ...}``
+            and optionally ``last_stats`` (prompt counts).
+        boxes: per-image box proposals ``(N×4 xyxy, N scores)`` (object-aware mode),
+            passed as ``generate(image, proposals=BoxesProposals(boxes, scores))``;
+            images without an entry get no proposals.
+    Returns:
+        ``ar@K`` for each K, ``recall@50@K``, ``num_gt``, ``num_images``,
+        ``proposals_per_image``, ``prompts_per_image`` (``None`` if the generator does not
+        report it), ``seconds_per_image`` (generation only).
+    """
+    indices = _first(samples, max_images)
+    best: dict[int, list[np.ndarray]] = {k: [] for k in ks}
+    seconds: list[float] = []
+    prompts: list[float] = []
+    proposals: list[int] = []
+    with _bar(len(indices), desc, progress) as bar:
+        for i in indices:
+            sample = samples[i]
+            image = sample.load_image()
+            t0 = time.perf_counter()
+            if boxes is not None:
+                from pocketsam.everything.proposals import BoxesProposals
+
+                b, s = boxes.get(sample.image_id, (np.zeros((0, 4)), np.zeros(0)))
+                records = generator.generate(image, proposals=BoxesProposals(b, s))
+            else:
+                records = generator.generate(image)
+            seconds.append(time.perf_counter() - t0)
+            n_prompts = _prompt_count(getattr(generator, "last_stats", None))
+            if n_prompts is not None:
+                prompts.append(n_prompts)
+            proposals.append(len(records))
+            gt = [inst.rle for inst in sample.instances if not inst.iscrowd]
+            pred = [_record_rle(r["segmentation"]) for r in records]
+            scores = [float(r.get("predicted_iou", 0.0)) for r in records]
+            ious = rle_iou(gt, pred)
+            for k in ks:
+                best[k].append(best_iou_per_gt(ious, scores, k))
+            bar.update()
+    out: dict[str, Any] = {}
+    for k in ks:
+        all_best = np.concatenate(best[k]) if best[k] else np.zeros(0)
+        out[f"ar@{k}"] = average_recall(all_best)
+        out[f"recall@50@{k}"] = float((all_best >= 0.5).mean()) if all_best.size else None
+    out["num_gt"] = int(sum(len(b) for b in best[ks[0]])) if ks else 0
+    out["num_images"] = len(indices)
+    out["proposals_per_image"] = float(np.mean(proposals)) if proposals else None
+    out["prompts_per_image"] = float(np.mean(prompts)) if prompts else None
+    out["seconds_per_image"] = float(np.mean(seconds)) if seconds else None
+    return _clean(out)
+
