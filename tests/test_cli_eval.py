@@ -1,0 +1,98 @@
+"""``pocketsam eval`` end to end on tiny generated scenes with the golden random-weight
+checkpoint: the numbers are meaningless, so only the output format and exit codes are
+checked. One image per command keeps this to a handful of encoder passes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pocketsam.cli import main
+from pocketsam.data import SA1BReader
+from pocketsam.data.synth import generate_dataset
+
+GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
+CKPT = GOLDEN / "vit_t_random.pt"
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> dict[str, Path]:
+    if not CKPT.exists():
+        pytest.fail(f"golden checkpoint not found at {CKPT} (CI puts ../shared beside the checkout)")
+    root = tmp_path_factory.mktemp("evaldata")
+    data = root / "sa1b"
+    generate_dataset(data, 2, size=(64, 80), seed=3, workers=1, progress=False)
+    reader = SA1BReader(data)
+    images, anns, dets = [], [], []
+    for s in reader:
+        assert len(s.instances) >= 2
+        images.append({"id": s.image_id, "file_name": s.image_path.name, "width": s.width, "height": s.height})
+        for inst in s.instances:
+            anns.append({"id": inst.id, "image_id": s.image_id, "category_id": 1, "segmentation": inst.rle_str,
+                         "bbox": inst.bbox, "area": inst.area, "iscrowd": 0})
+            dets.append({"image_id": s.image_id, "category_id": 1, "bbox": inst.bbox, "score": 0.9})
+    (root / "instances.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "thing"}]}))
+    (root / "dets.json").write_text(json.dumps(dets[:3]))
+    return {"root": root, "data": data, "ann": root / "instances.json", "dets": root / "dets.json"}
+
+
+def _run(args: list[str], out: Path) -> dict:
+    assert main([*args, "--checkpoint", str(CKPT), "--max-images", "1", "--quiet", "--output", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("prompt", ["point", "box"])
+def test_eval_prompts(scenes, prompt, tmp_path, capsys):
+    res = _run(["eval", "prompts", "--data", str(scenes["data"]), "--prompt", prompt, "--max-masks-per-image", "2"],
+               tmp_path / "r.json")
+    assert res["prompt"] == prompt and res["num_masks"] == 2 and res["num_images"] == 1
+    assert 0.0 <= res["miou"] <= 1.0 and res["seconds_per_image"] > 0
+    out = capsys.readouterr().out
+    assert "miou" in out and "num_masks" in out and "wrote" in out
+
+
+def test_eval_coco(scenes, tmp_path, capsys):
+    res = _run(["eval", "coco", "--images", str(scenes["data"]), "--annotations", str(scenes["ann"]),
+                "--detections", str(scenes["dets"])], tmp_path / "c.json")
+    for key in ("mask_ap", "mask_ap50", "mask_ap75", "mask_ap_small"):
+        assert key in res and (res[key] is None or 0.0 <= res[key] <= 1.0)
+    assert res["num_images"] == 1 and res["num_detections"] >= 1
+    assert "mask_ap" in capsys.readouterr().out
+
+
+def test_eval_everything_grid(scenes, tmp_path):
+    res = _run(["eval", "everything", "--data", str(scenes["data"]), "--mode", "grid", "--points-per-side", "2"],
+               tmp_path / "e.json")
+    assert set(res) >= {"ar@100", "ar@1000", "prompts_per_image", "seconds_per_image"}
+    assert 0.0 <= res["ar@100"] <= res["ar@1000"] <= 1.0
+    assert res["prompts_per_image"] == 4 and res["mode"] == "grid"
+
+
+def test_eval_everything_boxes(scenes, tmp_path):
+    res = _run(["eval", "everything", "--data", str(scenes["data"]), "--mode", "boxes", "--boxes", str(scenes["dets"])],
+               tmp_path / "b.json")
+    assert 0.0 <= res["ar@100"] <= 1.0 and res["prompts_per_image"] >= 1
+
+
+def test_eval_errors(scenes, tmp_path, capsys, monkeypatch):
+    from pocketsam import checkpoints
+    from pocketsam.errors import CheckpointError
+
+    def no_bundled():
+        raise CheckpointError("no checkpoint given and this installation has no bundled model", "pass --checkpoint")
+
+    monkeypatch.setattr(checkpoints, "default_checkpoint", no_bundled)
+    assert main(["eval", "prompts", "--data", str(scenes["data"]), "--quiet"]) == 2
+    assert "no bundled model" in capsys.readouterr().err
+    assert main(["eval", "everything", "--data", str(scenes["data"]), "--mode", "boxes"]) == 2
+    assert "--boxes" in capsys.readouterr().err
+    assert main(["eval", "prompts", "--data", str(tmp_path / "none"), "--checkpoint", str(CKPT)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["eval", "prompts", "--data", str(scenes["data"]), "--max-images", "0"]) == 2
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"image_id": 1, "bbox": [1, 2]}]))
+    assert main(["eval", "coco", "--images", str(scenes["data"]), "--annotations", str(scenes["ann"]),
+                 "--detections", str(bad), "--checkpoint", str(CKPT)]) == 2
+    assert "detection #0 is malformed" in capsys.readouterr().err
