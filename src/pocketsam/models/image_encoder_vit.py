@@ -95,10 +95,13 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, _ = x.shape
         qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.reshape(3, b * self.num_heads, h * w, -1).unbind(0)
-        bias = rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, (h, w)) if self.use_rel_pos else None
+        q, k, v = qkv.unbind(0)  # (B, heads, H·W, head_dim): 4-D keeps SDPA on its fused CPU kernel
+        bias = None
+        if self.use_rel_pos:
+            bias = rel_pos_bias(q.reshape(b * self.num_heads, h * w, -1), self.rel_pos_h, self.rel_pos_w, (h, w))
+            bias = bias.view(b, self.num_heads, h * w, h * w)
         x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
-        x = x.view(b, self.num_heads, h, w, -1).permute(0, 2, 3, 1, 4).reshape(b, h, w, -1)
+        x = x.permute(0, 2, 1, 3).reshape(b, h, w, -1)
         return self.proj(x)
 
 

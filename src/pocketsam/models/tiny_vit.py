@@ -93,9 +93,25 @@ class Attention(nn.Module):
         b, n, _ = x.shape
         qkv = self.qkv(self.norm(x)).view(b, n, self.num_heads, 3 * self.key_dim)
         q, k, v = qkv.permute(0, 2, 1, 3).split(self.key_dim, dim=3)
-        bias = self.attention_biases[:, self.attention_bias_idxs]
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=self._bias())
         return self.proj(x.transpose(1, 2).reshape(b, n, -1))
+
+    def _bias(self) -> torch.Tensor:
+        """(1, heads, N, N) additive bias. A 4-D mask lets SDPA use its fused CPU kernel
+        (a 3-D one falls back to the unfused math path). In eval mode without autograd the
+        gather is cached and redone only when ``attention_biases`` changes (in place or
+        replaced)."""
+        if self.training or torch.is_grad_enabled():
+            return self.attention_biases[:, self.attention_bias_idxs].unsqueeze(0)
+        p = self.attention_biases
+        key = (p.data_ptr(), p._version, p.dtype, p.device, self.attention_bias_idxs.device)
+        cache = getattr(self, "_bias_cache", None)
+        if cache is None or cache[0] != key:
+            with torch.no_grad():
+                bias = p[:, self.attention_bias_idxs].unsqueeze(0).contiguous()
+            cache = (key, bias)
+            self._bias_cache = cache
+        return cache[1]
 
 
 class Mlp(nn.Module):
