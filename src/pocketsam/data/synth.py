@@ -35,7 +35,7 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
@@ -686,7 +686,7 @@ def generate_dataset(
     workers: int | None = None,
     start: int = 0,
     progress: bool = True,
-) -> Iterator[int] | int:
+) -> int:
     """Write ``num_images`` scenes (indices ``start..start+num_images-1``) to ``out``.
 
     Args:

@@ -118,7 +118,8 @@ def eval_prompts(
     """Single-prompt mIoU over every non-crowd instance of the first ``max_images`` samples.
 
     Returns:
-        ``miou``, ``num_masks``, ``num_images``, ``prompt``, ``miou_small|medium|large``
+        ``miou``, ``num_masks``, ``num_images``, ``num_masks_skipped_empty`` (ground-truth
+        masks with no pixel, which admit no prompt), ``prompt``, ``miou_small|medium|large``
         (COCO area ranges of the ground truth), ``iou_above_50|75|90`` (share of masks with
         IoU ≥ threshold), ``seconds_per_image``.
     """
@@ -131,6 +132,7 @@ def eval_prompts(
     areas: list[float] = []
     indices = _first(samples, max_images)
     t_model = 0.0
+    skipped_empty = 0
     with _bar(len(indices), f"eval prompts ({prompt})", progress) as bar:
         for i in indices:
             sample = samples[i]
@@ -146,11 +148,10 @@ def eval_prompts(
                     chunk = instances[s : s + batch_size]
                     gt = np.stack([inst.mask for inst in chunk])
                     keep = gt.reshape(len(gt), -1).any(1)
-                    if not keep.all():  # an empty ground-truth mask has no prompt
-                        raise InputError(
-                            f"image '{sample.image_path}': annotation {chunk[int(np.argmin(keep))].id} has an empty mask",
-                            "remove empty annotations from the data",
-                        )
+                    skipped_empty += int((~keep).sum())  # e.g. sub-pixel COCO polygons: no prompt possible
+                    gt = gt[keep]
+                    if len(gt) == 0:
+                        continue
                     t0 = time.perf_counter()
                     pred = _predict_batch(predictor, gt, prompt)
                     t_model += time.perf_counter() - t0
@@ -165,6 +166,7 @@ def eval_prompts(
         "miou": miou(iou_arr),
         "num_masks": len(iou_arr),
         "num_images": len(indices),
+        "num_masks_skipped_empty": skipped_empty,
         "prompt": prompt,
     }
     for name, (lo, hi) in AREA_RANGES.items():
