@@ -7,18 +7,42 @@ import torch
 
 from pocketsam.errors import InputError
 from pocketsam.models.sam import Sam
+from pocketsam.speed import optimize, upscale_masks, weights_key
 from pocketsam.transforms import ResizeLongestSide
 
 
 class SamPredictor:
     """Compute an image embedding once with :meth:`set_image`, then predict masks for any
     number of prompts with :meth:`predict` (numpy, original pixels) or
-    :meth:`predict_torch` (batched tensors in the resized frame)."""
+    :meth:`predict_torch` (batched tensors in the resized frame).
 
-    def __init__(self, sam_model: Sam) -> None:
+    ``mode`` picks the inference path (see :mod:`pocketsam.speed`): ``"default"`` runs a
+    float32 inference copy with BatchNorm folded, channels-last convolutions and fused
+    activations (same results as ``"reference"`` within float32 rounding);
+    ``"bf16"``, ``"int8"``, ``"compile"``, ``"onnx"`` are opt-in; ``"reference"`` runs
+    :attr:`model` as is. :attr:`model` itself is never modified; the inference copy is
+    rebuilt when the model's weights change or it is put in training mode.
+    """
+
+    def __init__(self, sam_model: Sam, mode: str = "default", **speed_options) -> None:
         self.model = sam_model
+        self.mode = mode
+        self.speed_options = speed_options
         self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
+        self._fast = self._fast_key = None
         self.reset_image()
+
+    @property
+    def engine(self) -> Sam:
+        """The model that runs: :attr:`model` in ``reference`` mode or while training, else
+        its (cached) inference copy for :attr:`mode`."""
+        if self.mode == "reference" or self.model.training:
+            return self.model
+        key = weights_key(self.model)
+        if self._fast is None or key != self._fast_key:
+            self._fast = optimize(self.model, self.mode, **self.speed_options)
+            self._fast_key = key
+        return self._fast
 
     # ------------------------------------------------------------------ image
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
@@ -52,8 +76,11 @@ class SamPredictor:
         self.reset_image()
         self.original_size = tuple(int(s) for s in original_image_size)
         self.input_size = tuple(int(s) for s in transformed_image.shape[-2:])
-        input_image = self.model.preprocess(transformed_image.to(self.device, torch.float32))
-        self.features = self.model.image_encoder(input_image)
+        engine = self.engine
+        input_image = engine.preprocess(transformed_image.to(self.device, torch.float32))
+        self.features = engine.image_encoder(input_image)
+        self._active = engine
+        self._dense_pe = engine.prompt_encoder.get_dense_pe()
         self.is_image_set = True
 
     def get_image_embedding(self) -> torch.Tensor:
@@ -64,6 +91,7 @@ class SamPredictor:
     def reset_image(self) -> None:
         self.is_image_set = False
         self.features = None
+        self._active = self._dense_pe = None
         self.original_size = None
         self.input_size = None
         self.orig_h = self.orig_w = self.input_h = self.input_w = None
@@ -139,7 +167,8 @@ class SamPredictor:
         self._require_image()
         points = (point_coords, point_labels) if point_coords is not None else None
         low_res, iou = self.predict_low_res(points, boxes, mask_input, multimask_output)
-        masks = self.model.postprocess_masks(low_res, self.input_size, self.original_size)
+        # same values as Sam.postprocess_masks, without upsampling the padding
+        masks = upscale_masks(low_res, self.input_size, self.original_size, self.model.img_size)
         if not return_logits:
             masks = masks > self.model.mask_threshold
         return masks, iou, low_res
@@ -157,7 +186,6 @@ class SamPredictor:
         Generators use this to filter candidates before paying for full-resolution masks.
         """
         self._require_image()
-        sparse, dense = self.model.prompt_encoder(points, boxes, mask_input)
-        return self.model.mask_decoder(
-            self.features, self.model.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output
-        )
+        engine = self._active
+        sparse, dense = engine.prompt_encoder(points, boxes, mask_input)
+        return engine.mask_decoder(self.features, self._dense_pe, sparse, dense, multimask_output)

@@ -1,0 +1,140 @@
+"""Inference speed-ups applied from outside the model code (segment-anything-fast style).
+
+:func:`optimize` turns a built :class:`~pocketsam.models.sam.Sam` into an *inference copy*
+for one of several modes. The copy shares the source model's weights where it can and
+never changes the source model, whose ``state_dict`` keeps the official checkpoint layout.
+
+===========  ===============================================================================
+mode         what it does
+===========  ===============================================================================
+reference    the model as built (no rewrites)
+default      BatchNorm folded into convolutions, channels-last convolutions, GELU fused into
+             the preceding convolution / linear layer (oneDNN post-ops). float32; meets the
+             golden tolerances. :class:`~pocketsam.SamPredictor` uses it unless told otherwise.
+bf16         default + bfloat16 autocast (AMX/AVX512-BF16 CPUs, CUDA). Slower than float32 on
+             CPUs without native bf16 (a warning says so).
+int8         default convolutions + dynamic int8 quantisation of every ``nn.Linear``
+             (``torch.ao.quantization.quantize_dynamic``; weights int8, activations quantised
+             per batch at run time).
+compile      BatchNorm folded, then ``torch.compile`` (Inductor, max-autotune off) on the image
+             encoder and the mask decoder. The first image pays the compile time.
+onnx         encoder and decoder exported with ``torch.onnx`` and run by ONNX Runtime
+             (CPUExecutionProvider); the .onnx files are cached under
+             ``$POCKETSAM_CACHE`` (default ``~/.cache/pocketsam/onnx``) keyed by a hash of
+             the weights.
+===========  ===============================================================================
+
+Threads: torch's intra-op thread count is used as is (``torch.set_num_threads`` /
+``OMP_NUM_THREADS``); ``POCKETSAM_THREADS`` overrides both (see :func:`configure_threads`).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from pocketsam.speed.fold import fold_batchnorm, inference_copy, to_channels_last
+from pocketsam.speed.fuse import fuse_gelu
+from pocketsam.speed.postprocess import upscale_masks
+
+MODES = ("reference", "default", "bf16", "int8", "compile", "onnx")
+
+__all__ = [
+    "MODES", "configure_threads", "fold_batchnorm", "fuse_gelu", "inference_copy", "optimize",
+    "to_channels_last", "upscale_masks", "weights_key",
+]
+
+
+def configure_threads(threads: int | None = None) -> int:
+    """Set torch's intra-op thread count and return it.
+
+    ``threads`` wins; else ``POCKETSAM_THREADS``; else torch's current setting is kept
+    (which already honours ``OMP_NUM_THREADS`` and defaults to the physical cores), capped
+    at the CPUs this process may run on so that nothing is oversubscribed.
+    """
+    if threads is None and os.environ.get("POCKETSAM_THREADS"):
+        threads = int(os.environ["POCKETSAM_THREADS"])
+    if threads is None:
+        threads = torch.get_num_threads()
+        try:
+            threads = min(threads, len(os.sched_getaffinity(0)))
+        except (AttributeError, OSError):  # pragma: no cover - non-Linux
+            pass
+    threads = max(1, int(threads))
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
+
+
+def weights_key(model: nn.Module) -> tuple:
+    """Cheap identity of a model's current weights (storage and in-place version of every
+    parameter and buffer): changes whenever a weight is replaced or modified in place."""
+    return tuple(
+        (t.data_ptr(), t._version, t.dtype, t.device.type)
+        for t in (*model.parameters(), *model.buffers())
+    )
+
+
+def _check_mode(mode: str) -> str:
+    from pocketsam.errors import InputError
+
+    key = (mode or "default").lower().replace("_", "-")
+    key = {"fp32": "default", "fast": "default", "none": "reference", "ort": "onnx", "bfloat16": "bf16"}.get(key, key)
+    if key not in MODES:
+        raise InputError(f"unknown speed mode '{mode}'", f"use one of {', '.join(MODES)}")
+    return key
+
+
+def optimize(model: nn.Module, mode: str = "default", **options) -> nn.Module:
+    """An inference copy of ``model`` (a :class:`~pocketsam.models.sam.Sam`) for ``mode``.
+
+    The copy has the same interface (``image_encoder``, ``prompt_encoder``,
+    ``mask_decoder``, ``preprocess``, ...) and a ``speed_mode`` attribute. ``options`` go to
+    the mode's backend (``cache_dir`` for onnx, ``compile_decoder`` for compile, ...).
+    """
+    mode = _check_mode(mode)
+    fast = inference_copy(model)
+    fast.speed_mode = mode
+    if mode == "reference":
+        return fast
+    cpu = fast.device.type == "cpu"
+    if mode in ("default", "bf16", "int8"):
+        enc = fold_batchnorm(fast.image_encoder)
+        if mode == "int8":
+            from pocketsam.speed.backends import quantize_int8
+
+            quantize_int8(fast, **options)
+        if cpu:
+            to_channels_last(enc)
+            if mode != "bf16":
+                fuse_gelu(enc)
+        fast.image_encoder = ChannelsLastInput(enc) if cpu else enc
+        if mode == "bf16":
+            from pocketsam.speed.backends import autocast_bf16
+
+            autocast_bf16(fast, **options)
+        return fast
+    if mode == "compile":
+        from pocketsam.speed.backends import compile_model
+
+        fold_batchnorm(fast.image_encoder)
+        return compile_model(fast, **options)
+    if mode == "onnx":
+        from pocketsam.speed.onnx_backend import onnx_model
+
+        return onnx_model(model, fast, **options)
+    raise AssertionError(mode)  # pragma: no cover
+
+
+class ChannelsLastInput(nn.Module):
+    """Runs the wrapped encoder on a channels-last input and returns a contiguous result."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.img_size = encoder.img_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x.contiguous(memory_format=torch.channels_last)).contiguous()

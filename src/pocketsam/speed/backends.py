@@ -1,0 +1,109 @@
+"""Opt-in inference backends: bfloat16 autocast, dynamic int8 quantisation, torch.compile.
+
+Each function rewrites an inference copy made by :func:`pocketsam.speed.optimize` in place.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import torch
+from torch import nn
+
+
+def native_bf16(device: torch.device | str = "cpu") -> bool:
+    """Whether bf16 matmuls run natively (CUDA, or a CPU with AVX512-BF16 / AMX)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(check()) if check is not None else False
+    except Exception:  # pragma: no cover
+        return False
+
+
+class Autocast(nn.Module):
+    """Run ``module`` under autocast to ``dtype``; floating outputs come back as float32."""
+
+    def __init__(self, module: nn.Module, dtype: torch.dtype = torch.bfloat16) -> None:
+        super().__init__()
+        self.module = module
+        self.dtype = dtype
+        for name in ("img_size", "multimask_only", "num_mask_tokens", "transformer_dim"):
+            if hasattr(module, name):
+                setattr(self, name, getattr(module, name))
+
+    def forward(self, *args, **kwargs):
+        device_type = next(self.module.parameters()).device.type
+        with torch.autocast(device_type, dtype=self.dtype):
+            out = self.module(*args, **kwargs)
+        if isinstance(out, tuple):
+            return tuple(o.float() if o.is_floating_point() else o for o in out)
+        return out.float()
+
+
+def autocast_bf16(fast: nn.Module, decoder: bool = True) -> nn.Module:
+    """Image encoder (and mask decoder) in bfloat16 autocast."""
+    if not native_bf16(fast.device):
+        warnings.warn(
+            "this CPU has no native bfloat16 (AVX512-BF16/AMX): bf16 mode is slower than float32 here",
+            RuntimeWarning, stacklevel=3,
+        )
+    fast.image_encoder = Autocast(fast.image_encoder)
+    if decoder:
+        fast.mask_decoder = Autocast(fast.mask_decoder)
+    return fast
+
+
+def quantize_int8(fast: nn.Module, decoder: bool = True) -> nn.Module:
+    """Dynamic int8 quantisation (int8 weights, per-batch int8 activations) of every
+    ``nn.Linear`` in the image encoder (and the mask decoder's transformer). Convolutions
+    stay float32. CPU only."""
+    if fast.device.type != "cpu":
+        from pocketsam.errors import InputError
+
+        raise InputError("int8 mode runs on CPU only", "use mode='bf16' on CUDA")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notices
+        from torch.ao.quantization import quantize_dynamic
+
+        quantize_dynamic(fast.image_encoder, {nn.Linear}, dtype=torch.qint8, inplace=True)
+        if decoder:
+            quantize_dynamic(fast.mask_decoder.transformer, {nn.Linear}, dtype=torch.qint8, inplace=True)
+    return fast
+
+
+class Compiled(nn.Module):
+    """``torch.compile`` of a module, remembering how long the first call (compile) took."""
+
+    def __init__(self, module: nn.Module, **compile_kwargs) -> None:
+        super().__init__()
+        self.module = module
+        self.compiled = torch.compile(module, **compile_kwargs)
+        self.compile_seconds: float | None = None
+        for name in ("img_size", "multimask_only", "num_mask_tokens", "transformer_dim"):
+            if hasattr(module, name):
+                setattr(self, name, getattr(module, name))
+
+    def forward(self, *args, **kwargs):
+        if self.compile_seconds is None:
+            start = time.perf_counter()
+            out = self.compiled(*args, **kwargs)
+            self.compile_seconds = time.perf_counter() - start
+            return out
+        return self.compiled(*args, **kwargs)
+
+
+def compile_model(fast: nn.Module, decoder: bool = True, freezing: bool = True) -> nn.Module:
+    """``torch.compile`` the image encoder (and the mask decoder, with dynamic batch size).
+
+    ``freezing`` lets Inductor constant-fold and pre-pack the weights (CPU), which only
+    applies under ``torch.no_grad``/``inference_mode`` — the way :class:`SamPredictor` runs.
+    """
+    options = {"freezing": freezing} if fast.device.type == "cpu" else {}
+    fast.image_encoder = Compiled(fast.image_encoder, options=options)
+    if decoder:
+        fast.mask_decoder = Compiled(fast.mask_decoder, options=options, dynamic=True)
+    return fast

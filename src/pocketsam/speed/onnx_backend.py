@@ -1,0 +1,166 @@
+"""ONNX Runtime backend: image encoder and mask decoder exported with ``torch.onnx`` and run
+by onnxruntime's CPUExecutionProvider.
+
+Exports are cached under ``cache_dir`` (default ``$POCKETSAM_CACHE/onnx`` or
+``~/.cache/pocketsam/onnx``) in a folder named by a SHA-256 of the weights, the model
+configuration, the input size and the torch/pocketsam versions, so a checkpoint is exported
+once per machine. Files are written to a temporary name and renamed, so concurrent processes
+never read a half-written model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from pocketsam.errors import InputError
+from pocketsam.models.mask_decoder import MaskDecoder
+from pocketsam.speed.fold import fold_batchnorm
+
+OPSET = 17
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("POCKETSAM_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pocketsam"
+    )
+    return Path(root) / "onnx"
+
+
+def model_hash(model: nn.Module) -> str:
+    """SHA-256 of the state_dict (names, dtypes, shapes, bytes) + config + versions."""
+    import pocketsam
+
+    h = hashlib.sha256()
+    h.update(f"pocketsam={pocketsam.__version__};torch={torch.__version__};opset={OPSET}".encode())
+    h.update(repr(getattr(model, "config", None)).encode())
+    h.update(repr(getattr(model.mask_decoder, "multimask_only", False)).encode())
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+class _DecoderCore(nn.Module):
+    def __init__(self, decoder: MaskDecoder) -> None:
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, image_embeddings, image_pe, sparse, dense):
+        return self.decoder.predict_masks(image_embeddings, image_pe, sparse, dense)
+
+
+def _export(module: nn.Module, args: tuple, path: Path, input_names, output_names, dynamic_axes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
+    os.close(fd)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module, args, tmp, dynamo=False, opset_version=OPSET, input_names=input_names,
+                output_names=output_names, dynamic_axes=dynamic_axes, do_constant_folding=True,
+            )
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def export_onnx(model: nn.Module, cache_dir: str | Path | None = None) -> tuple[Path, Path]:
+    """Export (or find cached) ``encoder.onnx`` and ``decoder.onnx`` for ``model``."""
+    from pocketsam.speed.fold import inference_copy
+
+    folder = Path(cache_dir or default_cache_dir()) / model_hash(model)[:24]
+    enc_path, dec_path = folder / "encoder.onnx", folder / "decoder.onnx"
+    if not (enc_path.exists() and dec_path.exists()):
+        copy = inference_copy(model).cpu().float()
+        encoder = fold_batchnorm(copy.image_encoder)
+        size = copy.img_size
+        if not enc_path.exists():
+            _export(encoder, (torch.zeros(1, 3, size, size),), enc_path, ["image"], ["embedding"], None)
+        if not dec_path.exists():
+            emb_h, emb_w = copy.prompt_encoder.image_embedding_size
+            dim = copy.prompt_encoder.embed_dim
+            # traced with a 1-image dense prompt and 2 prompts so the broadcast path is kept
+            args = (
+                torch.zeros(1, dim, emb_h, emb_w), torch.zeros(1, dim, emb_h, emb_w),
+                torch.zeros(2, 3, dim), torch.zeros(1, dim, emb_h, emb_w),
+            )
+            _export(
+                _DecoderCore(copy.mask_decoder), args, dec_path,
+                ["image_embeddings", "image_pe", "sparse", "dense"], ["masks", "iou_pred"],
+                {"sparse": {0: "prompts", 1: "tokens"}, "dense": {0: "dense_batch"},
+                 "masks": {0: "prompts"}, "iou_pred": {0: "prompts"}},
+            )
+    return enc_path, dec_path
+
+
+def _session(path: Path, threads: int | None = None):
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:  # pragma: no cover - optional dependency
+        raise InputError("onnx mode needs onnxruntime", "pip install 'pocketsam[onnx]'") from exc
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or torch.get_num_threads()
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().cpu().float().numpy())
+
+
+class OrtImageEncoder(nn.Module):
+    def __init__(self, path: Path, img_size: int, threads: int | None = None) -> None:
+        super().__init__()
+        self.session = _session(path, threads)
+        self.img_size = img_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (out,) = self.session.run(None, {"image": _np(x)})
+        return torch.from_numpy(out).to(x.device)
+
+
+class OrtMaskDecoder(nn.Module):
+    """Same interface and output selection as :class:`MaskDecoder`; ``predict_masks`` runs in
+    ONNX Runtime."""
+
+    forward = MaskDecoder.forward
+
+    def __init__(self, path: Path, multimask_only: bool, threads: int | None = None) -> None:
+        super().__init__()
+        self.session = _session(path, threads)
+        self.multimask_only = multimask_only
+
+    def predict_masks(self, image_embeddings, image_pe, sparse, dense):
+        device = sparse.device
+        if dense.shape[0] > 1 and dense.stride(0) == 0:  # expanded no-mask embedding: send one
+            dense = dense[:1]
+        masks, iou = self.session.run(None, {
+            "image_embeddings": _np(image_embeddings), "image_pe": _np(image_pe),
+            "sparse": _np(sparse), "dense": _np(dense),
+        })
+        return torch.from_numpy(masks).to(device), torch.from_numpy(iou).to(device)
+
+
+def onnx_model(model: nn.Module, fast: nn.Module, cache_dir: str | Path | None = None,
+               threads: int | None = None) -> nn.Module:
+    """Replace ``fast``'s image encoder and mask decoder by ONNX Runtime sessions."""
+    if fast.device.type != "cpu":
+        raise InputError("onnx mode runs on CPU", "move the model to CPU or use mode='bf16'/'compile'")
+    enc_path, dec_path = export_onnx(model, cache_dir)
+    fast.image_encoder = OrtImageEncoder(enc_path, fast.img_size, threads)
+    fast.mask_decoder = OrtMaskDecoder(dec_path, bool(getattr(fast.mask_decoder, "multimask_only", False)), threads)
+    fast.onnx_files = (enc_path, dec_path)
+    return fast
