@@ -343,7 +343,7 @@ def stability_score(logits: torch.Tensor, mask_threshold: float, offset: float) 
     The high-threshold mask lies inside the low-threshold one, so the IoU is a ratio of
     pixel counts. float32; NaN when both are empty (as the reference).
     """
-    flat = logits.reshape(*logits.shape[:-2], -1)
+    flat = logits.flatten(-2)
     inter = (flat > (mask_threshold + offset)).view(torch.uint8).sum(-1, dtype=torch.int32)
     union = (flat > (mask_threshold - offset)).view(torch.uint8).sum(-1, dtype=torch.int32)
     return inter / union
