@@ -88,11 +88,14 @@ def run(args: argparse.Namespace) -> int:
             results.pop("reference", None)
 
     meta = _machine()
-    print(format_table(results, meta, args.points_per_side))
+    print(format_table(results, meta, args.points_per_side, args.batch))
     if args.output:
         from pocketsam.io import write_text_atomic
 
-        write_text_atomic(json.dumps({"machine": meta, "modes": results}, indent=2), args.output)
+        settings = {k: getattr(args, k) for k in ("checkpoint", "model_type", "image", "threads", "repeats",
+                                                  "prompt_repeats", "batch", "points_per_side")}
+        write_text_atomic(json.dumps({"machine": meta, "settings": settings, "modes": results}, indent=2),
+                          args.output)
     failed = [m for m, r in results.items() if r.get("error")]
     return 1 if failed and len(failed) == len(results) else 0
 
@@ -154,8 +157,7 @@ COLUMNS = [
 ]
 
 
-def format_table(results: dict, meta: dict, points_per_side: int) -> str:
-    batch = next((r.get("batch") for r in results.values() if r.get("batch")), 64)
+def format_table(results: dict, meta: dict, points_per_side: int, batch: int = 64) -> str:
     heads = [h.format(batch=batch) for h, _, _ in COLUMNS]
     rows = []
     for mode, res in results.items():

@@ -9,8 +9,9 @@ mode         what it does
 ===========  ===============================================================================
 reference    the model as built (no rewrites)
 default      BatchNorm folded into convolutions, channels-last convolutions, GELU fused into
-             the preceding convolution / linear layer (oneDNN post-ops). float32; meets the
-             golden tolerances. :class:`~pocketsam.SamPredictor` uses it unless told otherwise.
+             the preceding convolution / linear layer (oneDNN post-ops), the decoder's
+             transposed convolutions as GEMMs + pixel shuffle. float32; meets the golden
+             tolerances. :class:`~pocketsam.SamPredictor` uses it unless told otherwise.
 bf16         default + bfloat16 autocast (AMX/AVX512-BF16 CPUs, CUDA). Slower than float32 on
              CPUs without native bf16 (a warning says so).
 int8         default convolutions + dynamic int8 quantisation of every ``nn.Linear``
@@ -35,6 +36,7 @@ import os
 import torch
 from torch import nn
 
+from pocketsam.speed.decoder import fast_upscaling
 from pocketsam.speed.fold import fold_batchnorm, inference_copy, to_channels_last
 from pocketsam.speed.fuse import fuse_gelu
 from pocketsam.speed.postprocess import upscale_masks
@@ -110,6 +112,7 @@ def optimize(model: nn.Module, mode: str = "default", **options) -> nn.Module:
             to_channels_last(enc)
             if mode != "bf16":
                 fuse_gelu(enc)
+            fast_upscaling(fast.mask_decoder)
         fast.image_encoder = ChannelsLastInput(enc) if cpu else enc
         if mode == "bf16":
             from pocketsam.speed.backends import autocast_bf16

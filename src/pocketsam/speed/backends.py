@@ -105,5 +105,6 @@ def compile_model(fast: nn.Module, decoder: bool = True, freezing: bool = True) 
     options = {"freezing": freezing} if fast.device.type == "cpu" else {}
     fast.image_encoder = Compiled(fast.image_encoder, options=options)
     if decoder:
-        fast.mask_decoder = Compiled(fast.mask_decoder, options=options, dynamic=True)
+        # no freezing here: Inductor 2.13's freezing pass fails on dynamic batch sizes
+        fast.mask_decoder = Compiled(fast.mask_decoder, dynamic=True)
     return fast
