@@ -1,0 +1,363 @@
+"""``pocketsam segment``: masks for points and/or a box on one image.
+
+Example::
+
+    pocketsam segment dog.jpg --checkpoint mobile_sam.pt --point 420,310 --point=-5,3,0 \\
+        --box 100,80,700,600 --multimask --out out/dog
+
+Writes into ``--out``:
+
+* ``mask_0.png`` … ``mask_{C-1}.png`` — each mask white (255) on black (0), image-sized,
+  best first;
+* ``overlay.png`` — the image with the best mask tinted and outlined, prompts drawn;
+* ``masks.json`` — ``{"image": <path as given>, "masks": [{"segmentation": COCO RLE,
+  "score": float, "bbox": [x, y, w, h], "area": int}, ...]}``, best (highest score) first.
+
+Every file is written atomically. Everything that can be checked without the model
+(prompt syntax, checkpoint path, output directory, device, image, prompts inside the
+image) is checked first, so mistakes are reported in well under a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pocketsam.errors import CheckpointError, InputError
+
+_NUM = r"\s*[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\s*"
+
+
+@dataclass
+class Prompts:
+    """Validated prompts in original-image pixel coordinates.
+
+    Attributes:
+        points: list of ``(x, y)``; labels: one per point, 1 foreground / 0 background.
+        box: ``(x0, y0, x1, y1)`` or None.
+    """
+
+    points: list[tuple[float, float]] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    box: tuple[float, float, float, float] | None = None
+
+    def describe(self) -> str:
+        parts = []
+        if self.points:
+            n_pos = sum(1 for lab in self.labels if lab == 1)
+            n_neg = len(self.points) - n_pos
+            desc = f"{len(self.points)} point{'s' * (len(self.points) != 1)}"
+            if n_neg:
+                desc += f" ({n_pos} foreground, {n_neg} background)"
+            parts.append(desc)
+        if self.box is not None:
+            parts.append("a box")
+        return " + ".join(parts)
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``segment`` sub-command to the ``pocketsam`` parser."""
+    p = subparsers.add_parser(
+        "segment",
+        help="masks for points and/or a box on one image",
+        description=(
+            "Segment the object(s) indicated by point and/or box prompts. Coordinates are "
+            "pixels of the image as displayed (EXIF rotation applied), x to the right, y down. "
+            "Write negative numbers with '=' (e.g. --point=-3,5) so they are not taken for options."
+        ),
+    )
+    p.add_argument("image", help="image file (JPEG, PNG, WebP, TIFF, BMP, ...)")
+    p.add_argument(
+        "--checkpoint",
+        "-c",
+        default=None,
+        help="SAM / MobileSAM / TinySAM checkpoint (.pt/.pth/.safetensors); "
+        "the architecture is detected from the file",
+    )
+    p.add_argument(
+        "--model-type",
+        default=None,
+        help="force an architecture (vit_h, vit_l, vit_b, vit_t, ...) instead of detecting it",
+    )
+    p.add_argument(
+        "--point",
+        "-p",
+        action="append",
+        default=[],
+        metavar="X,Y[,LABEL]",
+        help="a point prompt; LABEL 1 = foreground (default), 0 = background. Repeatable",
+    )
+    p.add_argument("--box", "-b", default=None, metavar="X0,Y0,X1,Y1", help="a box prompt (corners)")
+    p.add_argument(
+        "--multimask",
+        action="store_true",
+        help="return SAM's 3 candidate masks (sorted by score) instead of the single best one",
+    )
+    p.add_argument("--out", "-o", required=True, metavar="DIR", help="output directory (created if needed)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1, mps (default cpu)")
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        metavar="N",
+        help="refuse images larger than N pixels (default about 179 million)",
+    )
+    p.set_defaults(func=run)
+
+
+# --------------------------------------------------------------------- validation
+
+
+def _parse_numbers(text: str, count: int, what: str, example: str) -> list[float]:
+    parts = text.split(",")
+    if len(parts) != count or not all(re.fullmatch(_NUM, s) for s in parts):
+        raise InputError(f"malformed {what} '{text}'", f"write it as {example}")
+    values = [float(s) for s in parts]
+    if not all(math.isfinite(v) for v in values):
+        raise InputError(f"malformed {what} '{text}': numbers must be finite", f"write it as {example}")
+    return values
+
+
+def parse_point(text: str) -> tuple[float, float, int]:
+    """Parse ``"X,Y"`` or ``"X,Y,LABEL"`` (LABEL 0 or 1, default 1).
+
+    Raises:
+        InputError: wrong number of fields, non-numbers, or a label other than 0/1.
+    """
+    parts = text.split(",")
+    example = "X,Y or X,Y,LABEL with LABEL 1 (foreground) or 0 (background), e.g. --point 320,240"
+    if len(parts) == 3:
+        label_text = parts[2].strip()
+        if label_text not in ("0", "1"):
+            raise InputError(
+                f"point '{text}' has label '{parts[2]}'",
+                "the label must be 1 (foreground) or 0 (background), e.g. --point 320,240,0",
+            )
+        x, y = _parse_numbers(",".join(parts[:2]), 2, "point", example)
+        return x, y, int(label_text)
+    x, y = _parse_numbers(text, 2, "point", example)
+    return x, y, 1
+
+
+def parse_box(text: str) -> tuple[float, float, float, float]:
+    """Parse ``"X0,Y0,X1,Y1"`` with X1 > X0 and Y1 > Y0.
+
+    Raises:
+        InputError: malformed, or corners in the wrong order / degenerate box.
+    """
+    example = "X0,Y0,X1,Y1 (top-left and bottom-right corners), e.g. --box 10,20,300,400"
+    x0, y0, x1, y1 = _parse_numbers(text, 4, "box", example)
+    if x1 <= x0 or y1 <= y0:
+        raise InputError(
+            f"box '{text}' is empty or inverted (need X1 > X0 and Y1 > Y0)",
+            "give the top-left corner first, then the bottom-right, e.g. --box 10,20,300,400",
+        )
+    return x0, y0, x1, y1
+
+
+def parse_prompts(point_args: list[str], box_arg: str | None) -> Prompts:
+    """Parse and syntax-check all prompts; at least one is required."""
+    prompts = Prompts()
+    for text in point_args:
+        x, y, label = parse_point(text)
+        prompts.points.append((x, y))
+        prompts.labels.append(label)
+    if box_arg is not None:
+        prompts.box = parse_box(box_arg)
+    if not prompts.points and prompts.box is None:
+        raise InputError(
+            "no prompt given",
+            "add --point X,Y (repeatable; X,Y,0 for background) and/or --box X0,Y0,X1,Y1",
+        )
+    if prompts.points and all(lab == 0 for lab in prompts.labels) and prompts.box is None:
+        raise InputError(
+            "only background points given: nothing says what to segment",
+            "add a foreground point (--point X,Y) or a --box",
+        )
+    return prompts
+
+
+def check_prompts_inside(prompts: Prompts, width: int, height: int) -> None:
+    """Points must lie on a pixel (0 <= x < W, 0 <= y < H); the box within [0, W]×[0, H]."""
+    size = f"{width}x{height} (width x height)"
+    for i, (x, y) in enumerate(prompts.points):
+        if not (0 <= x < width and 0 <= y < height):
+            raise InputError(
+                f"point {i + 1} ({x:g},{y:g}) is outside the image, which is {size}",
+                f"use 0 <= x < {width} and 0 <= y < {height}",
+            )
+    if prompts.box is not None:
+        x0, y0, x1, y1 = prompts.box
+        if not (0 <= x0 and 0 <= y0 and x1 <= width and y1 <= height):
+            raise InputError(
+                f"box ({x0:g},{y0:g},{x1:g},{y1:g}) goes outside the image, which is {size}",
+                f"keep 0 <= x <= {width} and 0 <= y <= {height}",
+            )
+
+
+def resolve_checkpoint(checkpoint: str | None) -> Path:
+    """The checkpoint to use: ``--checkpoint``, else the bundled default if there is one.
+
+    Only checks that the file exists; its contents are validated by ``build_sam``.
+    """
+    if checkpoint is None:
+        try:
+            from pocketsam import checkpoints as ckpt_module
+        except ModuleNotFoundError:
+            ckpt_module = None
+        default = getattr(ckpt_module, "default_checkpoint", None)
+        if default is None:
+            raise CheckpointError(
+                "no --checkpoint given", "pass --checkpoint with a SAM, MobileSAM or TinySAM checkpoint file"
+            )
+        return Path(default())
+    path = Path(checkpoint)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint '{checkpoint}' does not exist", "check the --checkpoint path")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint '{checkpoint}' is a directory", "pass the checkpoint file itself")
+    return path
+
+
+def check_output_dir(out: str) -> Path:
+    """``out`` must be a directory, or creatable as one; it is not created here."""
+    path = Path(out)
+    if path.exists():
+        if not path.is_dir():
+            raise InputError(f"output '{out}' exists and is not a directory", "give a directory for --out")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise InputError(f"output directory '{out}' is not writable", "choose another --out")
+        return path
+    ancestor = path.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputError(f"cannot create output directory '{out}' (in '{ancestor}')", "choose another --out")
+    return path
+
+
+def check_device(device: str) -> str:
+    """Validate a torch device string and that the device exists."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise InputError(f"unknown device '{device}'", "use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device '{device}' requested but CUDA is not available", "use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(
+                f"device '{device}' does not exist ({torch.cuda.device_count()} CUDA devices)",
+                "use --device cuda:0",
+            )
+    elif dev.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise InputError(f"device '{device}' requested but MPS is not available", "use --device cpu")
+    elif dev.type != "cpu":
+        raise InputError(f"device type '{dev.type}' is not supported", "use cpu, cuda, cuda:N or mps")
+    return device
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate everything, run the predictor, write the outputs. Returns the exit code."""
+    from pocketsam.io import DEFAULT_MAX_PIXELS, load_image
+
+    prompts = parse_prompts(args.point, args.box)
+    if args.max_pixels is not None and args.max_pixels <= 0:
+        raise InputError(f"--max-pixels must be positive, got {args.max_pixels}")
+    checkpoint = resolve_checkpoint(args.checkpoint)
+    out_dir = check_output_dir(args.out)
+    device = check_device(args.device)
+    image = load_image(args.image, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
+    height, width = image.shape[:2]
+    check_prompts_inside(prompts, width, height)
+
+    # --- the model: only now
+    import numpy as np
+
+    from pocketsam import SamPredictor, build_sam
+
+    sam = build_sam(model_type=args.model_type, checkpoint=checkpoint, device=device)
+    predictor = SamPredictor(sam)
+    predictor.set_image(image)
+    point_coords = np.asarray(prompts.points, dtype=np.float64) if prompts.points else None
+    point_labels = np.asarray(prompts.labels, dtype=np.int64) if prompts.points else None
+    box = np.asarray(prompts.box, dtype=np.float64) if prompts.box is not None else None
+    masks, scores, _ = predictor.predict(
+        point_coords=point_coords, point_labels=point_labels, box=box, multimask_output=args.multimask
+    )
+    order = np.argsort(-scores, kind="stable")
+    masks, scores = masks[order], scores[order]
+
+    written = write_outputs(out_dir, args.image, image, masks, scores, prompts)
+    best = scores[0]
+    print(
+        f"{len(masks)} mask{'s' * (len(masks) != 1)} for {prompts.describe()} "
+        f"(best score {best:.3f}, {int(masks[0].sum())} px) -> {out_dir}/: {', '.join(written)}"
+    )
+    return 0
+
+
+def write_outputs(
+    out_dir: Path,
+    image_arg: str,
+    image: Any,
+    masks: Any,
+    scores: Any,
+    prompts: Prompts,
+) -> list[str]:
+    """Write the mask PNGs, overlay and masks.json (last) into ``out_dir``, atomically.
+
+    Args:
+        image: uint8 H×W×3; masks: C×H×W bool, best first; scores: C.
+    Returns:
+        the names written, for the summary line.
+    """
+    from pocketsam.io import save_png_atomic, write_json_atomic
+    from pocketsam.masks import encode_rle, mask_bbox_xywh
+    from pocketsam.viz import draw_prompts, overlay_masks
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create output directory '{out_dir}': {exc.strerror or exc}") from None
+
+    records = []
+    for i, (mask, score) in enumerate(zip(masks, scores)):
+        save_png_atomic(mask, out_dir / f"mask_{i}.png")
+        records.append(
+            {
+                "segmentation": encode_rle(mask),
+                "score": float(score),
+                "bbox": mask_bbox_xywh(mask),
+                "area": int(mask.sum()),
+            }
+        )
+    # Masks left over from an earlier run with more masks would contradict masks.json.
+    for stale in out_dir.glob("mask_*.png"):
+        m = re.fullmatch(r"mask_(\d+)\.png", stale.name)
+        if m and int(m.group(1)) >= len(masks):
+            stale.unlink(missing_ok=True)
+
+    overlay = overlay_masks(image, masks[:1])
+    overlay = draw_prompts(
+        overlay,
+        points=prompts.points or None,
+        labels=prompts.labels or None,
+        boxes=prompts.box,
+    )
+    save_png_atomic(overlay, out_dir / "overlay.png")
+    write_json_atomic({"image": image_arg, "masks": records}, out_dir / "masks.json")
+
+    names = ["mask_0.png"] if len(masks) == 1 else [f"mask_0.png … mask_{len(masks) - 1}.png"]
+    return names + ["overlay.png", "masks.json"]

@@ -1,0 +1,332 @@
+"""Image loading and atomic file output, shared by every part of pocketsam.
+
+* :func:`load_image` turns any image file Pillow can read into the one array type the
+  models take: ``uint8`` H×W×3 RGB, EXIF orientation applied. Every failure (missing
+  file, directory, not an image, corrupt data, absurdly large image) becomes an
+  :class:`~pocketsam.errors.InputError` whose message says what to do.
+* :func:`atomic_write`, :func:`write_bytes_atomic`, :func:`write_text_atomic`,
+  :func:`write_json_atomic` and :func:`save_png_atomic` write to a temporary file in the
+  destination's directory and ``os.replace`` it over the destination, so a crash or
+  Ctrl-C never leaves a half-written output behind. Failures to write become
+  :class:`~pocketsam.errors.InputError` too (the output path is the user's input).
+
+Conversion rules of :func:`load_image`:
+
+* **Alpha** (RGBA, LA, PA, palette with transparency, premultiplied modes) is composited
+  over **white**. Transparent pixels often hold arbitrary colour data (frequently
+  black); compositing gives the model what a viewer on a light background shows and
+  makes transparent regions one uniform colour instead of hidden junk.
+* **Grayscale, bilevel, palette, CMYK, YCbCr, LAB, HSV** are converted to RGB by Pillow.
+* **16-bit integer** images (``I;16*``) are scaled linearly from 0..65535 to 0..255
+  (``round(v / 257)``), keeping their full tonal range rather than clipping at 255 as
+  Pillow's own ``convert("L")`` does.
+* **32-bit integer** (``I``) and **float** (``F``) images carry no defined range. Values
+  already in 0..255 (``I``) or 0..1 (``F``) are mapped as such; ``I`` data within
+  0..65535 is treated as 16-bit; anything else is stretched linearly from its own
+  minimum..maximum to 0..255 (NaN/inf count as 0; a constant out-of-range image becomes
+  black).
+* Multi-frame files (animated GIF/WebP, multi-page TIFF): the first frame is used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import uuid
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, Iterator, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from pocketsam.errors import InputError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: Default pixel limit of :func:`load_image`: twice Pillow's own warning threshold, i.e.
+#: the size at which Pillow itself refuses an image (about 179 megapixels; an RGB uint8
+#: array of that size is ~537 MB).
+DEFAULT_MAX_PIXELS: int = 2 * 89_478_485
+
+# Pillow's global bomb limit is process-wide state; we lift it only under this lock, and
+# only when a caller explicitly allows more pixels than Pillow's default does.
+_PIL_LIMIT_LOCK = threading.Lock()
+
+_SUPPORTED = "JPEG, PNG, WebP, TIFF, BMP, GIF and the other formats Pillow reads"
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_image(path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an image file as RGB.
+
+    Args:
+        path: image file (any format Pillow reads).
+        max_pixels: refuse images with more than this many pixels (width × height),
+            a guard against decompression bombs. ``None`` disables the check.
+    Returns:
+        ``uint8`` array of shape H×W×3 (RGB), C-contiguous, with EXIF orientation applied
+        (H and W are the *displayed* height and width). See the module docstring for how
+        alpha, grayscale and high-bit-depth images are converted.
+    Raises:
+        InputError: missing file, a directory, unreadable, not an image, corrupt or
+            truncated data, or more than ``max_pixels`` pixels.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"image '{path}' does not exist", "check the path")
+    if p.is_dir():
+        raise InputError(f"image '{path}' is a directory", "give the path of an image file")
+    if max_pixels is not None and max_pixels <= 0:
+        raise ValueError(f"max_pixels must be positive or None, got {max_pixels}")
+
+    try:
+        with _open_with_limit(p, max_pixels) as im:
+            _check_pixels(im.size, path, max_pixels)
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            return _to_rgb_uint8(im)
+    except InputError:
+        raise
+    except PermissionError:
+        raise InputError(
+            f"cannot read image '{path}': permission denied", "check the file's permissions"
+        ) from None
+    except UnidentifiedImageError:
+        raise InputError(
+            f"'{path}' is not an image pocketsam can read",
+            f"give an image file ({_SUPPORTED})",
+        ) from None
+    except Image.DecompressionBombError as exc:  # only if Pillow's limit was still active
+        raise InputError(
+            f"image '{path}' is too large: {exc}",
+            "pass a larger max_pixels (CLI: --max-pixels) if you trust this file",
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
+        # Pillow reports truncated / corrupt data with any of these.
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise InputError(
+            f"image '{path}' is corrupt or truncated ({reason})",
+            "re-export or re-download the file",
+        ) from None
+    except MemoryError:
+        raise InputError(
+            f"not enough memory to decode image '{path}'", "use a smaller image"
+        ) from None
+
+
+@contextmanager
+def _open_with_limit(p: Path, max_pixels: int | None) -> Iterator[Image.Image]:
+    """``Image.open`` with our own pixel limit instead of Pillow's global one.
+
+    Pillow warns above ``Image.MAX_IMAGE_PIXELS`` and raises above twice that; we silence
+    the warning (we check ourselves) and lift Pillow's limit only when the caller allows
+    more than Pillow would.
+    """
+    pil_limit = Image.MAX_IMAGE_PIXELS
+    lift = pil_limit is not None and (max_pixels is None or max_pixels > 2 * pil_limit)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        if lift:
+            with _PIL_LIMIT_LOCK:
+                saved = Image.MAX_IMAGE_PIXELS
+                Image.MAX_IMAGE_PIXELS = None
+                try:
+                    im = Image.open(p)
+                finally:
+                    Image.MAX_IMAGE_PIXELS = saved
+        else:
+            im = Image.open(p)
+        with im:
+            yield im
+
+
+def _check_pixels(size: tuple[int, int], path: PathLike, max_pixels: int | None) -> None:
+    w, h = size
+    if w <= 0 or h <= 0:
+        raise InputError(f"image '{path}' is empty ({w}x{h} pixels)", "give a non-empty image")
+    if max_pixels is not None and w * h > max_pixels:
+        raise InputError(
+            f"image '{path}' is {w}x{h} = {_pixels(w * h)}, above the limit of "
+            f"{_pixels(max_pixels)} (a guard against decompression bombs)",
+            f"if you trust this file, raise the limit: --max-pixels {w * h} "
+            f"(Python: load_image(..., max_pixels={w * h}))",
+        )
+
+
+def _pixels(n: int) -> str:
+    return f"{n / 1e6:.1f} megapixels" if n >= 1_000_000 else f"{n:,} pixels"
+
+
+def _to_rgb_uint8(im: Image.Image) -> np.ndarray:
+    """Convert a loaded PIL image of any mode to a ``uint8`` H×W×3 RGB array."""
+    mode = im.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        gray = _high_depth_to_uint8(np.asarray(im), mode)
+        return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
+    if mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    elif mode in ("PA", "La", "RGBa"):
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA"):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(white, rgba)
+    if im.mode != "RGB":
+        im = im.convert("RGB")
+    return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
+
+
+def _high_depth_to_uint8(a: np.ndarray, mode: str) -> np.ndarray:
+    """Scale a 2-D 16-bit / 32-bit integer / float array to ``uint8`` (see module doc)."""
+    if mode.startswith("I;16"):
+        return _scale(a.astype(np.float64), 0.0, 65535.0)
+    a = a.astype(np.float64)
+    finite = np.isfinite(a)
+    if not finite.any():
+        return np.zeros(a.shape, np.uint8)
+    a = np.where(finite, a, 0.0)
+    lo, hi = float(a.min()), float(a.max())
+    if mode == "F" and lo >= 0.0 and hi <= 1.0:
+        return _scale(a, 0.0, 1.0)
+    if lo >= 0.0 and hi <= 255.0:
+        return _scale(a, 0.0, 255.0)
+    if mode == "I" and lo >= 0.0 and hi <= 65535.0:
+        return _scale(a, 0.0, 65535.0)
+    if hi == lo:
+        return np.zeros(a.shape, np.uint8)
+    return _scale(a, lo, hi)
+
+
+def _scale(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    out = (a - lo) * (255.0 / (hi - lo))
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+@contextmanager
+def atomic_write(path: PathLike, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on clean exit, move it over ``path``.
+
+    The temporary file lives in the same directory (so ``os.replace`` is atomic), is
+    created with the usual umask-derived permissions, is flushed and fsync'ed before the
+    rename, and is removed if the block raises. The parent directory must exist.
+
+    Args:
+        path: destination file.
+        mode: ``"wb"`` or ``"w"``.
+        encoding: text encoding for ``mode="w"`` (default UTF-8).
+    Yields:
+        the open temporary file.
+    Raises:
+        InputError: the destination cannot be written (missing directory, permission
+            denied, disk full, destination is a directory...).
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
+    dest = Path(path)
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
+    except OSError as exc:
+        raise _write_error(dest, exc) from None
+    try:
+        if mode == "wb":
+            f = os.fdopen(fd, "wb")
+        else:
+            f = os.fdopen(fd, "w", encoding=encoding or "utf-8", newline="")
+        with f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise _write_error(dest, exc) from None
+        raise
+
+
+def _write_error(dest: Path, exc: OSError) -> InputError:
+    reason = exc.strerror or str(exc)
+    if dest.is_dir():
+        reason = "it is a directory"
+    return InputError(
+        f"cannot write '{dest}': {reason}",
+        "check that the output directory exists and is writable",
+    )
+
+
+def write_bytes_atomic(data: bytes, path: PathLike) -> None:
+    """Atomically replace ``path`` with ``data``."""
+    with atomic_write(path, "wb") as f:
+        f.write(data)
+
+
+def write_text_atomic(text: str, path: PathLike, encoding: str = "utf-8") -> None:
+    """Atomically replace ``path`` with ``text``."""
+    with atomic_write(path, "w", encoding=encoding) as f:
+        f.write(text)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def write_json_atomic(obj: Any, path: PathLike, indent: int | None = 2) -> None:
+    """Atomically write ``obj`` as JSON (UTF-8, trailing newline).
+
+    numpy scalars/arrays and paths are converted; NaN/inf are rejected (``ValueError``)
+    because they are not valid JSON.
+    """
+    text = json.dumps(obj, indent=indent, default=_json_default, allow_nan=False)
+    write_text_atomic(text + "\n", path)
+
+
+def to_pil(image: np.ndarray | Image.Image) -> Image.Image:
+    """PIL image from an array: H×W bool (→ 0/255 ``L``), H×W uint8 (``L``), H×W×3 (``RGB``)
+    or H×W×4 (``RGBA``) uint8. PIL images pass through unchanged."""
+    if isinstance(image, Image.Image):
+        return image
+    a = np.asarray(image)
+    if a.dtype == bool:
+        a = a.astype(np.uint8) * 255
+    if a.dtype != np.uint8:
+        raise ValueError(f"expected a bool or uint8 array, got dtype {a.dtype}")
+    if a.ndim == 2:
+        return Image.fromarray(a)  # uint8 2-D → mode "L"
+    if a.ndim == 3 and a.shape[2] in (3, 4):
+        return Image.fromarray(np.ascontiguousarray(a))
+    raise ValueError(f"expected an HxW, HxWx3 or HxWx4 array, got shape {a.shape}")
+
+
+def save_png_atomic(image: np.ndarray | Image.Image, path: PathLike) -> None:
+    """Atomically write an image as PNG.
+
+    Args:
+        image: PIL image, or array — H×W bool (a mask: white on black), H×W uint8,
+            H×W×3 / H×W×4 uint8.
+        path: destination (the ``.png`` suffix is not enforced; the format always is PNG).
+    """
+    pil = to_pil(image)
+    with atomic_write(path, "wb") as f:
+        pil.save(f, format="PNG")
