@@ -99,6 +99,12 @@ MODEL_CONFIGS: dict[str, SamConfig] = {
     "vit_t": _MOBILE,
     "mobile_sam": _MOBILE,
     "tinysam": SamConfig(TinyViTConfig(), DecoderConfig(multimask_only=True)),
+    # pocketsam's own bundled model: a slim TinyViT at 256² with SAM's standard decoder,
+    # small enough to train on a laptop CPU (see README, "The bundled model").
+    "pocketsam_tiny": SamConfig(
+        TinyViTConfig(img_size=256, embed_dims=(32, 64, 128, 160), depths=(1, 2, 2, 1),
+                      num_heads=(1, 2, 4, 5), window_sizes=(7, 8, 8, 8), num_classes=0)
+    ),
 }
 """Official layouts. ``mobile_sam`` is an alias of ``vit_t``; ``tinysam`` is the same
 layout with TinySAM's multimask-only decoder behaviour."""
