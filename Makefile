@@ -1,5 +1,6 @@
 # Two commands do all set-up on a fresh machine (see README):
-#   make demo   - create .venv, install pocketsam, segment an example image
+#   make demo   - create .venv, install pocketsam, generate a scene and segment it
+#                 (CHECKPOINT=path/to/mobile_sam.pt or any SAM-family checkpoint)
 #   make test   - create .venv, install pocketsam + test deps, run the test suite
 PY ?= python3
 VENV ?= .venv
@@ -17,7 +18,9 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-demo: $(STAMP)
-	$(BIN)/pocketsam segment $(DEMO_IMAGE) $(DEMO_ARGS) --out out/demo
+CHECKPOINT ?= ../shared/golden/vit_t_random.pt
 
-.PHONY: install test demo
+demo: $(STAMP)
+	$(BIN)/pocketsam data synth --out out/demo/scenes --num-images 1 --size 480,640 --seed 0 --quiet
+	$(BIN)/pocketsam segment out/demo/scenes/sa_000001.jpg --checkpoint $(CHECKPOINT) \
+		--point 320,240 --multimask --out out/demo/segment

@@ -109,7 +109,9 @@ def _read_torch(path: Path) -> object:
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if len(text) < 12:  # e.g. a bare KeyError '105' from parsing garbage: say what it means instead
+        return "unrecognised file contents"
     return text[:160]
 
 
