@@ -31,6 +31,7 @@ import torch
 
 from pocketsam.masks import (
     MaskData,
+    batch_iterator,
     area_from_rle,
     batched_mask_to_box,
     batched_nms,
@@ -128,6 +129,51 @@ def decode_low_res(
     if boxes is not None:
         bxs = torch.as_tensor(predictor.transform.apply_boxes(boxes, im_size), device=device)
     return predictor.predict_low_res(pts, bxs, None, multimask_output)
+
+
+def decode_and_filter(
+    generator: Any,
+    prompts: np.ndarray,
+    kind: str,
+    batch_size: int,
+    im_size: tuple[int, int],
+    crop_box: Sequence[int],
+    orig_size: tuple[int, int],
+    stats: Stats,
+    covered: torch.Tensor | None = None,
+    high_score_thresh: float | None = None,
+) -> MaskData:
+    """Decode ``prompts`` (``N×2`` points, 3 masks each, or ``N×4`` boxes, 1 mask each) in
+    batches and keep what passes the generator's filters. The one loop every generator uses.
+
+    ``generator`` supplies ``predictor``, ``pred_iou_thresh``, ``stability_score_thresh`` and
+    ``stability_score_offset``.
+    """
+    is_points = kind == "points"
+    data = MaskData()
+    for (batch,) in batch_iterator(batch_size, prompts):
+        with stats.stage("decoding"):
+            low_res, iou_preds = decode_low_res(
+                generator.predictor, batch if is_points else None, None if is_points else batch, im_size, is_points
+            )
+        with stats.stage("filtering"):
+            data.cat(
+                filter_candidates(
+                    low_res,
+                    iou_preds,
+                    batch,
+                    predictor=generator.predictor,
+                    crop_box=crop_box,
+                    orig_size=orig_size,
+                    pred_iou_thresh=generator.pred_iou_thresh,
+                    stability_score_thresh=generator.stability_score_thresh,
+                    stability_score_offset=generator.stability_score_offset,
+                    stats=stats,
+                    covered=covered,
+                    high_score_thresh=high_score_thresh,
+                )
+            )
+    return data
 
 
 def _chunk_rows(n_pixels: int) -> int:

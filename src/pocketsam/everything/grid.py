@@ -14,17 +14,15 @@ import numpy as np
 import torch
 
 from pocketsam.everything._common import (
+    decode_and_filter,
     Stats,
     check_output_mode,
-    decode_low_res,
-    filter_candidates,
     nms_filter,
     remove_small_regions_and_dedupe,
     to_records,
 )
 from pocketsam.masks import (
     MaskData,
-    batch_iterator,
     box_area,
     build_all_layer_point_grids,
     generate_crop_boxes,
@@ -173,28 +171,10 @@ class SamAutomaticMaskGenerator:
     ) -> MaskData:
         """Decode and filter ``N×2`` point prompts (crop pixel frame) in batches."""
         stats.add_prompts(pass_name, len(points))
-        data = MaskData()
-        for (batch,) in batch_iterator(self.points_per_batch, points):
-            with stats.stage("decoding"):
-                low_res, iou_preds = decode_low_res(self.predictor, batch, None, crop_size, True)
-            with stats.stage("filtering"):
-                data.cat(
-                    filter_candidates(
-                        low_res,
-                        iou_preds,
-                        batch,
-                        predictor=self.predictor,
-                        crop_box=crop_box,
-                        orig_size=orig_size,
-                        pred_iou_thresh=self.pred_iou_thresh,
-                        stability_score_thresh=self.stability_score_thresh,
-                        stability_score_offset=self.stability_score_offset,
-                        stats=stats,
-                        covered=covered,
-                        high_score_thresh=high_score_thresh,
-                    )
-                )
-        return data
+        return decode_and_filter(
+            self, points, "points", self.points_per_batch, crop_size, crop_box, orig_size, stats,
+            covered=covered, high_score_thresh=high_score_thresh,
+        )
 
     def _crop_points(self, crop_size: tuple[int, int], layer: int) -> np.ndarray:
         scale = np.array(crop_size, dtype=np.float64)[None, ::-1]

@@ -14,17 +14,16 @@ import numpy as np
 import torch
 
 from pocketsam.everything._common import (
+    decode_and_filter,
     Stats,
     check_output_mode,
-    decode_low_res,
-    filter_candidates,
     nms_filter,
     remove_small_regions_and_dedupe,
     to_records,
 )
 from pocketsam.everything.proposals import as_proposal_source, check_proposals
 from pocketsam.everything.grid import _empty_data
-from pocketsam.masks import MaskData, batch_iterator, batched_nms
+from pocketsam.masks import MaskData, batched_nms
 
 
 class ObjectAwareMaskGenerator:
@@ -129,25 +128,7 @@ class ObjectAwareMaskGenerator:
         if len(boxes):
             with stats.stage("embedding"):
                 self.predictor.set_image(image)
-            crop_box = [0, 0, w, h]
-            for (batch,) in batch_iterator(self.boxes_per_batch, boxes):
-                with stats.stage("decoding"):
-                    low_res, iou_preds = decode_low_res(self.predictor, None, batch, (h, w), False)
-                with stats.stage("filtering"):
-                    data.cat(
-                        filter_candidates(
-                            low_res,
-                            iou_preds,
-                            batch,
-                            predictor=self.predictor,
-                            crop_box=crop_box,
-                            orig_size=(h, w),
-                            pred_iou_thresh=self.pred_iou_thresh,
-                            stability_score_thresh=self.stability_score_thresh,
-                            stability_score_offset=self.stability_score_offset,
-                            stats=stats,
-                        )
-                    )
+            data = decode_and_filter(self, boxes, "boxes", self.boxes_per_batch, (h, w), [0, 0, w, h], (h, w), stats)
             self.predictor.reset_image()
             with stats.stage("filtering"):
                 if len(data) and self.box_nms_thresh < 1.0:
