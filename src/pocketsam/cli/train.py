@@ -38,6 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="bf16 autocast helps on GPUs; on CPUs fp32 trains faster (measured: bf16 backward is slower)")
     o.add_argument("--rounds", type=int, default=3, help="prompting rounds per mask (first prompt + corrections)")
     o.add_argument("--box-prob", type=float, default=0.5, help="share of masks whose first prompt is a box")
+    o.add_argument("--focal-weight", type=float, default=20.0, help="focal loss weight (SAM: 20)")
+    o.add_argument("--dice-weight", type=float, default=1.0, help="dice loss weight (SAM: 1)")
     o.add_argument("--seed", type=int, default=0)
 
     r = p.add_argument_group("run")
@@ -76,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps, batch_size=args.batch_size, masks_per_image=args.masks_per_image,
         accum_steps=args.accum, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup,
         grad_clip=args.grad_clip, precision=args.precision, freeze=list(args.freeze), rounds=args.rounds,
-        box_prob=args.box_prob, save_every=args.save_every, log_every=args.log_every,
+        box_prob=args.box_prob, focal_weight=args.focal_weight, dice_weight=args.dice_weight, save_every=args.save_every, log_every=args.log_every,
         eval_every=args.eval_every, val_images=args.val_images, num_workers=args.workers, seed=args.seed,
         tensorboard=args.tensorboard, device=args.device, resume=args.resume,
     )

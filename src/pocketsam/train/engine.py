@@ -54,6 +54,8 @@ class TrainConfig:
     rounds: int = 3
     box_prob: float = 0.5
     mask_feedback_prob: float = 0.5
+    focal_weight: float = 20.0  # SAM's 20:1 focal:dice
+    dice_weight: float = 1.0
     save_every: int = 100
     log_every: int = 10
     eval_every: int = 0  # 0: validate only at the end
@@ -126,7 +128,9 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = self._build_model().to(self.device)
         self.model.train()
-        self.step_module = SamTrainStep(self.model, cfg.rounds, cfg.box_prob, cfg.mask_feedback_prob)
+        self.step_module = SamTrainStep(
+            self.model, cfg.rounds, cfg.box_prob, cfg.mask_feedback_prob, cfg.focal_weight, cfg.dice_weight
+        )
         self.runner: torch.nn.Module = self.step_module
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None

@@ -25,8 +25,18 @@ class SamTrainStep(nn.Module):
             low-res logits as mask input.
     """
 
-    def __init__(self, sam: Sam, rounds: int = 3, box_prob: float = 0.5, mask_feedback_prob: float = 0.5) -> None:
+    def __init__(
+        self,
+        sam: Sam,
+        rounds: int = 3,
+        box_prob: float = 0.5,
+        mask_feedback_prob: float = 0.5,
+        focal_weight: float = 20.0,
+        dice_weight: float = 1.0,
+    ) -> None:
         super().__init__()
+        self.focal_weight = focal_weight
+        self.dice_weight = dice_weight
         self.sam = sam
         self.rounds = rounds
         self.box_prob = box_prob
@@ -69,7 +79,10 @@ class SamTrainStep(nn.Module):
                 logits, iou = sam.mask_decoder.predict_masks(g_emb, pe, sparse, dense)
                 multimask = r == 0 and not is_box  # a single click is ambiguous
                 sel = slice(1, None) if multimask else slice(0, 1)
-                loss, parts = sam_loss(logits[:, sel].float(), iou[:, sel].float(), g_target)
+                loss, parts = sam_loss(
+                    logits[:, sel].float(), iou[:, sel].float(), g_target,
+                    focal_weight=self.focal_weight, dice_weight=self.dice_weight,
+                )
                 total = total + loss * len(group)
                 for key in logs:
                     logs[key] += float(parts[key]) * len(group)
