@@ -55,7 +55,10 @@ class SamTrainStep(nn.Module):
         img_idx, mask_idx = batch["valid"].nonzero(as_tuple=True)
         gt = batch["masks"][img_idx, mask_idx]  # (N, S, S) bool
         low = sam.prompt_encoder.mask_input_size
-        target = F.interpolate(gt[:, None].float(), size=low, mode="area")[:, 0]  # soft (N, h, w)
+        # Losses compare logits upsampled to the input frame with the exact masks (as SAM):
+        # an area-downsampled target would erase objects smaller than one low-res cell.
+        target = gt.float()  # (N, S, S)
+        low_target = F.interpolate(target[:, None], size=low, mode="area")[:, 0] > 0.5  # for correction clicks
         scale = gt.shape[-1] / low[-1]
         pe = sam.prompt_encoder.get_dense_pe()
         n = gt.shape[0]
@@ -67,6 +70,7 @@ class SamTrainStep(nn.Module):
                 continue
             is_box = bool(use_box[group[0]])
             g_gt, g_target, g_emb = gt[group], target[group], emb[img_idx[group]]
+            g_low = low_target[group]
             boxes = noisy_boxes(g_gt, generator) if is_box else None
             coords = labels = None
             if not is_box:
@@ -79,8 +83,9 @@ class SamTrainStep(nn.Module):
                 logits, iou = sam.mask_decoder.predict_masks(g_emb, pe, sparse, dense)
                 multimask = r == 0 and not is_box  # a single click is ambiguous
                 sel = slice(1, None) if multimask else slice(0, 1)
+                full = F.interpolate(logits[:, sel].float(), size=g_target.shape[-2:], mode="bilinear", align_corners=False)
                 loss, parts = sam_loss(
-                    logits[:, sel].float(), iou[:, sel].float(), g_target,
+                    full, iou[:, sel].float(), g_target,
                     focal_weight=self.focal_weight, dice_weight=self.dice_weight,
                 )
                 total = total + loss * len(group)
@@ -90,7 +95,7 @@ class SamTrainStep(nn.Module):
                 if r + 1 == self.rounds:
                     break
                 chosen = logits[:, sel][torch.arange(len(group)), parts["best"]].detach()
-                xy, lab = correction_points(chosen > 0, g_target > 0.5, generator, scale)
+                xy, lab = correction_points(chosen > 0, g_low, generator, scale)
                 coords = xy if coords is None else torch.cat([coords, xy], 1)
                 labels = lab if labels is None else torch.cat([labels, lab], 1)
                 feed = torch.rand((), generator=generator, device=gt.device) < self.mask_feedback_prob
