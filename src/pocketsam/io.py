@@ -278,6 +278,19 @@ def write_text_atomic(text: str, path: PathLike, encoding: str = "utf-8") -> Non
         f.write(text)
 
 
+def read_json(path: PathLike, what: str = "JSON file") -> Any:
+    """Parse a JSON file; every failure is one :class:`InputError` naming ``what`` and the file."""
+    p = Path(path)
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{what} '{p}' does not exist", "check the path") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"'{p}' is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", "fix the file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {what} '{p}': {exc}", "check the file") from None
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.integer):
         return int(obj)

@@ -12,12 +12,12 @@ and the offending annotation; nothing is silently dropped.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from pocketsam.data.sample import Instance, Sample, segmentation_to_rle
 from pocketsam.errors import InputError
+from pocketsam.io import read_json
 
 
 def _is_int(v: Any) -> bool:
@@ -39,14 +39,7 @@ def load_coco_json(path: str | Path) -> dict[str, Any]:
         InputError: unreadable, not JSON, or malformed.
     """
     p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"annotation file '{p}' does not exist", "check the path") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"'{p}' is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", "fix the file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read annotation file '{p}': {exc}", "check the file") from None
+    data = read_json(p, "annotation file")
     name = f"'{p}'"
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(data.get("annotations"), list):
         raise InputError(f"{name} is not a COCO instances file: need lists 'images' and 'annotations'", "pass an instances_*.json file")

@@ -38,6 +38,7 @@ from torch.utils.data import Dataset
 
 from pocketsam.data.sample import Instance, Sample
 from pocketsam.errors import InputError
+from pocketsam.masks import batched_mask_to_box
 from pocketsam.transforms import ResizeLongestSide
 
 
@@ -178,20 +179,7 @@ def _resize_masks(masks: np.ndarray, size: tuple[int, int], chunk: int = 8) -> t
 def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     """Tight boxes ``x0, y0, x1, y1`` (inclusive pixel indices, as SAM's
     ``batched_mask_to_box``) of K×H×W masks; zeros for empty ones."""
-    if masks.numel() == 0:
-        return torch.zeros(len(masks), 4, dtype=torch.float32)
-    m = masks.bool()
-    rows, cols = m.any(2), m.any(1)  # K×H, K×W
-    H, W = m.shape[-2:]
-    ar_h = torch.arange(H).expand_as(rows)
-    ar_w = torch.arange(W).expand_as(cols)
-    y0 = torch.where(rows, ar_h, H).min(1).values
-    y1 = torch.where(rows, ar_h, -1).max(1).values
-    x0 = torch.where(cols, ar_w, W).min(1).values
-    x1 = torch.where(cols, ar_w, -1).max(1).values
-    boxes = torch.stack([x0, y0, x1, y1], 1).float()
-    boxes[~rows.any(1)] = 0
-    return boxes
+    return batched_mask_to_box(masks.bool()).float()
 
 
 def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:

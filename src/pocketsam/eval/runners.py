@@ -22,7 +22,6 @@ Protocols
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ from scipy import ndimage
 
 from pocketsam.data.sample import Sample
 from pocketsam.errors import InputError, PocketSamError
+from pocketsam.io import read_json
 from pocketsam.eval.metrics import (
     average_recall,
     best_iou_per_gt,
@@ -207,14 +207,7 @@ def load_detections(path: str | Path, known_images: set[int] | None = None) -> l
         InputError: unreadable, not a list, or an entry without a valid box/score/image.
     """
     p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"detections file '{p}' does not exist", "check the path") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"'{p}' is not valid JSON ({exc.msg} at line {exc.lineno})", "fix the file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read detections file '{p}': {exc}", "check the file") from None
+    data = read_json(p, "detections file")
     if not isinstance(data, list):
         raise InputError(f"'{p}' is not a COCO results file (expected a JSON list of detections)", "fix the file")
     for i, d in enumerate(data):

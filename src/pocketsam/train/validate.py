@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
-from scipy import ndimage
 from torch.nn import functional as F
 
 from pocketsam.train.prompts import mask_boxes
 
 
 def interior_points(masks: torch.Tensor) -> torch.Tensor:
-    """(K, H, W) bool → (K, 2) xy pixel centres of the point farthest from each mask's boundary."""
-    out = []
-    for m in masks.cpu().numpy():
-        dist = ndimage.distance_transform_edt(np.pad(m, 1))[1:-1, 1:-1]
-        y, x = np.unravel_index(int(dist.argmax()), dist.shape)
-        out.append((x + 0.5, y + 0.5))
-    return torch.tensor(out, dtype=torch.float32, device=masks.device)
+    """(K, H, W) bool → (K, 2) xy pixel centres of the point farthest from each mask's
+    boundary (the evaluation protocol's click, :func:`pocketsam.eval.runners.farthest_point`)."""
+    from pocketsam.eval.runners import farthest_point
+
+    out = [farthest_point(m) for m in masks.cpu().numpy()]
+    return torch.tensor(out, dtype=torch.float32, device=masks.device) + 0.5
 
 
 @torch.no_grad()
