@@ -39,7 +39,7 @@ def test_optimize_leaves_model_and_state_dict_unchanged(tiny_sam):
         torch.testing.assert_close(after[k], before[k], rtol=0, atol=0)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.image_encoder.modules())
     # the copy shares the untouched weights: no duplicated memory for e.g. the decoder
-    assert fast.mask_decoder.iou_token.weight.data_ptr() == tiny_sam.mask_decoder.iou_token.weight.data_ptr()
+    assert fast.mask_decoder.decoder.iou_token.weight.data_ptr() == tiny_sam.mask_decoder.iou_token.weight.data_ptr()
 
 
 def test_default_mode_matches_reference(tiny_sam):
@@ -56,6 +56,50 @@ def test_default_mode_matches_reference(tiny_sam):
         _, s2, l2 = fast.predict(**kw)
         np.testing.assert_allclose(l2, l1, rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(s2, s1, atol=1e-5)
+
+
+@pytest.mark.parametrize("multimask_only", [False, True])
+@pytest.mark.parametrize("depth", [1, 2])
+def test_fast_mask_decoder_is_the_same_math(multimask_only, depth):
+    """FastMaskDecoder (re-associated attention, fused unshuffled upscaling, only the asked-for
+    masks, chunked prompts) gives MaskDecoder's outputs for every kind of prompt batch."""
+    import copy
+    from dataclasses import replace
+
+    from pocketsam.models import create_model
+    from conftest import tiny_config
+    from pocketsam.speed.decoder import FastMaskDecoder, FastTwoWayTransformer, fast_mask_decoder
+
+    cfg = tiny_config()
+    cfg = replace(cfg, decoder=replace(cfg.decoder, transformer_depth=depth, multimask_only=multimask_only))
+    torch.manual_seed(depth)
+    sam = create_model(cfg).eval()
+    for p in sam.mask_decoder.parameters():  # non-trivial biases and norms everywhere
+        p.data.add_(torch.randn_like(p) * 0.05)
+    fast = fast_mask_decoder(copy.deepcopy(sam.mask_decoder))
+    assert isinstance(fast, FastMaskDecoder) and isinstance(fast.decoder.transformer, FastTwoWayTransformer)
+    g = torch.Generator().manual_seed(0)
+    emb = torch.randn(1, 32, 16, 16, generator=g)
+    pe = sam.prompt_encoder.get_dense_pe()
+    b = FastMaskDecoder.chunk * 2 + 1  # several chunks and a remainder
+    pts = (torch.rand(b, 2, 2, generator=g) * 256, torch.randint(0, 2, (b, 2), generator=g))
+    boxes = torch.rand(b, 4, generator=g).sort(-1).values * 256
+    cases = {
+        "points, one image": ((pts, None, None), emb),
+        "boxes, one image": ((None, boxes, None), emb),
+        "mask inputs": ((pts, None, torch.randn(b, 1, 64, 64, generator=g)), emb),
+        "one image per prompt": ((pts, boxes, None), emb.expand(b, -1, -1, -1) + torch.randn(b, 1, 1, 1, generator=g)),
+        "single prompt": (((pts[0][:1], pts[1][:1]), None, None), emb),
+    }
+    with torch.no_grad():
+        for name, (prompt, image) in cases.items():
+            sparse, dense = sam.prompt_encoder(*prompt)
+            for multimask in (True, False):
+                m1, i1 = sam.mask_decoder(image, pe, sparse, dense, multimask)
+                m2, i2 = fast(image, pe, sparse, dense, multimask)
+                assert m2.shape == m1.shape and i2.shape == i1.shape, name
+                torch.testing.assert_close(m2, m1, rtol=1e-4, atol=1e-4, msg=name)
+                torch.testing.assert_close(i2, i1, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_inference_copy_follows_weight_changes(tiny_sam):

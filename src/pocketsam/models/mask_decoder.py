@@ -85,8 +85,10 @@ class MaskDecoder(nn.Module):
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(b, -1, -1), sparse_prompt_embeddings], dim=1)
 
+        if dense_prompt_embeddings.shape[0] > 1 and dense_prompt_embeddings.stride(0) == 0:
+            dense_prompt_embeddings = dense_prompt_embeddings[:1]  # one "no mask" map, expanded
         src = image_embeddings + dense_prompt_embeddings
-        if src.shape[0] != b:
+        if src.shape[0] != b:  # one image for every prompt: a view, not B copies
             src = src.expand(b, -1, -1, -1)
         pos_src = image_pe.expand(b, -1, -1, -1)
         _, c, h, w = src.shape

@@ -36,7 +36,7 @@ import os
 import torch
 from torch import nn
 
-from pocketsam.speed.decoder import fast_upscaling
+from pocketsam.speed.decoder import fast_mask_decoder
 from pocketsam.speed.fold import fold_batchnorm, inference_copy, to_channels_last
 from pocketsam.speed.fuse import fuse_gelu
 from pocketsam.speed.postprocess import upscale_masks
@@ -112,7 +112,7 @@ def optimize(model: nn.Module, mode: str = "default", **options) -> nn.Module:
             to_channels_last(enc)
             if mode != "bf16":
                 fuse_gelu(enc)
-            fast_upscaling(fast.mask_decoder)
+        fast.mask_decoder = fast_mask_decoder(fast.mask_decoder)
         fast.image_encoder = ChannelsLastInput(enc) if cpu else enc
         if mode == "bf16":
             from pocketsam.speed.backends import autocast_bf16

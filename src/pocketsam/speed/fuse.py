@@ -67,20 +67,24 @@ class ConvGELU(nn.Module):
         return F.gelu(y if residual is None else y + residual)
 
 
-class LinearGELU(nn.Module):
-    """``gelu(linear(x))``."""
+class FusedLinear(nn.Module):
+    """``activation(linear(x))`` (``"gelu"`` or ``"none"``) as one oneDNN matmul: the bias
+    and the activation are post-ops, so no pass is spent copying the bias into the output."""
 
-    def __init__(self, linear: nn.Linear) -> None:
+    def __init__(self, linear: nn.Linear, activation: str = "gelu") -> None:
         super().__init__()
+        assert activation in ("gelu", "none")
         self.linear = linear
+        self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w, b = self.linear.weight, self.linear.bias
         if _fast_ok(x, w):
             shape = x.shape
-            y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]), w, b, "gelu", [], "none")
+            y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]), w, b, self.activation, [], "none")
             return y.view(*shape[:-1], y.shape[-1])
-        return F.gelu(self.linear(x))
+        y = self.linear(x)
+        return F.gelu(y) if self.activation == "gelu" else y
 
 
 class FusedMBConv(nn.Module):
@@ -113,7 +117,7 @@ class FusedMlp(nn.Module):
             self.norm, fc1, self.fc2 = block.norm, block.fc1, block.fc2
         else:
             self.norm, fc1, self.fc2 = None, block.lin1, block.lin2
-        self.fc1 = LinearGELU(fc1)
+        self.fc1 = FusedLinear(fc1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.norm is not None:
