@@ -15,7 +15,8 @@ import torch
 
 from pocketsam import build_sam
 from pocketsam.train.losses import dice_loss, focal_loss, mask_iou, sam_loss
-from pocketsam.train.prompts import correction_points, mask_boxes, noisy_boxes, sample_from_regions
+from pocketsam.masks import batched_mask_to_box
+from pocketsam.train.prompts import correction_points, noisy_boxes, sample_from_regions
 from pocketsam.train.sampler import ResumableBatchSampler
 
 WORKER = Path(__file__).resolve().parent / "train_worker.py"
@@ -32,9 +33,9 @@ def test_points_fall_inside_regions_and_boxes_are_tight():
     for k in range(2):
         x, y = (xy[k] - 0.5).long().tolist()
         assert masks[k, y, x]
-    assert mask_boxes(masks).tolist() == [[3, 2, 9, 5], [0, 10, 1, 20], [0, 0, 0, 0]]
+    assert batched_mask_to_box(masks).tolist() == [[3, 2, 8, 4], [0, 10, 0, 19], [0, 0, 0, 0]]
     nb = noisy_boxes(masks[:2], g, noise=0.1, max_noise=2)
-    assert (nb - mask_boxes(masks[:2])).abs().max() <= 2 + 1e-6
+    assert (nb - batched_mask_to_box(masks[:2])).abs().max() <= 2 + 1e-6
 
 
 def test_correction_points_label_by_error_type():

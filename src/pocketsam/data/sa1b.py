@@ -16,11 +16,11 @@ silently skipped.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from pocketsam.data.sample import Instance, Sample, segmentation_to_rle
+from pocketsam.io import read_json
 from pocketsam.errors import InputError
 
 #: Per-annotation keys copied into :attr:`Instance.extra` when present.
@@ -104,16 +104,7 @@ def read_sa1b_json(json_path: str | Path, image_dir: str | Path | None = None) -
         InputError: unreadable file, invalid JSON, or any malformed content.
     """
     p = Path(json_path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"annotation file '{p}' does not exist", "check the path") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read annotation file '{p}': {exc}", "check the file") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"'{p}' is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", "fix or regenerate the file") from None
+    data = read_json(p, "annotation file")
     return parse_sa1b(data, p, Path(image_dir) if image_dir is not None else None)
 
 

@@ -12,12 +12,12 @@ A source is anything matching :class:`ProposalSource`: called with the image, it
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable, Protocol, Union, runtime_checkable
 
 import numpy as np
 
+from pocketsam.io import read_json
 from pocketsam.errors import InputError, PocketSamError
 
 
@@ -73,18 +73,7 @@ class CocoDetections:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise InputError(f"detections file '{self.path}' does not exist") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read detections file '{self.path}': {exc.__class__.__name__}") from None
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(
-                f"detections file '{self.path}' is not valid JSON (line {exc.lineno}, column {exc.colno})"
-            ) from None
+        obj = read_json(self.path, "detections file")
         self.names: dict[str, Any] = {}
         if isinstance(obj, dict):
             dets = obj.get("annotations")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from pocketsam.masks import batched_mask_to_box
+
 
 def sample_from_regions(regions: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
     """One uniformly random pixel from each region.
@@ -28,25 +30,11 @@ def sample_from_regions(regions: torch.Tensor, generator: torch.Generator | None
     return torch.where(ok[:, None], xy, torch.zeros_like(xy)), ok
 
 
-def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """Tight xyxy boxes (pixel edges) of (K, H, W) bool masks; zeros for empty masks."""
-    k, h, w = masks.shape
-    rows, cols = masks.any(2), masks.any(1)
-    ar_h = torch.arange(h, device=masks.device).expand(k, h)
-    ar_w = torch.arange(w, device=masks.device).expand(k, w)
-    y0 = torch.where(rows, ar_h, h).min(1).values
-    y1 = torch.where(rows, ar_h, -1).max(1).values + 1
-    x0 = torch.where(cols, ar_w, w).min(1).values
-    x1 = torch.where(cols, ar_w, -1).max(1).values + 1
-    boxes = torch.stack([x0, y0, x1, y1], 1).float()
-    return torch.where(masks.flatten(1).any(1)[:, None], boxes, torch.zeros_like(boxes))
-
-
 def noisy_boxes(
     masks: torch.Tensor, generator: torch.Generator | None, noise: float = 0.1, max_noise: float = 20.0
 ) -> torch.Tensor:
-    """Mask boxes with each side jittered by N(0, noise · side length), at most ``max_noise`` px."""
-    boxes = mask_boxes(masks)
+    """Tight mask boxes with each side jittered by N(0, noise · side length), at most ``max_noise`` px."""
+    boxes = batched_mask_to_box(masks).float()  # inclusive edges, as the evaluation's box prompts
     k, h, w = masks.shape
     side = torch.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], 1).repeat(1, 2)
     jitter = torch.randn(boxes.shape, generator=generator, device=masks.device) * noise * side

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from pocketsam.train.prompts import mask_boxes
+from pocketsam.masks import batched_mask_to_box
 
 
 def interior_points(masks: torch.Tensor) -> torch.Tensor:
@@ -33,7 +33,7 @@ def quick_miou(model, step_module, batch) -> dict[str, float]:
             pts = interior_points(gt)[:, None]
             prompt = ((pts, torch.ones(len(gt), 1, dtype=torch.long, device=gt.device)), None)
         else:
-            prompt = (None, mask_boxes(gt))
+            prompt = (None, batched_mask_to_box(gt).float())
         sparse, dense = model.prompt_encoder(prompt[0], prompt[1], None)
         logits, iou = model.mask_decoder(emb[img_idx], pe, sparse, dense, multimask_output=name == "point")
         best = iou.argmax(1)
