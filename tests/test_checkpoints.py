@@ -153,3 +153,34 @@ def test_tinysam_detected_from_filename(tmp_path, vit_t_checkpoint):
     target.write_bytes(vit_t_checkpoint.read_bytes())
     assert build_sam(checkpoint=target).mask_decoder.multimask_only
     assert not build_sam(checkpoint=vit_t_checkpoint).mask_decoder.multimask_only
+
+
+def test_export_cli_writes_loadable_fp16_safetensors_and_pth(tmp_path, capsys):
+    from dataclasses import replace
+
+    from pocketsam.cli import main
+
+    cfg = tiny_config()
+    cfg = replace(cfg, decoder=replace(cfg.decoder, multimask_only=True))
+    torch.manual_seed(3)
+    model = create_model(cfg).eval()
+    src = tmp_path / "trained.pth"
+    torch.save(export_state_dict(model), src)
+
+    half = tmp_path / "half.safetensors"
+    assert main(["export", str(src), "--out", str(half), "--dtype", "fp16"]) == 0
+    assert "half.safetensors" in capsys.readouterr().out
+    sd, _ = read_checkpoint(half)
+    assert {v.dtype for v in sd.values() if v.is_floating_point()} == {torch.float16}
+    loaded = build_sam(checkpoint=half)
+    assert loaded.config == model.config  # architecture, input size and TinySAM flag recovered
+    for (k, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert b.dtype == a.dtype, k  # fp16 on disk, float32 in memory
+        torch.testing.assert_close(b, a.half().to(a.dtype), rtol=0, atol=0, msg=k)
+
+    full = tmp_path / "full.pth"
+    assert main(["export", str(half), "-o", str(full)]) == 0
+    assert build_sam(checkpoint=full).config == model.config
+
+    assert main(["export", str(src), "--out", str(tmp_path / "model.bin")]) == 2
+    assert "no known extension" in capsys.readouterr().err

@@ -290,6 +290,29 @@ def export_state_dict(model: Sam) -> StateDict:
     return state
 
 
+def save_checkpoint(model: Sam, path: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """Write ``model`` atomically in the official layout (+ config metadata): safetensors for
+    a ``.safetensors`` path, else a ``torch.save`` state_dict. ``dtype`` (e.g. float16) casts
+    the floating-point tensors — :func:`build_sam` loads such files back into float32."""
+    from pocketsam.io import atomic_write
+
+    path = Path(path)
+    state = export_state_dict(model)
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save
+
+        data = save(state)
+        with atomic_write(path, "wb") as f:
+            f.write(data)
+    else:
+        with atomic_write(path, "wb") as f:
+            torch.save(state, f)
+    return path
+
+
 @lru_cache(maxsize=None)
 def _official_signature(model_type: str) -> frozenset[tuple[str, tuple[int, ...]]]:
     with torch.device("meta"):

@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
-from pocketsam.checkpoints import build_sam, export_state_dict
+from pocketsam.checkpoints import build_sam, export_state_dict, save_checkpoint
 from pocketsam.errors import PocketSamError
 from pocketsam.models import MODEL_CONFIGS, create_model
 from pocketsam.train.sampler import ResumableBatchSampler
@@ -342,13 +342,8 @@ class Trainer:
         """Final model in the official layout: ``model.pth`` and ``model.safetensors``."""
         if self.rank != 0:
             return
-        from safetensors.torch import save_file
-
-        state = export_state_dict(self.model)
-        atomic_torch_save(state, self.out / "model.pth")
-        tmp = self.out / f".model.safetensors.tmp{os.getpid()}"
-        save_file(state, str(tmp))
-        os.replace(tmp, self.out / "model.safetensors")
+        for name in ("model.pth", "model.safetensors"):
+            save_checkpoint(self.model, self.out / name)
 
 
 class _null:

@@ -1,0 +1,39 @@
+"""``pocketsam export``: rewrite any SAM-family checkpoint in the official layout, as
+safetensors or a plain state_dict, optionally in half precision."""
+
+from __future__ import annotations
+
+import argparse
+
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="convert a checkpoint (.pth/.pt/.safetensors) to safetensors or .pth, optionally fp16",
+        description="Load a checkpoint (architecture detected from the file), then write it in the "
+        "official layout with the metadata that makes its configuration recoverable. A .safetensors "
+        "output never needs pickle to load.",
+    )
+    p.add_argument("checkpoint", help="input checkpoint")
+    p.add_argument("--out", "-o", required=True, help="output file: .safetensors, or .pth/.pt")
+    p.add_argument("--model-type", default=None, help="architecture name if it cannot be detected (e.g. tinysam)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32",
+                   help="precision of the stored weights (fp16 halves the file; loading gives float32)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from pocketsam.checkpoints import build_sam, save_checkpoint
+    from pocketsam.errors import InputError
+
+    if not str(args.out).endswith((".safetensors", ".pth", ".pt")):
+        raise InputError(f"output '{args.out}' has no known extension", "end it in .safetensors, .pth or .pt")
+    model = build_sam(args.model_type, checkpoint=args.checkpoint)
+    path = save_checkpoint(model, args.out, getattr(torch, DTYPES[args.dtype]) if args.dtype != "fp32" else None)
+    n = sum(p.numel() for p in model.parameters())
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {n / 1e6:.2f} M parameters, {args.dtype})")
+    return 0
