@@ -245,18 +245,12 @@ def test_bad_checkpoints(capsys, no_model, small_png: Path, tmp_path: Path) -> N
 
 
 def test_no_checkpoint(capsys, no_model, monkeypatch, small_png: Path, tmp_path: Path) -> None:
+    """An installation without the bundled model asks for --checkpoint."""
     import pocketsam.checkpoints as ckpt
-    from pocketsam.errors import CheckpointError
 
+    monkeypatch.setattr(ckpt, "ASSETS", tmp_path / "no_assets")
     argv = ["segment", str(small_png), "-p", "10,10", "-o", str(tmp_path / "o")]
-
-    def no_bundled_model():
-        raise CheckpointError("no checkpoint given and this installation has no bundled model", "pass --checkpoint")
-
-    monkeypatch.setattr(ckpt, "default_checkpoint", no_bundled_model)
-    _cli_error(capsys, argv, "no checkpoint given")
-    monkeypatch.delattr(ckpt, "default_checkpoint")
-    _cli_error(capsys, argv, "no --checkpoint given")
+    _cli_error(capsys, argv, "no bundled model")
 
 
 def test_output_path_is_a_file(capsys, no_model, small_png: Path, tmp_path: Path) -> None:

@@ -206,16 +206,9 @@ def resolve_checkpoint(checkpoint: str | None) -> Path:
     Only checks that the file exists; its contents are validated by ``build_sam``.
     """
     if checkpoint is None:
-        try:
-            from pocketsam import checkpoints as ckpt_module
-        except ModuleNotFoundError:
-            ckpt_module = None
-        default = getattr(ckpt_module, "default_checkpoint", None)
-        if default is None:
-            raise CheckpointError(
-                "no --checkpoint given", "pass --checkpoint with a SAM, MobileSAM or TinySAM checkpoint file"
-            )
-        return Path(default())
+        from pocketsam.checkpoints import default_checkpoint
+
+        return default_checkpoint()  # a clear error if this installation has none
     path = Path(checkpoint)
     if not path.exists():
         raise CheckpointError(f"checkpoint '{checkpoint}' does not exist", "check the --checkpoint path")
