@@ -5,8 +5,9 @@
 
 Prints one row per mode: prompts decoded, masks (decoded → after iou → after stability →
 returned) and seconds per stage. ``--reference`` also times a segment_anything-style
-run of the grid mode (every decoded mask upsampled to full resolution before filtering,
-which is what the reference generator does) for the speed-up column.
+run of the grid mode — the plain model path (no speed rewrites) and the reference
+generator's order of work (every decoded mask upsampled to full resolution before
+filtering) — for the speed-up column.
 
 The golden checkpoint has random weights: its predicted IoUs are mostly negative, so
 with the default 0.88 IoU threshold almost nothing reaches the full-resolution stage.
@@ -40,12 +41,13 @@ def tiling_boxes(h: int, w: int, n_side: int = 8) -> np.ndarray:
 
 
 def reference_style_grid(sam, image, points_per_side, pred_iou_thresh, stability_score_thresh) -> tuple[float, int]:
-    """Time the reference's order of work: upsample every mask, then filter."""
+    """Time the reference generator: the plain model path (segment_anything's math, no
+    speed rewrites) and its order of work — upsample every mask, then filter."""
     from pocketsam import SamPredictor
     from pocketsam import masks as M
 
     t0 = time.perf_counter()
-    pred = SamPredictor(sam)
+    pred = SamPredictor(sam, mode="reference")
     pred.set_image(image)
     pts = M.build_point_grid(points_per_side) * np.array(image.shape[:2])[None, ::-1]
     kept = 0
