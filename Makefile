@@ -23,7 +23,7 @@ CHECKPOINT ?=
 CKPT_ARG := $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT),)
 
 demo: $(STAMP)
-	$(BIN)/pocketsam segment examples/scene.jpg $(CKPT_ARG) --point 200,150 --multimask --out out/demo/segment
+	$(BIN)/pocketsam segment examples/scene.jpg $(CKPT_ARG) --point 190,155 --multimask --out out/demo/segment
 	$(BIN)/pocketsam everything examples/scene.jpg $(CKPT_ARG) --mode hierarchical --out out/demo/everything
 
 # The bundled model, end to end: 3,000 synthetic scenes, 4,000 steps on CPU (~90 min on
