@@ -60,6 +60,8 @@ class SamPredictor:
         if image_format != self.model.image_format:
             image = image[..., ::-1]
         input_image = self.transform.apply_image(image)
+        if not input_image.flags.writeable:  # torch cannot wrap read-only memory (e.g. PIL buffers)
+            input_image = input_image.copy()
         tensor = torch.as_tensor(input_image, device=self.device).permute(2, 0, 1).contiguous()[None]
         self.set_torch_image(tensor, image.shape[:2])
 

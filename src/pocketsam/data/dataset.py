@@ -143,7 +143,7 @@ class SegmentationDataset(Dataset):
         x0 = int(rng.integers(0, w - S + 1)) if w > S else 0
         vh, vw = min(h, S), min(w, S)
         img_t = torch.zeros(3, S, S, dtype=torch.float32)
-        img_t[:, :vh, :vw] = torch.from_numpy(resized[y0 : y0 + vh, x0 : x0 + vw]).permute(2, 0, 1).float()
+        img_t[:, :vh, :vw] = torch.from_numpy(np.array(resized[y0 : y0 + vh, x0 : x0 + vw])).permute(2, 0, 1).float()
         out_masks = torch.zeros(len(mask_t), S, S, dtype=torch.bool)
         out_masks[:, :vh, :vw] = mask_t[:, y0 : y0 + vh, x0 : x0 + vw].bool()
 
