@@ -121,3 +121,49 @@ def test_torchrun_two_processes_train_in_step(tmp_path):
     assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]  # rank 0 logs alone: once per step
     model = build_sam(checkpoint=out / "model.safetensors")  # exported model loads with no other information
     assert model.img_size == 64
+
+
+def test_train_step_overfits_one_batch():
+    """The whole prompt → decoder → loss → backward path can learn: a tiny model driven by
+    SamTrainStep on one fixed batch goes from predicting nothing to clearly segmenting it
+    (guards against silent collapse bugs such as targets that vanish at low resolution)."""
+    from conftest import tiny_config
+    from pocketsam.models import create_model
+    from pocketsam.train.step import SamTrainStep
+    from pocketsam.train.validate import quick_miou
+
+    torch.manual_seed(0)
+    model = create_model(tiny_config(128)).train()
+    step = SamTrainStep(model, rounds=1, box_prob=0.5, focal_weight=1.0, dice_weight=1.0)
+    masks = torch.zeros(2, 2, 128, 128, dtype=torch.bool)
+    masks[0, 0, 20:70, 30:90] = True  # a rectangle
+    yy, xx = torch.meshgrid(torch.arange(128), torch.arange(128), indexing="ij")
+    masks[0, 1] = (yy - 95) ** 2 + (xx - 40) ** 2 < 20**2  # a disc
+    masks[1, 0, 60:120, 10:50] = True
+    masks[1, 1] = (yy - 30) ** 2 + (xx - 90) ** 2 < 25**2
+    image = torch.full((2, 3, 128, 128), 60.0)
+    colours = torch.tensor([[230.0, 40, 40], [40, 200, 60]])
+    for b in range(2):
+        for k in range(2):
+            image[b][:, masks[b, k]] = colours[k][:, None]
+    batch = {"image": image, "size": torch.tensor([[128, 128]] * 2), "masks": masks,
+             "valid": torch.ones(2, 2, dtype=torch.bool)}
+    model.eval()
+    before = quick_miou(model, step, batch)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    g = torch.Generator()
+    losses = []
+    for i in range(80):
+        g.manual_seed(i)
+        loss, _ = step(batch, g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    model.eval()
+    after = quick_miou(model, step, batch)
+    # measured: loss 0.96 → 0.49, box mIoU 0.12 → 0.61, point 0.12 → 0.49
+    assert sum(losses[-5:]) < 0.6 * sum(losses[:5])
+    assert after["val_miou_box"] > 0.45 and after["val_miou_box"] > before["val_miou_box"] + 0.3, (before, after)
+    assert after["val_miou_point"] > 0.35, (before, after)
