@@ -32,8 +32,8 @@ def test_build_sam_without_arguments_is_the_bundled_model(bundled):
 
 def test_bundled_model_segments_the_example_scene(bundled):
     """A regression guard on the shipped weights: mIoU on the example scene's exact masks
-    stays near what was measured when the model was bundled (README: box 0.80, point 0.65
-    on this scene)."""
+    stays near what was measured when the model was bundled (box 0.444, point 0.385 on
+    this scene's 20 masks; an untrained model scores ~0.1)."""
     from pocketsam.data import SA1BReader
     from pocketsam.eval.runners import eval_prompts
 
@@ -56,5 +56,5 @@ def test_cli_segment_uses_the_bundled_model(tmp_path, capsys):
     assert x <= 190 <= x + w and y <= 155 <= y + h  # the mask contains the clicked point's object
 
 
-BOX_FLOOR = 0.0
-POINT_FLOOR = 0.0
+BOX_FLOOR = 0.38
+POINT_FLOOR = 0.32
