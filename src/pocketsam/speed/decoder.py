@@ -189,7 +189,7 @@ class FastMaskDecoder(nn.Module):
     same ``forward`` arguments and outputs; computed as described in the module docstring."""
 
     #: prompts decoded together; bounds the B×H·W×C working set to cache-friendly sizes.
-    chunk = 4
+    chunk = 2
 
     def __init__(self, decoder: nn.Module) -> None:
         super().__init__()
