@@ -90,13 +90,16 @@ def test_fast_mask_decoder_is_the_same_math(multimask_only, depth):
         "mask inputs": ((pts, None, torch.randn(b, 1, 64, 64, generator=g)), emb),
         "one image per prompt": ((pts, boxes, None), emb.expand(b, -1, -1, -1) + torch.randn(b, 1, 1, 1, generator=g)),
         "single prompt": (((pts[0][:1], pts[1][:1]), None, None), emb),
+        "channels-last image": (((pts[0][:1], pts[1][:1]), None, None), emb.contiguous(memory_format=torch.channels_last)),
     }
     with torch.no_grad():
         for name, (prompt, image) in cases.items():
             sparse, dense = sam.prompt_encoder(*prompt)
             for multimask in (True, False):
                 m1, i1 = sam.mask_decoder(image, pe, sparse, dense, multimask)
+                before = image.clone()
                 m2, i2 = fast(image, pe, sparse, dense, multimask)
+                assert torch.equal(image, before), name  # the caller's embedding is never written to
                 assert m2.shape == m1.shape and i2.shape == i1.shape, name
                 torch.testing.assert_close(m2, m1, rtol=1e-4, atol=1e-4, msg=name)
                 torch.testing.assert_close(i2, i1, rtol=1e-4, atol=1e-5, msg=name)

@@ -147,7 +147,8 @@ class FastTwoWayTransformer(nn.Module):
         once); image_pe: (1 or B, C, H, W); point_embedding: (B, T, C) → (B, T, C), (B, H·W, C)."""
         b = point_embedding.shape[0]
         shared = image_embedding.shape[0] == 1 or image_embedding.stride(0) == 0
-        keys = (image_embedding[:1] if shared else image_embedding).flatten(2).transpose(1, 2).contiguous()
+        keys = (image_embedding[:1] if shared else image_embedding).flatten(2).transpose(1, 2)
+        keys = keys.clone(memory_format=torch.contiguous_format)  # always our own: updated in place below
         key_pe = image_pe[:1].flatten(2).transpose(1, 2)
         keys_pe = keys + key_pe
         queries = point_embedding
