@@ -73,6 +73,21 @@ class MaskDecoder(nn.Module):
             return masks[rows, best].unsqueeze(1), iou_pred[rows, best].unsqueeze(1)
         return masks[:, :1], iou_pred[:, :1]
 
+    def transformer_inputs(
+        self,
+        image_embeddings: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Output tokens + prompt tokens (B, 1 + M + N, C), and image + dense prompt
+        (1 or B, C, H, W): a single image with the expanded "no mask" map stays one map."""
+        b = sparse_prompt_embeddings.shape[0]
+        output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
+        tokens = torch.cat([output_tokens.unsqueeze(0).expand(b, -1, -1), sparse_prompt_embeddings], dim=1)
+        if dense_prompt_embeddings.shape[0] > 1 and dense_prompt_embeddings.stride(0) == 0:
+            dense_prompt_embeddings = dense_prompt_embeddings[:1]  # one "no mask" map, expanded
+        return tokens, image_embeddings + dense_prompt_embeddings
+
     def predict_masks(
         self,
         image_embeddings: torch.Tensor,
@@ -82,12 +97,7 @@ class MaskDecoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """All 1 + num_multimask_outputs masks: (B, M+1, 4H, 4W) and IoU (B, M+1)."""
         b = sparse_prompt_embeddings.shape[0]
-        output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
-        tokens = torch.cat([output_tokens.unsqueeze(0).expand(b, -1, -1), sparse_prompt_embeddings], dim=1)
-
-        if dense_prompt_embeddings.shape[0] > 1 and dense_prompt_embeddings.stride(0) == 0:
-            dense_prompt_embeddings = dense_prompt_embeddings[:1]  # one "no mask" map, expanded
-        src = image_embeddings + dense_prompt_embeddings
+        tokens, src = self.transformer_inputs(image_embeddings, sparse_prompt_embeddings, dense_prompt_embeddings)
         if src.shape[0] != b:  # one image for every prompt: a view, not B copies
             src = src.expand(b, -1, -1, -1)
         pos_src = image_pe.expand(b, -1, -1, -1)

@@ -152,6 +152,9 @@ class FastTwoWayTransformer(nn.Module):
         key_pe = image_pe[:1].flatten(2).transpose(1, 2)
         keys_pe = keys + key_pe
         queries = point_embedding
+        # TwoWayAttentionBlock.forward restated around the two helpers above: keys + key_pe is
+        # formed once per layer for both cross-attentions, and the image-side residual is
+        # accumulated inside the output GEMM (in place) instead of in a separate pass.
         for layer in self.layers:
             if layer.skip_first_layer_pe:
                 queries = layer.self_attn(queries, queries, queries)
@@ -230,11 +233,7 @@ class FastMaskDecoder(nn.Module):
     def _forward(self, image_embeddings, image_pe, sparse, dense, multimask_output):
         d = self.decoder
         b = sparse.shape[0]
-        tokens = torch.cat([d.iou_token.weight, d.mask_tokens.weight], dim=0)
-        tokens = torch.cat([tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
-        if dense.shape[0] > 1 and dense.stride(0) == 0:
-            dense = dense[:1]
-        src = image_embeddings + dense
+        tokens, src = d.transformer_inputs(image_embeddings, sparse, dense)
         _, c, h, w = src.shape
         hs, keys = d.transformer(src.expand(b, -1, -1, -1), image_pe, tokens)  # keys (B, H·W, C)
         iou = d.iou_prediction_head(hs[:, 0])
