@@ -184,3 +184,35 @@ def test_export_cli_writes_loadable_fp16_safetensors_and_pth(tmp_path, capsys):
 
     assert main(["export", str(src), "--out", str(tmp_path / "model.bin")]) == 2
     assert "no known extension" in capsys.readouterr().err
+
+
+def test_recommended_everything_thresholds_travel_with_the_weights(tmp_path, capsys):
+    from pocketsam.checkpoints import EVERYTHING_KEYS, save_checkpoint
+    from pocketsam.cli import export as export_cli
+    from pocketsam.cli import main
+
+    assert export_cli.EVERYTHING_KEYS == EVERYTHING_KEYS  # the CLI's copy (no torch import at parse time)
+    torch.manual_seed(4)
+    model = create_model(tiny_config()).eval()
+    assert model.everything_defaults == {}
+    model.everything_defaults = {"pred_iou_thresh": 0.4, "high_score_thresh": 2.5}
+    for name in ("t.safetensors", "t.pth"):  # a non-official architecture: both formats carry them
+        path = save_checkpoint(model, tmp_path / name, dtype=torch.float16)
+        assert build_sam(checkpoint=path).everything_defaults == {"pred_iou_thresh": 0.4, "high_score_thresh": 2.5}
+
+    # the export CLI keeps, overrides, adds and drops them
+    src = tmp_path / "t.safetensors"
+    out = tmp_path / "o.safetensors"
+    assert main(["export", str(src), "--out", str(out), "--stability-score-thresh", "0.7", "--pred-iou-thresh", "0.5"]) == 0
+    assert build_sam(checkpoint=out).everything_defaults == {
+        "pred_iou_thresh": 0.5, "stability_score_thresh": 0.7, "high_score_thresh": 2.5}
+    assert main(["export", str(out), "--out", str(out), "--drop-thresholds", "--high-score-thresh", "3"]) == 0
+    assert build_sam(checkpoint=out).everything_defaults == {"high_score_thresh": 3.0}
+
+    # an official architecture saved as .pth keeps exactly the official keys (strict loaders)
+    official = create_model("vit_t")
+    official.everything_defaults = {"pred_iou_thresh": 0.5}
+    sd, meta = read_checkpoint(save_checkpoint(official, tmp_path / "vit_t.pth"))
+    assert meta == {} and set(sd) == set(official.state_dict())
+    assert build_sam(checkpoint=save_checkpoint(official, tmp_path / "vit_t.safetensors")).everything_defaults == {
+        "pred_iou_thresh": 0.5}

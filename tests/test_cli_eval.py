@@ -65,9 +65,15 @@ def test_eval_coco(scenes, tmp_path, capsys):
 def test_eval_everything_grid(scenes, tmp_path):
     res = _run(["eval", "everything", "--data", str(scenes["data"]), "--mode", "grid", "--points-per-side", "2"],
                tmp_path / "e.json")
-    assert set(res) >= {"ar@100", "ar@1000", "prompts_per_image", "seconds_per_image"}
+    assert set(res) >= {"ar@100", "ar@1000", "precision@50", "prompts_per_image", "seconds_per_image"}
     assert 0.0 <= res["ar@100"] <= res["ar@1000"] <= 1.0
     assert res["prompts_per_image"] == 4 and res["mode"] == "grid"
+    # with the filters off every de-duplicated candidate is returned and scored
+    loose = _run(["eval", "everything", "--data", str(scenes["data"]), "--mode", "grid", "--points-per-side", "2",
+                  "--pred-iou-thresh", "-100", "--stability-score-thresh", "0"], tmp_path / "l.json")
+    assert loose["proposals_per_image"] >= max(1.0, res["proposals_per_image"])
+    assert 0.0 <= loose["precision@50"] <= 1.0 and loose["ar@1000"] >= res["ar@1000"]
+    assert (loose["pred_iou_thresh"], loose["stability_score_thresh"]) == (-100, 0)  # reported with the results
 
 
 def test_eval_everything_boxes(scenes, tmp_path):
@@ -88,6 +94,8 @@ def test_eval_errors(scenes, tmp_path, capsys, monkeypatch):
     assert "no bundled model" in capsys.readouterr().err
     assert main(["eval", "everything", "--data", str(scenes["data"]), "--mode", "boxes"]) == 2
     assert "--boxes" in capsys.readouterr().err
+    assert main(["eval", "everything", "--data", str(scenes["data"]), "--pred-iou-thresh", "2"]) == 2
+    assert "must be <= 1" in capsys.readouterr().err
     assert main(["eval", "prompts", "--data", str(tmp_path / "none"), "--checkpoint", str(CKPT)]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["eval", "prompts", "--data", str(scenes["data"]), "--max-images", "0"]) == 2

@@ -119,3 +119,31 @@ def test_missing_input_and_empty_folder(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["everything", str(tmp_path / "empty"), "--checkpoint", str(CKPT), "--out", str(tmp_path / "o")]) == 2
     assert "has no images" in capsys.readouterr().err
+
+
+def test_thresholds_left_out_come_from_the_checkpoint(tmp_path, capsys):
+    from pocketsam import build_sam
+    from pocketsam.checkpoints import save_checkpoint
+    from pocketsam.everything import SamHierarchicalMaskGenerator, make_generator, resolve_settings
+
+    sam = build_sam(checkpoint=CKPT)
+    assert resolve_settings("grid", sam, pred_iou_thresh=None) == ({}, {})  # official weights: SAM's defaults
+    sam.everything_defaults = {"pred_iou_thresh": 0.3, "stability_score_thresh": 0.6, "high_score_thresh": 1.5}
+    kwargs, from_model = resolve_settings("grid", sam, pred_iou_thresh=0.5, stability_score_thresh=None)
+    assert kwargs == {"pred_iou_thresh": 0.5, "stability_score_thresh": 0.6} and from_model == {"stability_score_thresh": 0.6}
+    gen = make_generator("hierarchical", sam, points_per_side=4)
+    assert isinstance(gen, SamHierarchicalMaskGenerator)
+    assert (gen.pred_iou_thresh, gen.stability_score_thresh, gen.high_score_thresh) == (0.3, 0.6, 1.5)
+    assert make_generator("boxes", sam).pred_iou_thresh == 0.0  # box prompts keep MobileSAMv2's no-filter default
+
+    ckpt = save_checkpoint(sam, tmp_path / "calibrated.safetensors")
+    (img,) = _write_images(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    assert main(["everything", str(img), "--checkpoint", str(ckpt), "--mode", "hierarchical", "--points-per-side", "4",
+                 "--stability-score-thresh", "0.2", "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "--pred-iou-thresh 0.3" in said and "--high-score-thresh 1.5" in said and "stability" not in said
+    assert (out / "img0" / "annotations.json").is_file()
+
+    assert main(["everything", str(img), "--checkpoint", str(ckpt), "--high-score-thresh", "2", "--out", str(out)]) == 2
+    assert "only used with --mode hierarchical" in capsys.readouterr().err

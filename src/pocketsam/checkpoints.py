@@ -7,6 +7,9 @@
   from tensor names and shapes. A few settings that no shape reveals (TinyViT's input size
   when it is not 1024, decoder head count when it is not 8) travel as small integer
   tensors under the reserved ``pocketsam.`` prefix, which the official layouts never carry.
+* A checkpoint may also recommend thresholds for automatic mask generation (float tensors
+  under ``pocketsam.everything.``): :func:`build_sam` puts them in
+  ``Sam.everything_defaults``; official checkpoints have none.
 """
 
 from __future__ import annotations
@@ -35,18 +38,22 @@ from pocketsam.models.sam import Sam
 
 StateDict = dict[str, torch.Tensor]
 META_PREFIX = "pocketsam."
+EVERYTHING_PREFIX = "everything."
+EVERYTHING_KEYS = ("pred_iou_thresh", "stability_score_thresh", "high_score_thresh")
+"""Settings a checkpoint may recommend to the "segment everything" generators."""
 OFFICIAL_TYPES = ("vit_h", "vit_l", "vit_b", "vit_t")
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_CHECKPOINT_NAME = "pocketsam_tiny_synth.safetensors"
 
 
 # --------------------------------------------------------------------------- reading
-def read_checkpoint(path: str | Path) -> tuple[StateDict, dict[str, int]]:
+def read_checkpoint(path: str | Path) -> tuple[StateDict, dict[str, float]]:
     """Read a checkpoint file into a float state_dict plus pocketsam metadata.
 
     Returns:
-        (state_dict, meta) — tensors as stored (dtype unchanged), and ``{name: int}``
-        from the reserved ``pocketsam.*`` keys.
+        (state_dict, meta) — tensors as stored (dtype unchanged), and ``{name: number}``
+        from the reserved ``pocketsam.*`` keys (ints for the configuration, floats for the
+        ``everything.*`` recommendations).
     Raises:
         CheckpointError: missing/unreadable file, a pickle that would run code, or a file
         that holds no tensors.
@@ -115,7 +122,7 @@ def _short(exc: BaseException) -> str:
     return text[:160]
 
 
-def _unwrap(obj: object, path: Path) -> tuple[StateDict, dict[str, int]]:
+def _unwrap(obj: object, path: Path) -> tuple[StateDict, dict[str, float]]:
     if isinstance(obj, Mapping):
         for key in ("model", "state_dict", "model_state_dict"):
             if key in obj and isinstance(obj[key], Mapping):
@@ -127,13 +134,14 @@ def _unwrap(obj: object, path: Path) -> tuple[StateDict, dict[str, int]]:
             "pass a file saved with torch.save(model.state_dict(), ...) or safetensors",
         )
     state: StateDict = {}
-    meta: dict[str, int] = {}
+    meta: dict[str, float] = {}
     for key, value in obj.items():
         if not isinstance(value, torch.Tensor):
             continue
         key = key[len("module.") :] if key.startswith("module.") else key
         if key.startswith(META_PREFIX):
-            meta[key[len(META_PREFIX) :]] = int(value.item())
+            number = value.item()
+            meta[key[len(META_PREFIX) :]] = float(number) if value.is_floating_point() else int(number)
         else:
             state[key] = value
     return state, meta
@@ -282,24 +290,40 @@ def config_metadata(config: SamConfig) -> dict[str, int]:
     return meta
 
 
-def export_state_dict(model: Sam) -> StateDict:
-    """Official-layout state_dict plus the metadata tensors that make its config recoverable."""
+def everything_defaults(meta: Mapping[str, float]) -> dict[str, float]:
+    """The automatic-mask-generation settings recommended in a checkpoint's metadata."""
+    n = len(EVERYTHING_PREFIX)
+    return {k[n:]: float(v) for k, v in meta.items() if k.startswith(EVERYTHING_PREFIX) and k[n:] in EVERYTHING_KEYS}
+
+
+def export_state_dict(model: Sam, everything: bool = True) -> StateDict:
+    """Official-layout state_dict plus the metadata tensors that make its config recoverable
+    and, with ``everything``, its ``everything_defaults`` (float64 scalars)."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     for key, value in config_metadata(model.config).items():
         state[META_PREFIX + key] = torch.tensor(value, dtype=torch.int64)
+    for key, value in (model.everything_defaults if everything else {}).items():
+        if key not in EVERYTHING_KEYS:
+            raise ValueError(f"unknown everything setting '{key}' (known: {', '.join(EVERYTHING_KEYS)})")
+        state[META_PREFIX + EVERYTHING_PREFIX + key] = torch.tensor(float(value), dtype=torch.float64)
     return state
 
 
 def save_checkpoint(model: Sam, path: str | Path, dtype: torch.dtype | None = None) -> Path:
     """Write ``model`` atomically in the official layout (+ config metadata): safetensors for
     a ``.safetensors`` path, else a ``torch.save`` state_dict. ``dtype`` (e.g. float16) casts
-    the floating-point tensors — :func:`build_sam` loads such files back into float32."""
+    the weights — :func:`build_sam` loads such files back into float32.
+
+    A ``.pth`` of an official architecture keeps exactly the official keys (the reference
+    loaders are strict), so it does not carry ``everything_defaults``; safetensors always do.
+    """
     from pocketsam.io import atomic_write
 
     path = Path(path)
-    state = export_state_dict(model)
+    official = not config_metadata(model.config)
+    state = export_state_dict(model, everything=path.suffix == ".safetensors" or not official)
     if dtype is not None:
-        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        state = {k: v.to(dtype) if v.is_floating_point() and not k.startswith(META_PREFIX) else v for k, v in state.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".safetensors":
         from safetensors.torch import save
@@ -414,6 +438,7 @@ def build_sam(
             config = MODEL_CONFIGS[key]
         model = create_model(config)
         load_into(model, sd, str(checkpoint), key)
+        model.everything_defaults = everything_defaults(meta)
     model.eval()
     if device is not None:
         model.to(device)

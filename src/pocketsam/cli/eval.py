@@ -17,6 +17,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from pocketsam.cli.everything import add_threshold_args, check_thresholds, threshold_settings
 from pocketsam.errors import InputError
 
 
@@ -61,6 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "boxes: ObjectAwareMaskGenerator fed with --boxes")
     e.add_argument("--boxes", default=None, help="COCO results JSON of box proposals (mode boxes)")
     e.add_argument("--points-per-side", type=int, default=None, help="prompt grid density (grid/hierarchical)")
+    add_threshold_args(e)
     _common(e)
     e.set_defaults(func=_run_everything)
 
@@ -147,7 +149,8 @@ def _run_coco(args: argparse.Namespace) -> int:
 
 def _run_everything(args: argparse.Namespace) -> int:
     from pocketsam.data import SA1BReader
-    from pocketsam.eval.runners import boxes_by_image, eval_everything, generator_class, load_detections
+    from pocketsam.eval.runners import boxes_by_image, eval_everything, load_detections
+    from pocketsam.everything import make_generator
 
     _check_max_images(args)
     if args.mode == "boxes" and not args.boxes:
@@ -157,14 +160,16 @@ def _run_everything(args: argparse.Namespace) -> int:
     if args.points_per_side is not None and args.points_per_side < 1:
         raise InputError(f"--points-per-side must be >= 1, got {args.points_per_side}")
     samples = SA1BReader(args.data)
-    cls = generator_class(args.mode)  # fail fast, before loading the model
+    check_thresholds(args)
     boxes = boxes_by_image(load_detections(args.boxes)) if args.boxes else None
     sam = _model(args)
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = threshold_settings(args)
     if args.points_per_side is not None and args.mode != "boxes":
         kwargs["points_per_side"] = args.points_per_side
-    generator = cls(sam, **kwargs)
+    generator = make_generator(args.mode, sam, **kwargs)
     results = eval_everything(generator, samples, max_images=args.max_images, boxes=boxes,
                               progress=not args.quiet, desc=f"eval everything ({args.mode})")
-    results = {"mode": args.mode, **results}
+    used = {k: getattr(generator, k) for k in ("pred_iou_thresh", "stability_score_thresh", "high_score_thresh")
+            if hasattr(generator, k)}
+    results = {"mode": args.mode, **results, **used}
     return _finish(f"segment-everything AR ({args.mode}) on {args.data}", results, args.output)

@@ -46,17 +46,45 @@ def register(subparsers: Any) -> None:
     p.add_argument("--boxes", default=None, metavar="DETECTIONS.json", help="COCO detections JSON (mode boxes)")
     p.add_argument("--points-per-side", type=int, default=32, metavar="N", help="grid points per side (default 32)")
     p.add_argument("--points-per-batch", type=int, default=64, metavar="N", help="prompts decoded together (default 64)")
-    p.add_argument("--pred-iou-thresh", type=float, default=None, help="predicted-IoU filter (grid default 0.88, boxes 0)")
-    p.add_argument("--stability-score-thresh", type=float, default=None, help="stability filter (grid default 0.95, boxes 0)")
+    add_threshold_args(p)
     p.add_argument("--box-nms-thresh", type=float, default=0.7, help="box NMS IoU threshold (default 0.7)")
     p.add_argument("--min-mask-region-area", type=int, default=0, help="remove holes/islands smaller than this (px)")
     p.add_argument("--crop-n-layers", type=int, default=0, help="extra crop layers (grid modes; default 0)")
-    p.add_argument("--high-score-thresh", type=float, default=8.5, help="hierarchical: confident logit (default 8.5)")
     p.add_argument("--box-score-thresh", type=float, default=0.4, help="boxes: minimum detection score (default 0.4)")
     p.add_argument("--out", "-o", required=True, metavar="DIR", help="output directory (created if needed)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--force", action="store_true", help="recompute images that already have results")
     p.set_defaults(func=run)
+
+
+def add_threshold_args(p: argparse.ArgumentParser) -> None:
+    """The mask-filter options shared by ``everything`` and ``eval everything``. Left out,
+    each comes from the checkpoint's recommendation (the bundled model has them), else
+    from the generator's default."""
+    p.add_argument("--pred-iou-thresh", type=float, default=None,
+                   help="predicted-IoU filter (default: the checkpoint's recommendation, else 0.88; boxes 0)")
+    p.add_argument("--stability-score-thresh", type=float, default=None,
+                   help="stability filter (default: the checkpoint's recommendation, else 0.95; boxes 0)")
+    p.add_argument("--high-score-thresh", type=float, default=None,
+                   help="hierarchical: logit that counts as confident (default: the checkpoint's, else 8.5)")
+
+
+def check_thresholds(args: argparse.Namespace) -> None:
+    """Clear errors for out-of-range or misplaced filter options."""
+    for name in ("pred_iou_thresh", "stability_score_thresh"):
+        v = getattr(args, name)
+        if v is not None and not -100.0 <= v <= 1.0:
+            raise InputError(f"--{name.replace('_', '-')} must be <= 1, got {v}")
+    if args.high_score_thresh is not None and args.mode != "hierarchical":
+        raise InputError("--high-score-thresh is only used with --mode hierarchical")
+
+
+def threshold_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The filter options as generator keyword arguments (``None``: not given)."""
+    out = {"pred_iou_thresh": args.pred_iou_thresh, "stability_score_thresh": args.stability_score_thresh}
+    if args.mode == "hierarchical":
+        out["high_score_thresh"] = args.high_score_thresh
+    return out
 
 
 def list_images(path: Path) -> list[Path]:
@@ -87,10 +115,7 @@ def validate(args: argparse.Namespace) -> dict[str, Any]:
         raise InputError(f"--points-per-batch must be >= 1, got {args.points_per_batch}")
     if args.min_mask_region_area < 0 or args.crop_n_layers < 0:
         raise InputError("--min-mask-region-area and --crop-n-layers must be >= 0")
-    for name in ("pred_iou_thresh", "stability_score_thresh"):
-        v = getattr(args, name)
-        if v is not None and not -100.0 <= v <= 1.0:
-            raise InputError(f"--{name.replace('_', '-')} must be <= 1, got {v}")
+    check_thresholds(args)
     if not 0.0 <= args.box_nms_thresh <= 1.0:
         raise InputError(f"--box-nms-thresh must be in [0, 1], got {args.box_nms_thresh}")
     detections = None
@@ -114,23 +139,25 @@ def validate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def make_generator(args: argparse.Namespace, sam: Any) -> Any:
-    from pocketsam.everything import ObjectAwareMaskGenerator, SamAutomaticMaskGenerator, SamHierarchicalMaskGenerator
+    """The generator the options ask for; says which thresholds came from the checkpoint."""
+    from pocketsam.everything import GENERATORS, resolve_settings
 
-    common: dict[str, Any] = {
+    settings: dict[str, Any] = {
         "box_nms_thresh": args.box_nms_thresh,
         "min_mask_region_area": args.min_mask_region_area,
         "output_mode": "coco_rle",
+        **threshold_settings(args),
     }
-    if args.pred_iou_thresh is not None:
-        common["pred_iou_thresh"] = args.pred_iou_thresh
-    if args.stability_score_thresh is not None:
-        common["stability_score_thresh"] = args.stability_score_thresh
     if args.mode == "boxes":
-        return ObjectAwareMaskGenerator(sam, score_thresh=args.box_score_thresh, **common)
-    grid = dict(points_per_side=args.points_per_side, points_per_batch=args.points_per_batch, crop_n_layers=args.crop_n_layers, **common)
-    if args.mode == "hierarchical":
-        return SamHierarchicalMaskGenerator(sam, high_score_thresh=args.high_score_thresh, **grid)
-    return SamAutomaticMaskGenerator(sam, **grid)
+        settings["score_thresh"] = args.box_score_thresh
+    else:
+        settings.update(points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
+                        crop_n_layers=args.crop_n_layers)
+    kwargs, from_model = resolve_settings(args.mode, sam, **settings)
+    if from_model:
+        given = ", ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in from_model.items())
+        print(f"thresholds recommended by the checkpoint: {given} (pass the options to override)")
+    return GENERATORS[args.mode](sam, **kwargs)
 
 
 def annotations_document(file: Path, image_shape: tuple[int, ...], records: list[dict[str, Any]], stats: dict[str, Any]) -> dict[str, Any]:

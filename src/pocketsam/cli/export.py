@@ -1,11 +1,13 @@
 """``pocketsam export``: rewrite any SAM-family checkpoint in the official layout, as
-safetensors or a plain state_dict, optionally in half precision."""
+safetensors or a plain state_dict, optionally in half precision, optionally recording the
+thresholds "segment everything" should use with it (``--pred-iou-thresh`` ...)."""
 
 from __future__ import annotations
 
 import argparse
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+EVERYTHING_KEYS = ("pred_iou_thresh", "stability_score_thresh", "high_score_thresh")  # see checkpoints
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,6 +23,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model-type", default=None, help="architecture name if it cannot be detected (e.g. tinysam)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32",
                    help="precision of the stored weights (fp16 halves the file; loading gives float32)")
+    g = p.add_argument_group(
+        "recommended 'everything' thresholds",
+        "stored in the file and used by `pocketsam everything` / `eval everything` when their options "
+        "are left out (kept from the input checkpoint unless given)",
+    )
+    for key in EVERYTHING_KEYS:
+        g.add_argument(f"--{key.replace('_', '-')}", type=float, default=None, metavar="X")
+    g.add_argument("--drop-thresholds", action="store_true", help="store no recommendation (before the options above)")
     p.set_defaults(func=run)
 
 
@@ -33,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
     if not str(args.out).endswith((".safetensors", ".pth", ".pt")):
         raise InputError(f"output '{args.out}' has no known extension", "end it in .safetensors, .pth or .pt")
     model = build_sam(args.model_type, checkpoint=args.checkpoint)
+    if args.drop_thresholds:
+        model.everything_defaults.clear()
+    model.everything_defaults.update({k: getattr(args, k) for k in EVERYTHING_KEYS if getattr(args, k) is not None})
     path = save_checkpoint(model, args.out, getattr(torch, DTYPES[args.dtype]) if args.dtype != "fp32" else None)
     n = sum(p.numel() for p in model.parameters())
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {n / 1e6:.2f} M parameters, {args.dtype})")

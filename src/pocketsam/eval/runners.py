@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -293,29 +293,6 @@ def eval_coco(
 
 # ---------------------------------------------------------------------------- everything
 
-MODES = {
-    "grid": "SamAutomaticMaskGenerator",
-    "hierarchical": "SamHierarchicalMaskGenerator",
-    "boxes": "ObjectAwareMaskGenerator",
-}
-
-
-def generator_class(mode: str) -> Callable[..., Any]:
-    """The mask generator class of a mode, with a clear error if this build lacks it."""
-    if mode not in MODES:
-        raise InputError(f"unknown mode '{mode}'", f"use one of {', '.join(MODES)}")
-    import pocketsam
-
-    name = MODES[mode]
-    try:
-        return getattr(pocketsam, name)
-    except (ImportError, AttributeError):
-        raise PocketSamError(
-            f"'everything' mode '{mode}' needs pocketsam.{name}, which this installation does not provide yet",
-            "update pocketsam, or use `pocketsam eval prompts` / `pocketsam eval coco`",
-        ) from None
-
-
 def _prompt_count(stats: Any) -> float | None:
     """Number of prompts the generator used on the last image, from its ``last_stats``."""
     if not isinstance(stats, dict):
@@ -371,7 +348,8 @@ def eval_everything(
             passed as ``generate(image, proposals=BoxesProposals(boxes, scores))``;
             images without an entry get no proposals.
     Returns:
-        ``ar@K`` for each K, ``recall@50@K``, ``num_gt``, ``num_images``,
+        ``ar@K`` for each K, ``recall@50@K``, ``precision@50`` (share of all returned
+        masks that overlap a ground-truth mask at IoU ≥ 0.5), ``num_gt``, ``num_images``,
         ``proposals_per_image``, ``prompts_per_image`` (``None`` if the generator does not
         report it), ``seconds_per_image`` (generation only).
     """
@@ -380,6 +358,7 @@ def eval_everything(
     seconds: list[float] = []
     prompts: list[float] = []
     proposals: list[int] = []
+    matched: list[np.ndarray] = []  # per proposal: does it overlap some ground truth at IoU >= 0.5
     with _bar(len(indices), desc, progress) as bar:
         for i in indices:
             sample = samples[i]
@@ -401,6 +380,7 @@ def eval_everything(
             pred = [_record_rle(r["segmentation"]) for r in records]
             scores = [float(r.get("predicted_iou", 0.0)) for r in records]
             ious = rle_iou(gt, pred)
+            matched.append(ious.max(0) >= 0.5 if len(gt) else np.zeros(len(pred), bool))
             for k in ks:
                 best[k].append(best_iou_per_gt(ious, scores, k))
             bar.update()
@@ -409,6 +389,8 @@ def eval_everything(
         all_best = np.concatenate(best[k]) if best[k] else np.zeros(0)
         out[f"ar@{k}"] = average_recall(all_best)
         out[f"recall@50@{k}"] = float((all_best >= 0.5).mean()) if all_best.size else None
+    all_matched = np.concatenate(matched) if matched else np.zeros(0, bool)
+    out["precision@50"] = float(all_matched.mean()) if all_matched.size else None
     out["num_gt"] = int(sum(len(b) for b in best[ks[0]])) if ks else 0
     out["num_images"] = len(indices)
     out["proposals_per_image"] = float(np.mean(proposals)) if proposals else None

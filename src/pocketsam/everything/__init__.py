@@ -7,11 +7,13 @@
 
 All three share the filtering code in :mod:`pocketsam.everything._common` and the mask
 utilities in :mod:`pocketsam.masks`, return segment_anything-style records and set
-``last_stats`` after each call.
+``last_stats`` after each call. :func:`make_generator` builds one by mode name, filling
+thresholds left out from the checkpoint's recommendations.
 """
 
 from pocketsam.everything.grid import SamAutomaticMaskGenerator
 from pocketsam.everything.hierarchical import SamHierarchicalMaskGenerator
+from pocketsam.everything.modes import GENERATORS, make_generator, resolve_settings
 from pocketsam.everything.object_aware import ObjectAwareMaskGenerator
 from pocketsam.everything.proposals import (
     BoxesProposals,
@@ -28,4 +30,7 @@ __all__ = [
     "BoxesProposals",
     "CocoDetectionsProposals",
     "YoloProposals",
+    "GENERATORS",
+    "make_generator",
+    "resolve_settings",
 ]

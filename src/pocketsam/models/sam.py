@@ -35,6 +35,10 @@ class Sam(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
         self.config: Any = None  # set by pocketsam.models.registry.create_model
+        #: Thresholds the weights recommend for automatic mask generation (e.g.
+        #: ``pred_iou_thresh`` for a model whose IoU head is calibrated lower than SAM's),
+        #: read from checkpoint metadata; empty for official checkpoints.
+        self.everything_defaults: dict[str, float] = {}
 
     @property
     def device(self) -> torch.device:

@@ -164,6 +164,7 @@ class Trainer:
         cfg = self.cfg
         if cfg.init:
             model = build_sam(checkpoint=cfg.init)
+            model.everything_defaults = {}  # the init's thresholds do not describe the trained model
         else:
             config = MODEL_CONFIGS[cfg.arch]
             if cfg.img_size:
@@ -210,7 +211,8 @@ class Trainer:
         path = self.checkpoint_path
         if not path.exists():
             if self.rank == 0:
-                print(f"no checkpoint at {path}; starting from scratch")
+                start = f"the weights of {self.cfg.init}" if self.cfg.init else "random weights"
+                print(f"no checkpoint at {path} yet; starting at step 0 from {start}")
             return
         state = torch.load(path, map_location="cpu", weights_only=True)
         model_state = {k: v for k, v in state["model"].items() if not k.startswith("pocketsam.")}
