@@ -3,6 +3,7 @@ modes stay accurate, and `pocketsam bench` runs end to end."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 
@@ -103,6 +104,31 @@ def test_fast_mask_decoder_is_the_same_math(multimask_only, depth):
                 assert m2.shape == m1.shape and i2.shape == i1.shape, name
                 torch.testing.assert_close(m2, m1, rtol=1e-4, atol=1e-4, msg=name)
                 torch.testing.assert_close(i2, i1, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("n,h,w", [(1, 37, 20), (2, 16, 9)])
+def test_mbconv_in_row_bands_is_the_same_math(monkeypatch, n, h, w):
+    """The banded MBConv (cache-sized bands with a 1-row halo) equals the plain block, for
+    band sizes from one row to a remainder band, batch > 1 and odd heights."""
+    from pocketsam.models.tiny_vit import MBConv
+    from pocketsam.speed.fold import fold_batchnorm
+    from pocketsam.speed.fuse import FusedMBConv
+
+    torch.manual_seed(0)
+    block = MBConv(8, 4.0).eval()
+    for m in block.modules():  # non-trivial BatchNorm statistics (conv3's BN starts at zero)
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data.uniform_(0.5, 1.5)
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(n, 8, h, w)
+    with torch.inference_mode():
+        ref = block(x)
+        fused = FusedMBConv(fold_batchnorm(copy.deepcopy(block)))
+        row = w * 32 * 4  # bytes of one row of the 32 expanded channels
+        for rows in (1, 5, h - 1, h):
+            monkeypatch.setattr(FusedMBConv, "band_bytes", rows * row)
+            torch.testing.assert_close(fused(x.contiguous(memory_format=torch.channels_last)), ref, rtol=1e-5, atol=1e-5)
 
 
 def test_inference_copy_follows_weight_changes(tiny_sam):
