@@ -149,6 +149,7 @@ def _run_coco(args: argparse.Namespace) -> int:
 
 def _run_everything(args: argparse.Namespace) -> int:
     from pocketsam.data import SA1BReader
+    from pocketsam.checkpoints import EVERYTHING_KEYS
     from pocketsam.eval.runners import boxes_by_image, eval_everything, load_detections
     from pocketsam.everything import make_generator
 
@@ -169,7 +170,6 @@ def _run_everything(args: argparse.Namespace) -> int:
     generator = make_generator(args.mode, sam, **kwargs)
     results = eval_everything(generator, samples, max_images=args.max_images, boxes=boxes,
                               progress=not args.quiet, desc=f"eval everything ({args.mode})")
-    used = {k: getattr(generator, k) for k in ("pred_iou_thresh", "stability_score_thresh", "high_score_thresh")
-            if hasattr(generator, k)}
+    used = {k: getattr(generator, k) for k in EVERYTHING_KEYS if hasattr(generator, k)}
     results = {"mode": args.mode, **results, **used}
     return _finish(f"segment-everything AR ({args.mode}) on {args.data}", results, args.output)
