@@ -155,6 +155,26 @@ def test_tinysam_detected_from_filename(tmp_path, vit_t_checkpoint):
     assert not build_sam(checkpoint=vit_t_checkpoint).mask_decoder.multimask_only
 
 
+def test_tiny_vit_models_run_at_another_input_size():
+    from pocketsam.checkpoints import default_checkpoint
+    from pocketsam.errors import InputError
+    from pocketsam.predictor import SamPredictor
+
+    base, big = build_sam(), build_sam(img_size=512)  # the bundled model, at 256² and at 512²
+    assert base.img_size == 256 and big.img_size == 512
+    assert big.prompt_encoder.image_embedding_size == (32, 32) and big.prompt_encoder.mask_input_size == (128, 128)
+    for a, b in zip(base.state_dict().values(), big.state_dict().values()):  # same weights
+        assert torch.equal(a, b)
+    predictor = SamPredictor(big)
+    predictor.set_image((torch.rand(100, 140, 3) * 255).to(torch.uint8).numpy())
+    masks, scores, low = predictor.predict(box=[20, 10, 90, 60], multimask_output=False)
+    assert masks.shape == (1, 100, 140) and low.shape == (1, 128, 128)
+    with pytest.raises(InputError, match="not a positive multiple of 64"):
+        build_sam(checkpoint=default_checkpoint(), img_size=500)
+    with pytest.raises(InputError, match="cannot change the input size of a vit encoder"):
+        build_sam("vit_b", img_size=512)
+
+
 def test_export_cli_writes_loadable_fp16_safetensors_and_pth(tmp_path, capsys):
     from dataclasses import replace
 

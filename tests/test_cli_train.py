@@ -36,3 +36,13 @@ def test_train_on_generated_scenes_and_export(tmp_path):
     assert "val_miou_point" in records[-1] and "val_miou_box" in records[-1]
     model = build_sam(checkpoint=out / "model.pth")  # configuration recovered from the tensors alone
     assert model.img_size == 64 and model.config.encoder.embed_dims == (32, 64, 128, 160)
+
+    # progressive resizing: fine-tune those weights at twice the input size
+    finer = tmp_path / "finer"
+    cmd = cmd[:cmd.index("--out")] + ["--out", str(finer), "--init", str(out / "model.pth"), "--img-size", "128",
+                                       "--steps", "1", "--batch-size", "2", "--masks-per-image", "2", "--workers", "0",
+                                       "--val-images", "2", "--warmup", "1", "--threads", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    model = build_sam(checkpoint=finer / "model.safetensors")
+    assert model.img_size == 128 and model.prompt_encoder.image_embedding_size == (8, 8)

@@ -25,7 +25,7 @@ from typing import Callable, Mapping
 
 import torch
 
-from pocketsam.errors import CheckpointError
+from pocketsam.errors import CheckpointError, InputError
 from pocketsam.models.registry import (
     MODEL_CONFIGS,
     DecoderConfig,
@@ -412,6 +412,7 @@ def build_sam(
     model_type: str | None = None,
     checkpoint: str | Path | None = None,
     device: str | torch.device | None = None,
+    img_size: int | None = None,
 ) -> Sam:
     """Build a SAM-family model, in eval mode.
 
@@ -422,12 +423,15 @@ def build_sam(
         checkpoint: state_dict file (.pth/.pt/.safetensors). ``None`` with a model_type
             gives random weights; with neither, the bundled model.
         device: where to put the model (default CPU).
+        img_size: run a TinyViT-encoder model at another input size (a multiple of 64).
+            Its weights do not depend on the input size, so this is how a model is
+            fine-tuned at a higher resolution (``pocketsam train --init CKPT --img-size N``).
     """
     key = _resolve_type(model_type)
     if checkpoint is None and key is None:
         checkpoint = default_checkpoint()
     if checkpoint is None:
-        model = create_model(MODEL_CONFIGS[key])
+        model = create_model(_resized(MODEL_CONFIGS[key], img_size))
     else:
         sd, meta = read_checkpoint(checkpoint)
         if key is None:
@@ -436,13 +440,27 @@ def build_sam(
                 config = replace(config, decoder=replace(config.decoder, multimask_only=True))
         else:
             config = MODEL_CONFIGS[key]
-        model = create_model(config)
+        model = create_model(_resized(config, img_size))
         load_into(model, sd, str(checkpoint), key)
         model.everything_defaults = everything_defaults(meta)
     model.eval()
     if device is not None:
         model.to(device)
     return model
+
+
+def _resized(config: SamConfig, img_size: int | None) -> SamConfig:
+    """``config`` at input size ``img_size`` (None: unchanged)."""
+    if img_size is None or img_size == config.img_size:
+        return config
+    if not isinstance(config.encoder, TinyViTConfig):
+        raise InputError(
+            f"cannot change the input size of a {config.family} encoder (its position embeddings are sized for {config.img_size})",
+            "leave img_size out, or use a TinyViT model (vit_t, mobile_sam, tinysam, pocketsam_tiny)",
+        )
+    if img_size < 64 or img_size % 64:
+        raise InputError(f"input size {img_size} is not a positive multiple of 64", "use e.g. 256, 512 or 1024")
+    return replace(config, encoder=replace(config.encoder, img_size=img_size))
 
 
 def _registry_entry(model_type: str) -> Callable[..., Sam]:

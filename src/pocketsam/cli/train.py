@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     m = p.add_argument_group("model")
     m.add_argument("--arch", default="pocketsam_tiny", help="registered architecture (default pocketsam_tiny)")
-    m.add_argument("--img-size", type=int, help="override the architecture's input size")
+    m.add_argument("--img-size", type=int, help="input size (default: the architecture's, or the --init checkpoint's); with --init, fine-tunes a TinyViT model at this size")
     m.add_argument("--init", metavar="CKPT", help="start from this checkpoint (its architecture is used)")
     m.add_argument("--freeze", nargs="*", default=[], choices=["image_encoder", "prompt_encoder", "mask_decoder"])
 

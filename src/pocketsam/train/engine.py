@@ -163,7 +163,7 @@ class Trainer:
     def _build_model(self):
         cfg = self.cfg
         if cfg.init:
-            model = build_sam(checkpoint=cfg.init)
+            model = build_sam(checkpoint=cfg.init, img_size=cfg.img_size)  # e.g. fine-tune at a higher resolution
             model.everything_defaults = {}  # the init's thresholds do not describe the trained model
         else:
             config = MODEL_CONFIGS[cfg.arch]
