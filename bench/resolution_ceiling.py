@@ -58,8 +58,6 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=64, help="masks fitted at once")
     args = ap.parse_args()
 
-    from dataclasses import replace
-
     from pocketsam.data.sa1b import SA1BReader
     from pocketsam.eval.runners import AREA_RANGES
     from pocketsam.models import MODEL_CONFIGS, create_model
@@ -67,10 +65,9 @@ def main() -> None:
 
     torch.manual_seed(0)
     samples = SA1BReader(args.data)
-    images = []  # (gt masks N×H×W bool, (H, W))
+    images = []  # per image: its ground-truth masks, K×H×W bool
     for i in range(min(args.max_images, len(samples))):
-        s = samples[i]
-        masks = s.masks()  # K×H×W bool, crowd regions left out
+        masks = samples[i].masks()  # crowd regions left out
         if len(masks):
             images.append(torch.from_numpy(masks).bool())
     areas = torch.cat([m.flatten(1).sum(1) for m in images]).numpy()
@@ -78,8 +75,7 @@ def main() -> None:
     print("| input size | low-res grid | ceiling mIoU | small | medium | large | share ≥ 0.9 |")
     print("|---|---|---|---|---|---|---|")
     for size in args.sizes:
-        config = MODEL_CONFIGS["pocketsam_tiny"]
-        sam = create_model(replace(config, encoder=replace(config.encoder, img_size=size)))
+        sam = create_model(MODEL_CONFIGS["pocketsam_tiny"].with_img_size(size))
         ious = []
         for gt in images:
             input_size = ResizeLongestSide.get_preprocess_shape(*gt.shape[-2:], size)

@@ -460,7 +460,7 @@ def _resized(config: SamConfig, img_size: int | None) -> SamConfig:
         )
     if img_size < 64 or img_size % 64:
         raise InputError(f"input size {img_size} is not a positive multiple of 64", "use e.g. 256, 512 or 1024")
-    return replace(config, encoder=replace(config.encoder, img_size=img_size))
+    return config.with_img_size(img_size)
 
 
 def _registry_entry(model_type: str) -> Callable[..., Sam]:

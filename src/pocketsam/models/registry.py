@@ -7,7 +7,7 @@ larger variant is ``dataclasses.replace(MODEL_CONFIGS["vit_t"], ...)``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Union
 
 from pocketsam.models.image_encoder_vit import ImageEncoderViT
@@ -89,6 +89,10 @@ class SamConfig:
     @property
     def family(self) -> str:
         return "vit" if isinstance(self.encoder, ViTConfig) else "tiny_vit"
+
+    def with_img_size(self, img_size: int) -> "SamConfig":
+        """This configuration at another input size (every other field unchanged)."""
+        return replace(self, encoder=replace(self.encoder, img_size=img_size))
 
 
 _MOBILE = SamConfig(TinyViTConfig())

@@ -16,7 +16,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +168,7 @@ class Trainer:
         else:
             config = MODEL_CONFIGS[cfg.arch]
             if cfg.img_size:
-                config = replace(config, encoder=replace(config.encoder, img_size=cfg.img_size))
+                config = config.with_img_size(cfg.img_size)
             model = create_model(config)
         for name in cfg.freeze:
             getattr(model, name).requires_grad_(False)
