@@ -147,3 +147,50 @@ def test_thresholds_left_out_come_from_the_checkpoint(tmp_path, capsys):
 
     assert main(["everything", str(img), "--checkpoint", str(ckpt), "--high-score-thresh", "2", "--out", str(out)]) == 2
     assert "only used with --mode hierarchical" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory) -> Path:
+    """A very small random model at a 256² input (fast: one encoder pass is milliseconds)."""
+    import torch
+
+    from conftest import tiny_config
+    from pocketsam.checkpoints import save_checkpoint
+    from pocketsam.models import create_model
+
+    torch.manual_seed(0)
+    return save_checkpoint(create_model(tiny_config()).eval(), tmp_path_factory.mktemp("tiny") / "tiny.safetensors")
+
+
+def test_colliding_names_get_distinct_stable_folders_and_resume_checks_the_file(tmp_path, capsys, tiny_ckpt):
+    from pocketsam.cli.everything import output_names
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    names = ["a.jpg", "a.JPG", "a.png", "a_jpg.png", "b.png"]
+    for name in names:
+        Image.fromarray((rng.random((40, 56, 3)) * 255).astype(np.uint8)).save(folder / name)
+    files = sorted(folder.iterdir())
+    folders = output_names(files)
+    assert len({n.casefold() for n in folders}) == 5  # unique, even on a case-insensitive file system
+    assert output_names(files[::-1]) == folders[::-1]  # a function of the names, not of their order
+    assert dict(zip([f.name for f in files], folders))["b.png"] == "b" and "a_png" in folders
+
+    out = tmp_path / "out"
+    args = ["everything", str(folder), "--checkpoint", str(tiny_ckpt), *FAST, "--out", str(out)]
+    assert main(args) == 0
+    assert "5 image(s) segmented, 0 already done, 0 failed" in capsys.readouterr().out
+    recorded = {json.loads((out / n / "annotations.json").read_text())["image"]["file_name"]: n for n in folders}
+    assert recorded == {f.name: n for f, n in zip(files, folders)}  # every result kept, each saying whose it is
+    assert main(args) == 0
+    assert "all 5 image(s) already done" in capsys.readouterr().out
+
+    # a result recording another file's name is not this image's: it is recomputed
+    doc_path = out / "a_png" / "annotations.json"
+    doc = json.loads(doc_path.read_text())
+    doc["image"]["file_name"] = "other.png"
+    doc_path.write_text(json.dumps(doc))
+    assert main(args) == 0
+    assert "1 image(s) segmented, 4 already done" in capsys.readouterr().out
+    assert json.loads(doc_path.read_text())["image"]["file_name"] == "a.png"

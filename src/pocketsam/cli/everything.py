@@ -10,19 +10,26 @@ sparse-then-dense grid), ``boxes`` (MobileSAMv2-style, one box prompt per detect
 a COCO detections JSON; a folder's images are matched to detections by file name via
 the file's ``images`` list, or by numeric file stem = ``image_id``).
 
-For each image ``<stem>`` writes ``<out>/<stem>/annotations.json`` (SA-1B style:
-``{"image": {file_name, height, width}, "annotations": [{id, segmentation (COCO RLE),
-area, bbox, predicted_iou, point_coords, stability_score, crop_box}], "stats": ...}``)
-and ``<out>/<stem>/overlay.png``. Files are written atomically, annotations last, so
-an image whose ``annotations.json`` exists is complete: re-running the same command
-skips it (``--force`` recomputes). Everything checkable without the model is checked
-before the model is loaded.
+For each image writes ``<out>/<name>/annotations.json`` (SA-1B style: ``{"image":
+{file_name, height, width}, "annotations": [{id, segmentation (COCO RLE), area, bbox,
+predicted_iou, point_coords, stability_score, crop_box}], "stats": ...}``) and
+``<out>/<name>/overlay.png``. ``<name>`` is the image's stem, made unique within the
+folder when stems collide (see :func:`output_names`); ``file_name`` records which image
+the folder belongs to. Files are written atomically, annotations last, so an image whose
+``annotations.json`` exists and records its file name is complete: re-running the same
+command skips it (``--force`` recomputes). Everything checkable without the model is
+checked before the model is loaded.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import os
+import re
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -100,9 +107,59 @@ def list_images(path: Path) -> list[Path]:
 
 
 def output_names(files: list[Path]) -> list[str]:
-    """One output folder name per image: its stem, or ``stem_ext`` when stems collide."""
-    stems = [f.stem for f in files]
-    return [f.stem if stems.count(f.stem) == 1 else f"{f.stem}_{f.suffix.lstrip('.').lower()}" for f in files]
+    """One output folder name per image: unique (also on a case-insensitive file system)
+    and a function of the folder's image names alone, so every run over the same folder
+    gives the same names.
+
+    * the stem (``photo.jpg`` → ``photo``);
+    * ``stem_ext`` where stems collide (``a.jpg`` + ``a.png`` → ``a_jpg``, ``a_png``);
+    * that name plus 8 hex digits of the SHA-1 of the exact file name where names still
+      collide (``a.jpg`` + ``a.JPG``; or ``a_jpg.png`` beside ``a.jpg`` and ``a.png``).
+
+    Raises:
+        InputError: two names still collide (only for files named like another's hashed name).
+    """
+
+    def collide(names: list[str]) -> list[bool]:
+        counts = Counter(n.casefold() for n in names)
+        return [counts[n.casefold()] > 1 for n in names]
+
+    names = [f.stem for f in files]
+    names = [f"{f.stem}_{f.suffix[1:].lower()}" if c else n for n, f, c in zip(names, files, collide(names))]
+    names = [f"{n}_{hashlib.sha1(os.fsencode(f.name)).hexdigest()[:8]}" if c else n
+             for n, f, c in zip(names, files, collide(names))]
+    clash = [f.name for f, c in zip(files, collide(names)) if c]
+    if clash:
+        raise InputError(f"cannot give the images {', '.join(clash)} distinct output folders", "rename one of them")
+    return names
+
+
+def recorded_file_name(annotations: Path) -> str | None:
+    """The ``image.file_name`` an ``annotations.json`` records; None if it is unreadable.
+
+    :func:`annotations_document` puts ``image`` first, so usually only the head of the
+    file is parsed (a folder of large results resumes without reading them all).
+    """
+    try:
+        with open(annotations, encoding="utf-8") as f:
+            head = f.read(1 << 16)
+            m = re.match(r'\s*\{\s*"image"\s*:\s*', head)
+            try:
+                image = json.JSONDecoder().raw_decode(head, m.end())[0] if m else None
+            except json.JSONDecodeError:
+                image = None
+            if image is None:
+                image = json.loads(head + f.read())["image"]
+        name = image["file_name"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
+    return name if isinstance(name, str) else None
+
+
+def is_done(file: Path, dest: Path) -> bool:
+    """``dest`` holds this image's complete result: an ``annotations.json`` that records
+    ``file``'s name (a result of another image with the same output name does not count)."""
+    return recorded_file_name(dest / "annotations.json") == file.name
 
 
 def validate(args: argparse.Namespace) -> dict[str, Any]:
@@ -195,7 +252,7 @@ def process_one(generator: Any, file: Path, dest: Path, detections: Any) -> dict
 def run(args: argparse.Namespace) -> int:
     ctx = validate(args)
     files, names, out = ctx["files"], ctx["names"], ctx["out"]
-    todo = [(f, out / n) for f, n in zip(files, names) if args.force or not (out / n / "annotations.json").is_file()]
+    todo = [(f, out / n) for f, n in zip(files, names) if args.force or not is_done(f, out / n)]
     skipped = len(files) - len(todo)
     if not todo:
         print(f"all {len(files)} image(s) already done in '{out}' (use --force to recompute)")
