@@ -236,3 +236,15 @@ def test_recommended_everything_thresholds_travel_with_the_weights(tmp_path, cap
     assert meta == {} and set(sd) == set(official.state_dict())
     assert build_sam(checkpoint=save_checkpoint(official, tmp_path / "vit_t.safetensors")).everything_defaults == {
         "pred_iou_thresh": 0.5}
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused_at_load_naming_the_tensor(tmp_path, tiny_state, value):
+    state = dict(tiny_state)
+    key = "mask_decoder.iou_prediction_head.layers.0.weight"
+    state[key] = state[key].clone()
+    state[key][0, 0] = value
+    torch.save(state, tmp_path / "diverged.pth")
+    with pytest.raises(CheckpointError, match=r"NaN or infinite values in 1 tensor\(s\) \(mask_decoder\.iou_pre") as info:
+        build_sam(checkpoint=tmp_path / "diverged.pth")
+    assert "diverged.pth" in str(info.value) and "\n" not in str(info.value)

@@ -194,3 +194,35 @@ def test_colliding_names_get_distinct_stable_folders_and_resume_checks_the_file(
     assert main(args) == 0
     assert "1 image(s) segmented, 4 already done" in capsys.readouterr().out
     assert json.loads(doc_path.read_text())["image"]["file_name"] == "a.png"
+
+
+def test_non_finite_model_on_a_folder_is_a_clear_error_not_an_abort(tmp_path, capsys, monkeypatch, tiny_ckpt):
+    import torch
+
+    import pocketsam
+    from pocketsam.checkpoints import read_checkpoint
+
+    _write_images(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    sd, _ = read_checkpoint(tiny_ckpt)
+    sd["image_encoder.neck.0.weight"] = sd["image_encoder.neck.0.weight"].clone().fill_(float("inf"))
+    torch.save(sd, tmp_path / "inf.pth")
+    args = ["everything", str(tmp_path / "in"), *FAST, "--out", str(out)]
+    assert main([*args, "--checkpoint", str(tmp_path / "inf.pth")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "image_encoder.neck.0.weight" in err and "Traceback" not in err
+
+    real_build = pocketsam.build_sam
+
+    def nan_at_run_time(*a, **k):
+        model = real_build(*a, **k)
+        with torch.no_grad():
+            model.mask_decoder.iou_prediction_head.layers[-1].bias.fill_(float("nan"))
+        return model
+
+    monkeypatch.setattr(pocketsam, "build_sam", nan_at_run_time)
+    assert main([*args, "--checkpoint", str(tiny_ckpt)]) == 1  # every image reported, none written
+    said = capsys.readouterr().out
+    assert "0 image(s) segmented, 0 already done, 2 failed" in said
+    assert said.count("NaN or infinite mask logits or scores") == 2
+    assert not list(out.rglob("annotations.json"))

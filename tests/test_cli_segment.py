@@ -299,3 +299,91 @@ def test_malicious_pickle_is_refused_subprocess(small_png: Path, tmp_path: Path)
     assert "mobile_sam.pt" in line
     assert not marker.exists(), "the checkpoint's code ran"
     assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------ non-finite models
+
+
+@pytest.fixture(scope="module")
+def tiny_state() -> dict:
+    import torch
+
+    from conftest import tiny_config
+    from pocketsam.checkpoints import export_state_dict
+    from pocketsam.models import create_model
+
+    torch.manual_seed(0)
+    return export_state_dict(create_model(tiny_config()))
+
+
+def _earlier_outputs(out: Path) -> dict[str, bytes]:
+    """An earlier run's 3 masks + overlay + masks.json (and a user's file) in ``out``."""
+    from pocketsam.cli.segment import Prompts, write_outputs
+
+    masks = np.zeros((3, 60, 80), bool)
+    masks[:, 10:30, 20:50] = True
+    write_outputs(out, "small.png", np.zeros((60, 80, 3), np.uint8), masks, np.array([0.9, 0.5, 0.1]),
+                  Prompts(points=[(30.0, 20.0)], labels=[1]))
+    (out / "notes.txt").write_text("user file")
+    return {p.name: p.read_bytes() for p in out.iterdir()}
+
+
+def test_non_finite_model_is_one_error_and_earlier_outputs_stay_whole(
+    capsys, monkeypatch, small_png: Path, tmp_path: Path, tiny_state: dict
+) -> None:
+    import torch
+
+    import pocketsam
+
+    out = tmp_path / "o"
+    before = _earlier_outputs(out)
+    argv = ["segment", str(small_png), "--point", "30,20", "--multimask", "--out", str(out)]
+
+    finite = tmp_path / "finite.pth"
+    torch.save(tiny_state, finite)
+    nan_weights = tmp_path / "nan.pth"
+    torch.save({**tiny_state, "mask_decoder.iou_token.weight": torch.full_like(tiny_state["mask_decoder.iou_token.weight"], float("nan"))}, nan_weights)
+    _cli_error(capsys, [*argv, "-c", str(nan_weights)], "holds NaN or infinite values in 1 tensor(s) (mask_decoder.iou_token.weight)")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+    real_build = pocketsam.build_sam
+
+    def nan_at_run_time(*args, **kwargs):  # finite file, non-finite outputs (e.g. an overflowing mode)
+        model = real_build(*args, **kwargs)
+        with torch.no_grad():
+            model.mask_decoder.iou_prediction_head.layers[-1].bias.fill_(float("nan"))
+        return model
+
+    monkeypatch.setattr(pocketsam, "build_sam", nan_at_run_time)
+    _cli_error(capsys, [*argv, "-c", str(finite)], "the model produced NaN or infinite mask logits or scores")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    monkeypatch.setattr(pocketsam, "build_sam", real_build)
+    assert main([*argv, "-c", str(finite)]) == 0  # and the same command with a sane model replaces them
+    assert (out / "masks.json").read_bytes() != before["masks.json"] and (out / "notes.txt").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_outputs_are_replaced_as_a_whole_or_not_at_all(monkeypatch, tmp_path: Path) -> None:
+    import pocketsam.io
+    from pocketsam.cli.segment import Prompts, write_outputs
+    from pocketsam.errors import InputError
+
+    out = tmp_path / "o"
+    before = _earlier_outputs(out)
+    image = np.zeros((60, 80, 3), np.uint8)
+    one = np.zeros((1, 60, 80), bool)
+    one[0, :5, :5] = True
+    prompts = Prompts(points=[(2.0, 2.0)], labels=[1])
+
+    def disk_full(*args, **kwargs):
+        raise InputError("cannot write 'masks.json': No space left on device")
+
+    monkeypatch.setattr(pocketsam.io, "write_json_atomic", disk_full)  # fails after the new mask and overlay
+    with pytest.raises(InputError, match="No space left"):
+        write_outputs(out, "small.png", image, one, np.array([0.7]), prompts)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing new, nothing deleted
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]  # no staging folder left
+    monkeypatch.undo()
+    write_outputs(out, "small.png", image, one, np.array([0.7]), prompts)
+    assert sorted(p.name for p in out.iterdir()) == ["mask_0.png", "masks.json", "notes.txt", "overlay.png"]
+    assert [m["score"] for m in json.loads((out / "masks.json").read_text())["masks"]] == [0.7]

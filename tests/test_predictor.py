@@ -103,3 +103,20 @@ def test_transform_roundtrip_boxes():
     torch.testing.assert_close(
         t.apply_boxes_torch(torch.as_tensor(boxes), (480, 640)), torch.as_tensor(out, dtype=torch.float32)
     )
+
+
+def test_non_finite_outputs_are_one_clear_error(tiny_sam):
+    """Weights that turn NaN after loading (or an overflowing speed mode): no NaN score or
+    silently empty mask comes out, but one PocketSamError."""
+    from pocketsam.errors import PocketSamError
+
+    predictor = SamPredictor(tiny_sam)
+    predictor.set_image(random_image(40, 50))
+    predictor.predict(np.array([[10, 10]]), np.array([1]))  # fine before
+    with torch.no_grad():
+        tiny_sam.mask_decoder.iou_prediction_head.layers[-1].bias.fill_(float("nan"))
+    for mode in ("default", "reference"):
+        p = SamPredictor(tiny_sam, mode=mode)
+        p.set_image(random_image(40, 50))
+        with pytest.raises(PocketSamError, match="NaN or infinite"):
+            p.predict(np.array([[10, 10]]), np.array([1]))

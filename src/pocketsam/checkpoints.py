@@ -381,7 +381,23 @@ def load_into(model: Sam, sd: Mapping[str, torch.Tensor], source: str, model_typ
             + f". It most resembles '{closest}' ({score:.0%} of keys and shapes match)",
             "pass the matching --model-type / model_type, or model_type=None to detect it from the file",
         )
+    check_finite(sd, source)
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in sd.items()}, strict=True)
+
+
+def check_finite(sd: Mapping[str, torch.Tensor], source: str) -> None:
+    """Every floating-point tensor must be finite: one NaN/inf weight makes every score and
+    mask of the model NaN (or empty).
+
+    Raises:
+        CheckpointError: naming the first tensors that hold NaN or inf, with the count.
+    """
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(
+            f"checkpoint '{source}' holds NaN or infinite values in {len(bad)} tensor(s) ({_examples(bad)})",
+            "the file is damaged or comes from a diverged training run; use another checkpoint",
+        )
 
 
 # -------------------------------------------------------------------------- building

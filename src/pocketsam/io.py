@@ -9,6 +9,8 @@
   destination's directory and ``os.replace`` it over the destination, so a crash or
   Ctrl-C never leaves a half-written output behind. Failures to write become
   :class:`~pocketsam.errors.InputError` too (the output path is the user's input).
+* :func:`replace_files_together` replaces a set of outputs (e.g. masks plus the index
+  that lists them) as a whole: staged beside the folder, moved in only once all are written.
 
 Conversion rules of :func:`load_image`:
 
@@ -32,12 +34,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import uuid
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterator, Union
+from typing import IO, Any, Callable, Iterator, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -313,6 +316,47 @@ def write_json_atomic(obj: Any, path: PathLike, indent: int | None = 2) -> None:
     """
     text = json.dumps(obj, indent=indent, default=_json_default, allow_nan=False)
     write_text_atomic(text + "\n", path)
+
+
+@contextmanager
+def replace_files_together(
+    out_dir: PathLike, last: tuple[str, ...] = (), stale: Callable[[str], bool] | None = None
+) -> Iterator[Path]:
+    """Replace a set of output files in ``out_dir`` as a whole, never partly.
+
+    Yields an empty staging folder beside ``out_dir``: write the new files there (plain
+    writes are fine). If the block raises, the staging folder is deleted and ``out_dir``
+    is untouched. On clean exit the files are moved into ``out_dir`` (created if needed)
+    with ``os.replace`` (no copying, nothing left to fail but the renames), the names in
+    ``last`` after the others (e.g. an index that refers to the rest); then the files of
+    ``out_dir`` for which ``stale(name)`` is true and that were not just written (outputs
+    of an earlier run) are deleted. Other files in ``out_dir`` are kept.
+
+    Raises:
+        InputError: ``out_dir`` or the staging folder cannot be created or written.
+    """
+    dest = Path(out_dir)
+    stage = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        stage.mkdir()
+    except OSError as exc:
+        raise _write_error(dest, exc) from None
+    try:
+        yield stage
+        new = sorted(p.name for p in stage.iterdir())
+        try:
+            dest.mkdir(exist_ok=True)
+            for name in sorted(new, key=lambda n: last.index(n) + 1 if n in last else 0):
+                os.replace(stage / name, dest / name)
+        except OSError as exc:
+            raise _write_error(dest, exc) from None
+        if stale is not None:
+            for p in dest.iterdir():
+                if p.name not in new and stale(p.name) and p.is_file():
+                    p.unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def to_pil(image: np.ndarray | Image.Image) -> Image.Image:

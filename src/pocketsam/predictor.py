@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pocketsam.errors import InputError
+from pocketsam.errors import InputError, PocketSamError
 from pocketsam.models.sam import Sam
 from pocketsam.speed import optimize, upscale_masks, weights_key
 from pocketsam.transforms import ResizeLongestSide
@@ -190,4 +190,19 @@ class SamPredictor:
         self._require_image()
         engine = self._active
         sparse, dense = engine.prompt_encoder(points, boxes, mask_input)
-        return engine.mask_decoder(self.features, self._dense_pe, sparse, dense, multimask_output)
+        low_res, iou = engine.mask_decoder(self.features, self._dense_pe, sparse, dense, multimask_output)
+        check_finite_outputs(low_res, iou)
+        return low_res, iou
+
+
+def check_finite_outputs(low_res: torch.Tensor, iou: torch.Tensor) -> None:
+    """NaN/inf logits or scores would silently become empty masks and unwritable scores.
+
+    Raises:
+        PocketSamError: some mask logit or predicted IoU is not finite.
+    """
+    if not (bool(torch.isfinite(iou).all()) and bool(torch.isfinite(low_res).all())):
+        raise PocketSamError(
+            "the model produced NaN or infinite mask logits or scores",
+            "its weights or this speed mode overflow; try another checkpoint, or SamPredictor(..., mode='reference')",
+        )

@@ -309,39 +309,24 @@ def write_outputs(
     scores: Any,
     prompts: Prompts,
 ) -> list[str]:
-    """Write the mask PNGs, overlay and masks.json (last) into ``out_dir``, atomically.
+    """Write the mask PNGs, overlay and masks.json into ``out_dir``, replacing an earlier
+    run's outputs as a whole (:func:`pocketsam.io.replace_files_together`): on any failure
+    the folder keeps its previous outputs; on success, masks beyond the new count are
+    removed. Other files in ``out_dir`` are left alone.
 
     Args:
         image: uint8 H×W×3; masks: C×H×W bool, best first; scores: C.
     Returns:
         the names written, for the summary line.
     """
-    from pocketsam.io import save_png_atomic, write_json_atomic
+    from pocketsam.io import replace_files_together, save_png_atomic, write_json_atomic
     from pocketsam.masks import encode_rle, mask_bbox_xywh
     from pocketsam.viz import draw_prompts, overlay_masks
 
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create output directory '{out_dir}': {exc.strerror or exc}") from None
-
-    records = []
-    for i, (mask, score) in enumerate(zip(masks, scores)):
-        save_png_atomic(mask, out_dir / f"mask_{i}.png")
-        records.append(
-            {
-                "segmentation": encode_rle(mask),
-                "score": float(score),
-                "bbox": mask_bbox_xywh(mask),
-                "area": int(mask.sum()),
-            }
-        )
-    # Masks left over from an earlier run with more masks would contradict masks.json.
-    for stale in out_dir.glob("mask_*.png"):
-        m = re.fullmatch(r"mask_(\d+)\.png", stale.name)
-        if m and int(m.group(1)) >= len(masks):
-            stale.unlink(missing_ok=True)
-
+    records = [
+        {"segmentation": encode_rle(mask), "score": float(score), "bbox": mask_bbox_xywh(mask), "area": int(mask.sum())}
+        for mask, score in zip(masks, scores)
+    ]
     overlay = overlay_masks(image, masks[:1])
     overlay = draw_prompts(
         overlay,
@@ -349,8 +334,15 @@ def write_outputs(
         labels=prompts.labels or None,
         boxes=prompts.box,
     )
-    save_png_atomic(overlay, out_dir / "overlay.png")
-    write_json_atomic({"image": image_arg, "masks": records}, out_dir / "masks.json")
+
+    def stale(name: str) -> bool:  # masks of an earlier run with more masks would contradict masks.json
+        return re.fullmatch(r"mask_\d+\.png", name) is not None
+
+    with replace_files_together(out_dir, last=("masks.json",), stale=stale) as stage:
+        for i, mask in enumerate(masks):
+            save_png_atomic(mask, stage / f"mask_{i}.png")
+        save_png_atomic(overlay, stage / "overlay.png")
+        write_json_atomic({"image": image_arg, "masks": records}, stage / "masks.json")
 
     names = ["mask_0.png"] if len(masks) == 1 else [f"mask_0.png … mask_{len(masks) - 1}.png"]
     return names + ["overlay.png", "masks.json"]
