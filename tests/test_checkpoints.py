@@ -248,3 +248,49 @@ def test_non_finite_weights_are_refused_at_load_naming_the_tensor(tmp_path, tiny
     with pytest.raises(CheckpointError, match=r"NaN or infinite values in 1 tensor\(s\) \(mask_decoder\.iou_pre") as info:
         build_sam(checkpoint=tmp_path / "diverged.pth")
     assert "diverged.pth" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("option,value", [("--pred-iou-thresh", "7"), ("--pred-iou-thresh", "nan"),
+                                          ("--stability-score-thresh", "inf"), ("--high-score-thresh", "-inf")])
+def test_thresholds_everything_refuses_are_refused_by_export_and_ignored_at_load(tmp_path, capsys, option, value):
+    """One rule (checkpoints.check_everything_setting) for everything's options, export's
+    options, what save_checkpoint writes and what a checkpoint recorded."""
+    from safetensors.torch import load_file
+
+    from pocketsam.checkpoints import CheckpointWarning, check_everything_setting, save_checkpoint
+    from pocketsam.cli import main
+    from pocketsam.errors import InputError
+
+    torch.manual_seed(5)
+    model = create_model(tiny_config()).eval()
+    model.everything_defaults = {"pred_iou_thresh": 0.4}
+    src = save_checkpoint(model, tmp_path / "m.safetensors")
+    key = option[2:].replace("-", "_")
+    with pytest.raises(InputError, match="must be"):
+        check_everything_setting(key, float(value))
+
+    out = tmp_path / "bad.safetensors"
+    assert main(["export", str(src), "--out", str(out), f"{option}={value}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {option} must be") and err.count("\n") == 1 and not out.exists()
+    mode = ["--mode", "hierarchical"] if key == "high_score_thresh" else []
+    assert main(["everything", str(tmp_path / "none.png"), f"{option}={value}", *mode, "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {option} must be")  # refused by everything, before anything else
+
+    model.everything_defaults = {key: float(value)}  # the library cannot write it either
+    with pytest.raises(InputError, match=rf"everything_defaults\['{key}'\] must be"):
+        save_checkpoint(model, out)
+
+    # a checkpoint that recorded it anyway (older pocketsam, or by hand): ignored with a warning
+    sd = load_file(str(src))
+    sd[f"pocketsam.everything.{key}"] = torch.tensor(float(value), dtype=torch.float64)
+    save_file(sd, str(out))
+    with pytest.warns(CheckpointWarning, match=rf"the {key} recorded in checkpoint '.*bad.safetensors' must be"):
+        loaded = build_sam(checkpoint=out)
+    assert key not in loaded.everything_defaults
+    assert loaded.everything_defaults == ({} if key == "pred_iou_thresh" else {"pred_iou_thresh": 0.4})
+    fixed = tmp_path / "fixed.safetensors"
+    assert main(["export", str(out), "--out", str(fixed)]) == 0  # re-exporting drops it
+    err = capsys.readouterr().err
+    assert err.startswith("warning: ") and err.count("\n") == 1 and "--drop-thresholds" in err
+    assert key not in build_sam(checkpoint=fixed).everything_defaults

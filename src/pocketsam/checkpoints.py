@@ -290,10 +290,55 @@ def config_metadata(config: SamConfig) -> dict[str, int]:
     return meta
 
 
-def everything_defaults(meta: Mapping[str, float]) -> dict[str, float]:
-    """The automatic-mask-generation settings recommended in a checkpoint's metadata."""
+class CheckpointWarning(UserWarning):
+    """Something in a checkpoint was ignored (the model still loads); the CLI prints it as
+    one ``warning: …`` line."""
+
+
+def check_everything_setting(key: str, value: object, name: str | None = None) -> float:
+    """The one rule for the "segment everything" thresholds, wherever they come from
+    (``everything`` / ``eval everything`` options, ``export`` options, a checkpoint's
+    record): ``pred_iou_thresh`` and ``stability_score_thresh`` are finite numbers from
+    -100 to 1 (a predicted IoU or stability score above 1 never occurs, so more would
+    discard every mask); ``high_score_thresh`` is a finite mask logit.
+
+    Args:
+        name: how to call the setting in the message (default ``key``), e.g. ``--pred-iou-thresh``.
+    Returns:
+        the value as a float.
+    Raises:
+        InputError: an unknown key or an invalid value.
+    """
+    if key not in EVERYTHING_KEYS:
+        raise InputError(f"unknown 'everything' setting '{key}'", f"use one of {', '.join(EVERYTHING_KEYS)}")
+    name = name or key
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"{name} must be a finite number, got {value!r}")
+    if key != "high_score_thresh" and not -100.0 <= value <= 1.0:
+        raise InputError(f"{name} must be <= 1 (a number from -100 to 1), got {value:g}")
+    return float(value)
+
+
+def everything_defaults(meta: Mapping[str, float], source: str = "the checkpoint") -> dict[str, float]:
+    """The automatic-mask-generation settings recommended in a checkpoint's metadata.
+
+    A recorded value that :func:`check_everything_setting` refuses is left out (the
+    generator's own default applies) with a :class:`CheckpointWarning`.
+    """
     n = len(EVERYTHING_PREFIX)
-    return {k[n:]: float(v) for k, v in meta.items() if k.startswith(EVERYTHING_PREFIX) and k[n:] in EVERYTHING_KEYS}
+    out: dict[str, float] = {}
+    for k, v in meta.items():
+        if k.startswith(EVERYTHING_PREFIX) and k[n:] in EVERYTHING_KEYS:
+            try:
+                out[k[n:]] = check_everything_setting(k[n:], v, f"the {k[n:]} recorded in {source}")
+            except InputError as exc:
+                warnings.warn(
+                    f"{exc}: ignored, the generator's default is used (re-export it with "
+                    f"`pocketsam export` and --drop-thresholds or a valid --{k[n:].replace('_', '-')})",
+                    CheckpointWarning,
+                    stacklevel=3,
+                )
+    return out
 
 
 def export_state_dict(model: Sam, everything: bool = True) -> StateDict:
@@ -303,9 +348,8 @@ def export_state_dict(model: Sam, everything: bool = True) -> StateDict:
     for key, value in config_metadata(model.config).items():
         state[META_PREFIX + key] = torch.tensor(value, dtype=torch.int64)
     for key, value in (model.everything_defaults if everything else {}).items():
-        if key not in EVERYTHING_KEYS:
-            raise ValueError(f"unknown everything setting '{key}' (known: {', '.join(EVERYTHING_KEYS)})")
-        state[META_PREFIX + EVERYTHING_PREFIX + key] = torch.tensor(float(value), dtype=torch.float64)
+        value = check_everything_setting(key, value, f"everything_defaults['{key}']")
+        state[META_PREFIX + EVERYTHING_PREFIX + key] = torch.tensor(value, dtype=torch.float64)
     return state
 
 
@@ -458,7 +502,7 @@ def build_sam(
             config = MODEL_CONFIGS[key]
         model = create_model(_resized(config, img_size))
         load_into(model, sd, str(checkpoint), key)
-        model.everything_defaults = everything_defaults(meta)
+        model.everything_defaults = everything_defaults(meta, f"checkpoint '{checkpoint}'")
     model.eval()
     if device is not None:
         model.to(device)

@@ -105,9 +105,11 @@ def _finish(title: str, results: dict[str, Any], output: str | None) -> int:
 
 
 def _model(args: argparse.Namespace):
+    from pocketsam.cli.segment import warnings_as_lines
     from pocketsam.eval.runners import load_model
 
-    return load_model(args.checkpoint, args.model_type, args.device)
+    with warnings_as_lines():
+        return load_model(args.checkpoint, args.model_type, args.device)
 
 
 def _check_max_images(args: argparse.Namespace) -> None:

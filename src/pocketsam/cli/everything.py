@@ -77,11 +77,13 @@ def add_threshold_args(p: argparse.ArgumentParser) -> None:
 
 
 def check_thresholds(args: argparse.Namespace) -> None:
-    """Clear errors for out-of-range or misplaced filter options."""
-    for name in ("pred_iou_thresh", "stability_score_thresh"):
-        v = getattr(args, name)
-        if v is not None and not -100.0 <= v <= 1.0:
-            raise InputError(f"--{name.replace('_', '-')} must be <= 1, got {v}")
+    """Clear errors for invalid (:func:`pocketsam.checkpoints.check_everything_setting`,
+    the rule ``export`` and checkpoints follow too) or misplaced filter options."""
+    from pocketsam.checkpoints import EVERYTHING_KEYS, check_everything_setting
+
+    for key in EVERYTHING_KEYS:
+        if getattr(args, key) is not None:
+            check_everything_setting(key, getattr(args, key), f"--{key.replace('_', '-')}")
     if args.high_score_thresh is not None and args.mode != "hierarchical":
         raise InputError("--high-score-thresh is only used with --mode hierarchical")
 
@@ -262,9 +264,11 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pocketsam import build_sam
+    from pocketsam.cli.segment import warnings_as_lines
     from pocketsam.errors import PocketSamError
 
-    sam = build_sam(model_type=args.model_type, checkpoint=ctx["checkpoint"], device=ctx["device"])
+    with warnings_as_lines():
+        sam = build_sam(model_type=args.model_type, checkpoint=ctx["checkpoint"], device=ctx["device"])
     generator = make_generator(args, sam)
     out.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []

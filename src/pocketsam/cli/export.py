@@ -37,12 +37,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from pocketsam.checkpoints import build_sam, save_checkpoint
+    from pocketsam.checkpoints import build_sam, check_everything_setting, save_checkpoint
+    from pocketsam.cli.segment import warnings_as_lines
     from pocketsam.errors import InputError
 
     if not str(args.out).endswith((".safetensors", ".pth", ".pt")):
         raise InputError(f"output '{args.out}' has no known extension", "end it in .safetensors, .pth or .pt")
-    model = build_sam(args.model_type, checkpoint=args.checkpoint)
+    for key in EVERYTHING_KEYS:  # the rule `everything` applies to its options
+        if getattr(args, key) is not None:
+            check_everything_setting(key, getattr(args, key), f"--{key.replace('_', '-')}")
+    with warnings_as_lines():  # e.g. invalid thresholds recorded in the input: dropped
+        model = build_sam(args.model_type, checkpoint=args.checkpoint)
     if args.drop_thresholds:
         model.everything_defaults.clear()
     model.everything_defaults.update({k: getattr(args, k) for k in EVERYTHING_KEYS if getattr(args, k) is not None})

@@ -24,9 +24,12 @@ import argparse
 import math
 import os
 import re
+import sys
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from pocketsam.errors import CheckpointError, InputError
 
@@ -258,6 +261,23 @@ def check_device(device: str) -> str:
     return device
 
 
+@contextmanager
+def warnings_as_lines() -> Iterator[None]:
+    """Show the :class:`~pocketsam.checkpoints.CheckpointWarning` raised inside the block
+    (something in a checkpoint ignored) as one ``warning: …`` line each on stderr; other
+    warnings are shown as usual."""
+    from pocketsam.checkpoints import CheckpointWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CheckpointWarning)
+        yield
+    for w in caught:
+        if issubclass(w.category, CheckpointWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
 # --------------------------------------------------------------------------- running
 
 
@@ -280,7 +300,8 @@ def run(args: argparse.Namespace) -> int:
 
     from pocketsam import SamPredictor, build_sam
 
-    sam = build_sam(model_type=args.model_type, checkpoint=checkpoint, device=device)
+    with warnings_as_lines():
+        sam = build_sam(model_type=args.model_type, checkpoint=checkpoint, device=device)
     predictor = SamPredictor(sam)
     predictor.set_image(image)
     point_coords = np.asarray(prompts.points, dtype=np.float64) if prompts.points else None
