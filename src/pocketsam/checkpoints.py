@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import pickle
 import re
@@ -245,6 +246,7 @@ def _tiny_vit_config(sd: Mapping[str, torch.Tensor], meta: Mapping[str, int]) ->
         if p + "layers.1.blocks.0.local_conv.c.weight" in sd else default.local_conv_size,
         num_classes=num_classes,
         out_chans=sd[p + "neck.0.weight"].shape[0],
+        neck_kernel_size=sd[p + "neck.2.weight"].shape[-1],
     )
 
 
@@ -339,6 +341,20 @@ def everything_defaults(meta: Mapping[str, float], source: str = "the checkpoint
                     stacklevel=3,
                 )
     return out
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's identity: its configuration, decoder behaviour and every
+    state_dict tensor (name, dtype, shape, bytes). Independent of the file format the
+    weights came from; used to key caches of anything a model computed."""
+    h = hashlib.sha256()
+    h.update(repr(getattr(model, "config", None)).encode())
+    h.update(repr(getattr(getattr(model, "mask_decoder", None), "multimask_only", False)).encode())
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def export_state_dict(model: Sam, everything: bool = True) -> StateDict:

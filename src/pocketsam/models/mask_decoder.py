@@ -96,6 +96,21 @@ class MaskDecoder(nn.Module):
         dense_prompt_embeddings: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """All 1 + num_multimask_outputs masks: (B, M+1, 4H, 4W) and IoU (B, M+1)."""
+        masks, iou, _ = self.predict_masks_and_tokens(
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
+        )
+        return masks, iou
+
+    def predict_masks_and_tokens(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`predict_masks` plus the transformer's output tokens (B, 1 + M+1, C): the
+        IoU token then the mask tokens, from which the IoU head and the hypernetworks read
+        (what full-stage distillation matches between teacher and student)."""
         b = sparse_prompt_embeddings.shape[0]
         tokens, src = self.transformer_inputs(image_embeddings, sparse_prompt_embeddings, dense_prompt_embeddings)
         if src.shape[0] != b:  # one image for every prompt: a view, not B copies
@@ -113,4 +128,4 @@ class MaskDecoder(nn.Module):
         )
         _, c, h, w = upscaled.shape
         masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
-        return masks, self.iou_prediction_head(iou_token_out)
+        return masks, self.iou_prediction_head(iou_token_out), hs[:, : 1 + self.num_mask_tokens]

@@ -205,6 +205,9 @@ class TinyViT(nn.Module):
     The patch embedding downsamples by 4 and the patch mergings by 2, 2, …, 1 (the last one
     keeps the resolution), so the output stride is 16 for the standard four stages.
     ``num_classes > 0`` keeps the (unused) ImageNet head that official checkpoints carry.
+    ``neck_kernel_size`` is 3 in every official checkpoint; 1 makes the neck's second
+    convolution ~9× cheaper, which dominates the cost of very small encoders at low input
+    sizes (``pocketsam_nano``).
     """
 
     def __init__(
@@ -220,6 +223,7 @@ class TinyViT(nn.Module):
         local_conv_size: int = 3,
         num_classes: int = 1000,
         out_chans: int = 256,
+        neck_kernel_size: int = 3,
     ) -> None:
         super().__init__()
         self.img_size = img_size
@@ -245,7 +249,7 @@ class TinyViT(nn.Module):
         self.neck = nn.Sequential(
             nn.Conv2d(embed_dims[-1], out_chans, kernel_size=1, bias=False),
             LayerNorm2d(out_chans),
-            nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
+            nn.Conv2d(out_chans, out_chans, kernel_size=neck_kernel_size, padding=neck_kernel_size // 2, bias=False),
             LayerNorm2d(out_chans),
         )
 

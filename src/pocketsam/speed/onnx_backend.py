@@ -38,14 +38,11 @@ def model_hash(model: nn.Module) -> str:
     """SHA-256 of the state_dict (names, dtypes, shapes, bytes) + config + versions."""
     import pocketsam
 
+    from pocketsam.checkpoints import weights_sha256
+
     h = hashlib.sha256()
     h.update(f"pocketsam={pocketsam.__version__};torch={torch.__version__};opset={OPSET}".encode())
-    h.update(repr(getattr(model, "config", None)).encode())
-    h.update(repr(getattr(model.mask_decoder, "multimask_only", False)).encode())
-    for name, t in model.state_dict().items():
-        t = t.detach().cpu().contiguous().reshape(-1)
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    h.update(weights_sha256(model).encode())
     return h.hexdigest()
 
 
