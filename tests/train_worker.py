@@ -62,7 +62,8 @@ def main(argv=None) -> None:
     torch.set_num_threads(1)
     MODEL_CONFIGS["test_tiny"] = tiny_config(64)
     cfg = TrainConfig(data=[], out=a.out, arch="test_tiny", steps=a.steps, batch_size=2, warmup_steps=2,
-                      log_every=1, save_every=a.save_every, val_images=2, lr=1e-3, resume=a.resume)
+                      log_every=1, save_every=a.save_every, val_images=2, lr=1e-3, resume=a.resume,
+                      masks_per_image=8, num_workers=0)
     result = Trainer(cfg, Shapes(), collate).fit()
     if result.get("ranks_in_sync") is False:
         raise SystemExit("ranks diverged")

@@ -21,7 +21,7 @@ from typing import Sequence
 from pocketsam.errors import PocketSamError
 
 # Sub-command modules, in the order `pocketsam --help` lists them.
-COMMANDS = ("segment", "everything", "data", "eval", "train", "export", "bench")
+COMMANDS = ("segment", "everything", "data", "eval", "train", "distill", "export", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,13 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pocketsam {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"pocketsam.cli.{name}")
-        except ModuleNotFoundError as exc:  # a command not built yet
-            if exc.name == f"pocketsam.cli.{name}":
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(f"pocketsam.cli.{name}").register(sub)
     return parser
 
 

@@ -8,17 +8,28 @@
   continues exactly where it stopped.
 * Visible: a tqdm bar with loss and speed, ``metrics.jsonl``, optional TensorBoard, and a
   quick held-out mIoU every ``eval_every`` steps.
+* Safe run folders: a folder that already holds a run is never silently restarted
+  (``resume`` continues it, ``overwrite`` starts again); resuming with different settings
+  is refused unless ``allow_config_change``; metrics rows past the resumed step are
+  dropped, so ``metrics.jsonl`` always describes one run.
+
+What a step computes is pluggable: the engine trains any ``nn.Module`` step made from the
+model by ``step_factory`` whose ``forward(batch, generator)`` returns ``(loss, logs)`` and
+whose ``evaluate(batch)`` returns held-out metrics. SAM-style training
+(:class:`~pocketsam.train.step.SamTrainStep`) is the default; distillation
+(:mod:`pocketsam.distill`) is another step on the same loop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -37,12 +48,12 @@ PARTS = ("image_encoder", "prompt_encoder", "mask_decoder")
 class TrainConfig:
     data: list[str]
     out: str
-    arch: str = "vit_t"
+    arch: str = "pocketsam_tiny"
     img_size: int | None = None  # override the architecture's input size
     init: str | None = None  # start from this checkpoint (its architecture wins over arch)
-    steps: int = 1000
-    batch_size: int = 2  # images per rank per micro-step
-    masks_per_image: int = 8
+    steps: int = 2000
+    batch_size: int = 4  # images per rank per micro-step
+    masks_per_image: int = 16
     accum_steps: int = 1
     lr: float = 4e-4
     weight_decay: float = 0.05
@@ -59,14 +70,45 @@ class TrainConfig:
     save_every: int = 100
     log_every: int = 10
     eval_every: int = 0  # 0: validate only at the end
-    val_images: int = 8  # held out from the end of the data
-    num_workers: int = 0
+    val_images: int = 16  # held out from the end of the data
+    num_workers: int = 2
     seed: int = 0
     tensorboard: bool = False
     device: str | None = None
     resume: bool = False
+    overwrite: bool = False  # start again in a folder that already holds a run
+    allow_config_change: bool = False  # resume even though settings differ from the saved run's
+
+    def input_size(self) -> int:
+        """The model's input size: ``img_size``, else the ``init`` checkpoint's, else the
+        architecture's. The data is prepared at this size and the model built for it."""
+        if self.img_size:
+            return self.img_size
+        if self.init:
+            from pocketsam.checkpoints import config_from_state_dict, read_checkpoint
+
+            return config_from_state_dict(*read_checkpoint(self.init)).img_size
+        return MODEL_CONFIGS[self.arch].img_size
 
     def validate(self) -> None:
+        for name in ("lr", "weight_decay", "grad_clip", "box_prob", "mask_feedback_prob", "focal_weight", "dice_weight"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise PocketSamError(f"{name.replace('_', ' ')} must be a finite number >= 0, got {value}")
+        if self.lr == 0:
+            raise PocketSamError("the learning rate must be > 0")
+        if self.resume and self.overwrite:
+            raise PocketSamError("--resume and --overwrite contradict each other", "choose one")
+        if self.num_workers < 0 or self.val_images < 0 or self.masks_per_image < 1 or self.rounds < 1:
+            raise PocketSamError("workers and validation images must be >= 0, masks per image and rounds >= 1")
+        if min(self.save_every, self.log_every) < 1 or self.eval_every < 0 or self.warmup_steps < 0:
+            raise PocketSamError("save/log intervals must be >= 1, eval interval and warm-up >= 0")
+        if self.img_size is not None and (self.img_size < 64 or self.img_size % 64):
+            raise PocketSamError(
+                f"input size {self.img_size} is not a positive multiple of 64", "use e.g. 256, 512 or 1024"
+            )
+        if Path(self.out).exists() and not Path(self.out).is_dir():
+            raise PocketSamError(f"--out '{self.out}' is a file", "give a folder for the run")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise PocketSamError(f"unknown precision '{self.precision}'", "use fp32, bf16 or fp16")
         bad = [p for p in self.freeze if p not in PARTS]
@@ -99,6 +141,16 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+#: Settings that may differ when a run is resumed: they change neither the data order nor
+#: the optimisation (a longer ``steps`` stretches the cosine tail and is allowed).
+RESUMABLE_CHANGES = frozenset(
+    {"steps", "save_every", "log_every", "eval_every", "num_workers", "tensorboard", "device", "resume",
+     "overwrite", "allow_config_change", "out", "data"}
+)
+
+RUN_FILES = ("checkpoint_last.pt", "metrics.jsonl", "model.pth", "model.safetensors")
+
+
 class Trainer:
     """Build everything from a :class:`TrainConfig` and a dataset, then :meth:`fit`.
 
@@ -106,7 +158,18 @@ class Trainer:
     is indexed with ``(index, seed)`` pairs so augmentation is reproducible on resume.
     """
 
-    def __init__(self, cfg: TrainConfig, dataset: Dataset, collate_fn=None, val_dataset: Dataset | None = None) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        dataset: Dataset,
+        collate_fn=None,
+        val_dataset: Dataset | None = None,
+        step_factory: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
+        """``step_factory(model)`` makes the step module (default: SAM-style training
+        from ``cfg``); ``settings`` are the step's own options, saved with the run and
+        compared on resume like ``cfg``."""
         cfg.validate()
         self.cfg = cfg
         self.rank, self.world, local_rank = _dist_info()
@@ -122,15 +185,20 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         self.out = Path(cfg.out)
-        if self.rank == 0:
-            self.out.mkdir(parents=True, exist_ok=True)
+        self.settings = dict(settings or {})
+        self._check_run_folder()
 
         torch.manual_seed(cfg.seed)
         self.model = self._build_model().to(self.device)
         self.model.train()
-        self.step_module = SamTrainStep(
-            self.model, cfg.rounds, cfg.box_prob, cfg.mask_feedback_prob, cfg.focal_weight, cfg.dice_weight
-        )
+        if step_factory is None:
+            self.step_module = SamTrainStep(
+                self.model, cfg.rounds, cfg.box_prob, cfg.mask_feedback_prob, cfg.focal_weight, cfg.dice_weight
+            )
+        else:
+            self.step_module = step_factory(self.model)
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
         self.runner: torch.nn.Module = self.step_module
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -154,12 +222,35 @@ class Trainer:
             self.train_count = n
             if val_dataset is not None:
                 self.val_indices = list(range(min(len(val_dataset), cfg.val_images)))
+            elif cfg.val_images > 0 and self.rank == 0:
+                print(
+                    f"validation is off: {n} image(s) cannot spare {cfg.val_images} for validation "
+                    f"(it needs more than {2 * cfg.val_images}); pass --val-images 0 to silence this"
+                )
         self.step = 0
         if cfg.resume:
             self._resume()
         self._tb = None
 
     # ------------------------------------------------------------------ setup
+    def _check_run_folder(self) -> None:
+        """Never restart or mix runs silently (see the module docstring)."""
+        found = [name for name in RUN_FILES if (self.out / name).exists()]
+        if not found or self.cfg.resume:
+            return
+        if not self.cfg.overwrite:
+            raise PocketSamError(
+                f"'{self.out}' already holds a run ({', '.join(found)})",
+                "pass --resume to continue it, --overwrite to start it again, or choose a new --out",
+            )
+        if self.rank == 0:
+            for name in found:
+                (self.out / name).unlink()
+            print(f"--overwrite: removed the previous run's {', '.join(found)} from {self.out}")
+
+    def _saved_settings(self) -> dict[str, Any]:
+        return {**asdict(self.cfg), **{f"step.{k}": v for k, v in self.settings.items()}}
+
     def _build_model(self):
         cfg = self.cfg
         if cfg.init:
@@ -200,7 +291,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "step": self.step,
             "rng": {"torch": torch.get_rng_state()},
-            "config": json.dumps(asdict(self.cfg)),
+            "config": json.dumps(self._saved_settings()),
         }
 
     def save(self) -> None:
@@ -214,16 +305,51 @@ class Trainer:
                 start = f"the weights of {self.cfg.init}" if self.cfg.init else "random weights"
                 print(f"no checkpoint at {path} yet; starting at step 0 from {start}")
             return
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        model_state = {k: v for k, v in state["model"].items() if not k.startswith("pocketsam.")}
-        self.model.load_state_dict(model_state)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.step = int(state["step"])
-        torch.set_rng_state(state["rng"]["torch"])
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            saved = json.loads(state["config"])
+            self._check_same_settings(saved)
+            model_state = {k: v for k, v in state["model"].items() if not k.startswith("pocketsam.")}
+            self.model.load_state_dict(model_state)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            self.step = int(state["step"])
+            torch.set_rng_state(state["rng"]["torch"])
+        except PocketSamError:
+            raise
+        except Exception as exc:  # truncated file, pickle, another architecture's weights...
+            raise PocketSamError(
+                f"cannot resume from '{path}': {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}",
+                "it is damaged or belongs to another run; pass --overwrite to start again, or choose a new --out",
+            ) from exc
         if self.rank == 0:
+            self._truncate_metrics(self.step)
             print(f"resumed from {path} at step {self.step}")
+
+    def _check_same_settings(self, saved: dict[str, Any]) -> None:
+        now = self._saved_settings()
+        changed = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
+        if not changed or self.cfg.allow_config_change:
+            return
+        shown = "; ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:4])
+        raise PocketSamError(
+            f"the run in '{self.out}' was started with other settings ({shown}"
+            f"{'; …' if len(changed) > 4 else ''})",
+            "resume with the same settings, pass --allow-config-change to continue anyway, or choose a new --out",
+        )
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop the metrics rows a killed run wrote after its last checkpoint."""
+        from pocketsam.io import write_text_atomic
+
+        path = self.out / "metrics.jsonl"
+        if not path.exists():
+            return
+        lines = path.read_text().splitlines()
+        keep = [ln for ln in lines if ln.strip() and _row_step(ln) <= step]
+        if len(keep) != len(lines):
+            write_text_atomic("".join(ln + "\n" for ln in keep), path)
 
     # ------------------------------------------------------------------- loop
     def _loader(self):
@@ -280,7 +406,7 @@ class Trainer:
             for micro in range(cfg.accum_steps):
                 batch = self._to_device(next(data))
                 sync = micro + 1 == cfg.accum_steps or self.world == 1
-                ctx = self.runner.no_sync() if (not sync and hasattr(self.runner, "no_sync")) else _null()
+                ctx = self.runner.no_sync() if (not sync and hasattr(self.runner, "no_sync")) else contextlib.nullcontext()
                 with ctx, self._autocast():
                     loss, logs = self.runner(batch, self.generator)
                 self.scaler.scale(loss / cfg.accum_steps).backward()
@@ -300,7 +426,8 @@ class Trainer:
                 last = {k: v / n_steps for k, v in window.items()}
                 last.update(step=self.step, lr=self.scheduler.get_last_lr()[0], grad_norm=float(grad_norm),
                             images_per_s=seen / max(elapsed, 1e-9))
-                bar.set_postfix(loss=f"{last['loss']:.3f}", iou=f"{last['iou']:.3f}", img_s=f"{last['images_per_s']:.1f}")
+                shown = {k: f"{last[k]:.3g}" for k in ("loss", "iou", "embed_mse") if k in last}
+                bar.set_postfix(**shown, img_s=f"{last['images_per_s']:.1f}")
                 self._log(last)
                 window, t0, seen = {}, time.perf_counter(), 0
             if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
@@ -322,13 +449,11 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         if not self.val_indices or self.rank != 0:
             return {}
-        from pocketsam.train.validate import quick_miou
-
         self.model.eval()
         try:
             items = [self.val_dataset[(i, 0)] for i in self.val_indices]
             batch = self._to_device(self.collate_fn(items) if self.collate_fn else items[0])
-            return quick_miou(self.model, self.step_module, batch)
+            return self.step_module.evaluate(batch)
         finally:
             self.model.train()
 
@@ -348,9 +473,8 @@ class Trainer:
             save_checkpoint(self.model, self.out / name)
 
 
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+def _row_step(line: str) -> float:
+    try:
+        return float(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return float("inf")  # an unreadable (half-written) row goes too

@@ -12,6 +12,17 @@ from pocketsam.train.losses import sam_loss
 from pocketsam.train.prompts import correction_points, noisy_boxes, sample_from_regions
 
 
+def encode_images(sam: Sam, image: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
+    """Image embeddings of a training batch: ``image`` (B, 3, S, S) float 0–255 padded
+    bottom/right, ``size`` (B, 2) valid h, w → (B, C, S/16, S/16). The padding is 0 after
+    normalisation, as at inference."""
+    s = image.shape[-1]
+    x = (image - sam.pixel_mean) / sam.pixel_std
+    ar = torch.arange(s, device=image.device)
+    valid = (ar[None, :, None] < size[:, 0, None, None]) & (ar[None, None, :] < size[:, 1, None, None])
+    return sam.image_encoder(x * valid[:, None])
+
+
 class SamTrainStep(nn.Module):
     """Forward(batch, generator) → (loss, logs).
 
@@ -43,11 +54,12 @@ class SamTrainStep(nn.Module):
         self.mask_feedback_prob = mask_feedback_prob
 
     def encode(self, image: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
-        s = image.shape[-1]
-        x = (image - self.sam.pixel_mean) / self.sam.pixel_std
-        ar = torch.arange(s, device=image.device)
-        valid = (ar[None, :, None] < size[:, 0, None, None]) & (ar[None, None, :] < size[:, 1, None, None])
-        return self.sam.image_encoder(x * valid[:, None])  # padding is 0 after normalisation, as at inference
+        return encode_images(self.sam, image, size)
+
+    def evaluate(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        from pocketsam.train.validate import quick_miou
+
+        return quick_miou(self.sam, self, batch)
 
     def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None):
         sam = self.sam
