@@ -387,3 +387,52 @@ def test_outputs_are_replaced_as_a_whole_or_not_at_all(monkeypatch, tmp_path: Pa
     write_outputs(out, "small.png", image, one, np.array([0.7]), prompts)
     assert sorted(p.name for p in out.iterdir()) == ["mask_0.png", "masks.json", "notes.txt", "overlay.png"]
     assert [m["score"] for m in json.loads((out / "masks.json").read_text())["masks"]] == [0.7]
+
+
+# ------------------------------------------------------------------ several boxes
+
+
+def test_several_boxes_give_one_mask_set_each(capsys, tmp_path: Path, tiny_state: dict) -> None:
+    import torch
+
+    ckpt = tmp_path / "tiny.pth"
+    torch.save(tiny_state, ckpt)
+    rng = np.random.default_rng(0)
+    img = tmp_path / "scene.png"
+    Image.fromarray((rng.random((60, 80, 3)) * 255).astype(np.uint8)).save(img)
+    boxes = [[5, 5, 40, 30], [30, 20, 79, 59]]
+
+    def segment(out: Path, *box_args: list[int]) -> list[dict]:
+        argv = ["segment", str(img), "-c", str(ckpt), "--multimask", "--out", str(out)]
+        for b in box_args:
+            argv += ["--box", ",".join(map(str, b))]
+        assert main(argv) == 0
+        return json.loads((out / "masks.json").read_text())["masks"]
+
+    both = segment(tmp_path / "both", *boxes)
+    said = capsys.readouterr().out
+    assert said.startswith("6 masks for 2 boxes (best scores ") and "mask_0.png … mask_5.png" in said
+    assert [r["box"] for r in both] == [boxes[0]] * 3 + [boxes[1]] * 3  # box by box, in the order given
+    assert sorted(p.name for p in (tmp_path / "both").iterdir()) == sorted(
+        [f"mask_{i}.png" for i in range(6)] + ["overlay.png", "masks.json"])
+    for k, rec in enumerate(both):
+        png = np.asarray(Image.open(tmp_path / "both" / f"mask_{k}.png")) == 255
+        np.testing.assert_array_equal(png, decode_rle(rec["segmentation"]))
+    for i, box in enumerate(boxes):  # each box's set is what that box alone gives (batched, not replaced)
+        group = both[3 * i : 3 * i + 3]
+        assert [r["score"] for r in group] == sorted((r["score"] for r in group), reverse=True)
+        alone = segment(tmp_path / f"alone{i}", box)
+        assert "box" not in alone[0]  # one prompt: the records stay as they were
+        assert [r["score"] for r in group] == pytest.approx([r["score"] for r in alone], abs=1e-4)
+        for a, b in zip(group, alone):
+            ma, mb = decode_rle(a["segmentation"]), decode_rle(b["segmentation"])
+            assert (ma != mb).sum() <= 0.001 * ma.size
+
+
+def test_points_with_several_boxes_are_refused(capsys, no_model, small_png: Path, tmp_path: Path) -> None:
+    base = ["segment", str(small_png), "-c", str(VIT_T), "--out", str(tmp_path / "o")]
+    _cli_error(capsys, [*base, "--point", "5,5", "--box", "0,0,20,20", "--box", "10,10,30,30"],
+               "--point cannot be combined with several boxes (2 --box given)")
+    _cli_error(capsys, [*base, "--box", "0,0,20,20", "--box", "10,10,81,30"], "box 2 (10,10,81,30) goes outside")
+    _cli_error(capsys, [*base, "--box", "0,0,20,20", "--box", "30,10,20,30"], "inverted")
+    assert not (tmp_path / "o").exists()

@@ -1,19 +1,26 @@
-"""``pocketsam segment``: masks for points and/or a box on one image.
+"""``pocketsam segment``: masks for points and/or a box on one image, or for several boxes.
 
 Example::
 
     pocketsam segment dog.jpg --checkpoint mobile_sam.pt --point 420,310 --point=-5,3,0 \\
         --box 100,80,700,600 --multimask --out out/dog
+    pocketsam segment street.jpg --box 10,20,200,300 --box 250,40,400,310 --out out/street
+
+Points and one box make one prompt (one mask set). Several ``--box`` options make one
+prompt each, decoded as a batch (SAM's ``predict_torch`` with boxes): one mask set per
+box. Points cannot be combined with several boxes (which box would they refine?).
 
 Writes into ``--out``:
 
-* ``mask_0.png`` … ``mask_{C-1}.png`` — each mask white (255) on black (0), image-sized,
-  best first;
-* ``overlay.png`` — the image with the best mask tinted and outlined, prompts drawn;
+* ``mask_0.png`` … ``mask_{N-1}.png`` — each mask white (255) on black (0), image-sized,
+  best first (with several boxes: box by box, in the order given, best first for each);
+* ``overlay.png`` — the image with the best mask (of each box) tinted and outlined,
+  prompts drawn;
 * ``masks.json`` — ``{"image": <path as given>, "masks": [{"segmentation": COCO RLE,
-  "score": float, "bbox": [x, y, w, h], "area": int}, ...]}``, best (highest score) first.
+  "score": float, "bbox": [x, y, w, h], "area": int}, ...]}`` in the order of the PNGs;
+  with several boxes each record also has ``"box": [x0, y0, x1, y1]``, its prompt.
 
-Every file is written atomically. Everything that can be checked without the model
+The files replace an earlier run's as a whole. Everything that can be checked without the model
 (prompt syntax, checkpoint path, output directory, device, image, prompts inside the
 image) is checked first, so mistakes are reported in well under a second.
 """
@@ -42,12 +49,12 @@ class Prompts:
 
     Attributes:
         points: list of ``(x, y)``; labels: one per point, 1 foreground / 0 background.
-        box: ``(x0, y0, x1, y1)`` or None.
+        boxes: ``(x0, y0, x1, y1)`` each; several boxes are one prompt each (no points then).
     """
 
     points: list[tuple[float, float]] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
-    box: tuple[float, float, float, float] | None = None
+    boxes: list[tuple[float, float, float, float]] = field(default_factory=list)
 
     def describe(self) -> str:
         parts = []
@@ -58,8 +65,8 @@ class Prompts:
             if n_neg:
                 desc += f" ({n_pos} foreground, {n_neg} background)"
             parts.append(desc)
-        if self.box is not None:
-            parts.append("a box")
+        if self.boxes:
+            parts.append("a box" if len(self.boxes) == 1 else f"{len(self.boxes)} boxes")
         return " + ".join(parts)
 
 
@@ -67,7 +74,7 @@ def register(subparsers: Any) -> None:
     """Add the ``segment`` sub-command to the ``pocketsam`` parser."""
     p = subparsers.add_parser(
         "segment",
-        help="masks for points and/or a box on one image",
+        help="masks for points and/or a box on one image, or for several boxes",
         description=(
             "Segment the object(s) indicated by point and/or box prompts. Coordinates are "
             "pixels of the image as displayed (EXIF rotation applied), x to the right, y down. "
@@ -95,7 +102,14 @@ def register(subparsers: Any) -> None:
         metavar="X,Y[,LABEL]",
         help="a point prompt; LABEL 1 = foreground (default), 0 = background. Repeatable",
     )
-    p.add_argument("--box", "-b", default=None, metavar="X0,Y0,X1,Y1", help="a box prompt (corners)")
+    p.add_argument(
+        "--box",
+        "-b",
+        action="append",
+        default=[],
+        metavar="X0,Y0,X1,Y1",
+        help="a box prompt (corners). Repeatable: one mask set per box (then without --point)",
+    )
     p.add_argument(
         "--multimask",
         action="store_true",
@@ -163,21 +177,26 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
     return x0, y0, x1, y1
 
 
-def parse_prompts(point_args: list[str], box_arg: str | None) -> Prompts:
-    """Parse and syntax-check all prompts; at least one is required."""
+def parse_prompts(point_args: list[str], box_args: list[str]) -> Prompts:
+    """Parse and syntax-check all prompts; at least one is required, and points go with
+    at most one box."""
     prompts = Prompts()
     for text in point_args:
         x, y, label = parse_point(text)
         prompts.points.append((x, y))
         prompts.labels.append(label)
-    if box_arg is not None:
-        prompts.box = parse_box(box_arg)
-    if not prompts.points and prompts.box is None:
+    prompts.boxes = [parse_box(text) for text in box_args]
+    if prompts.points and len(prompts.boxes) > 1:
+        raise InputError(
+            f"--point cannot be combined with several boxes ({len(prompts.boxes)} --box given)",
+            "give points with at most one --box, or only boxes (one mask set per box)",
+        )
+    if not prompts.points and not prompts.boxes:
         raise InputError(
             "no prompt given",
             "add --point X,Y (repeatable; X,Y,0 for background) and/or --box X0,Y0,X1,Y1",
         )
-    if prompts.points and all(lab == 0 for lab in prompts.labels) and prompts.box is None:
+    if prompts.points and all(lab == 0 for lab in prompts.labels) and not prompts.boxes:
         raise InputError(
             "only background points given: nothing says what to segment",
             "add a foreground point (--point X,Y) or a --box",
@@ -186,7 +205,7 @@ def parse_prompts(point_args: list[str], box_arg: str | None) -> Prompts:
 
 
 def check_prompts_inside(prompts: Prompts, width: int, height: int) -> None:
-    """Points must lie on a pixel (0 <= x < W, 0 <= y < H); the box within [0, W]×[0, H]."""
+    """Points must lie on a pixel (0 <= x < W, 0 <= y < H); boxes within [0, W]×[0, H]."""
     size = f"{width}x{height} (width x height)"
     for i, (x, y) in enumerate(prompts.points):
         if not (0 <= x < width and 0 <= y < height):
@@ -194,11 +213,11 @@ def check_prompts_inside(prompts: Prompts, width: int, height: int) -> None:
                 f"point {i + 1} ({x:g},{y:g}) is outside the image, which is {size}",
                 f"use 0 <= x < {width} and 0 <= y < {height}",
             )
-    if prompts.box is not None:
-        x0, y0, x1, y1 = prompts.box
+    for i, (x0, y0, x1, y1) in enumerate(prompts.boxes):
         if not (0 <= x0 and 0 <= y0 and x1 <= width and y1 <= height):
+            which = f"box {i + 1} " if len(prompts.boxes) > 1 else "box "
             raise InputError(
-                f"box ({x0:g},{y0:g},{x1:g},{y1:g}) goes outside the image, which is {size}",
+                f"{which}({x0:g},{y0:g},{x1:g},{y1:g}) goes outside the image, which is {size}",
                 f"keep 0 <= x <= {width} and 0 <= y <= {height}",
             )
 
@@ -304,21 +323,32 @@ def run(args: argparse.Namespace) -> int:
         sam = build_sam(model_type=args.model_type, checkpoint=checkpoint, device=device)
     predictor = SamPredictor(sam)
     predictor.set_image(image)
-    point_coords = np.asarray(prompts.points, dtype=np.float64) if prompts.points else None
-    point_labels = np.asarray(prompts.labels, dtype=np.int64) if prompts.points else None
-    box = np.asarray(prompts.box, dtype=np.float64) if prompts.box is not None else None
-    masks, scores, _ = predictor.predict(
-        point_coords=point_coords, point_labels=point_labels, box=box, multimask_output=args.multimask
-    )
-    order = np.argsort(-scores, kind="stable")
-    masks, scores = masks[order], scores[order]
+    if len(prompts.boxes) > 1:  # one prompt per box, decoded as one batch
+        import torch
+
+        boxes = torch.as_tensor(prompts.boxes, dtype=torch.float32)
+        boxes = predictor.transform.apply_boxes_torch(boxes, predictor.original_size).to(predictor.device)
+        masks_t, scores_t, _ = predictor.predict_torch(None, None, boxes=boxes, multimask_output=args.multimask)
+        masks, scores = masks_t.cpu().numpy(), scores_t.float().cpu().numpy()
+    else:
+        masks, scores, _ = predictor.predict(
+            point_coords=np.asarray(prompts.points, dtype=np.float64) if prompts.points else None,
+            point_labels=np.asarray(prompts.labels, dtype=np.int64) if prompts.points else None,
+            box=np.asarray(prompts.boxes[0], dtype=np.float64) if prompts.boxes else None,
+            multimask_output=args.multimask,
+        )
+        masks, scores = masks[None], scores[None]
+    order = np.argsort(-scores, axis=1, kind="stable")  # best first, per prompt
+    masks = np.take_along_axis(masks, order[:, :, None, None], axis=1)
+    scores = np.take_along_axis(scores, order, axis=1)
 
     written = write_outputs(out_dir, args.image, image, masks, scores, prompts)
-    best = scores[0]
-    print(
-        f"{len(masks)} mask{'s' * (len(masks) != 1)} for {prompts.describe()} "
-        f"(best score {best:.3f}, {int(masks[0].sum())} px) -> {out_dir}/: {', '.join(written)}"
-    )
+    n = masks.shape[0] * masks.shape[1]
+    if len(masks) == 1:
+        best = f"best score {scores[0, 0]:.3f}, {int(masks[0, 0].sum())} px"
+    else:
+        best = "best scores " + ", ".join(f"{v:.3f}" for v in scores[:, 0])
+    print(f"{n} mask{'s' * (n != 1)} for {prompts.describe()} ({best}) -> {out_dir}/: {', '.join(written)}")
     return 0
 
 
@@ -336,34 +366,48 @@ def write_outputs(
     removed. Other files in ``out_dir`` are left alone.
 
     Args:
-        image: uint8 H×W×3; masks: C×H×W bool, best first; scores: C.
+        image: uint8 H×W×3.
+        masks: P×C×H×W bool, one row per prompt (P > 1: one per box of ``prompts``),
+            each row best first; or C×H×W for one prompt.
+        scores: P×C (or C), matching ``masks``.
     Returns:
         the names written, for the summary line.
     """
+    import numpy as np
+
     from pocketsam.io import replace_files_together, save_png_atomic, write_json_atomic
     from pocketsam.masks import encode_rle, mask_bbox_xywh
     from pocketsam.viz import draw_prompts, overlay_masks
 
-    records = [
-        {"segmentation": encode_rle(mask), "score": float(score), "bbox": mask_bbox_xywh(mask), "area": int(mask.sum())}
-        for mask, score in zip(masks, scores)
-    ]
-    overlay = overlay_masks(image, masks[:1])
+    masks, scores = np.asarray(masks), np.asarray(scores)
+    if masks.ndim == 3:
+        masks, scores = masks[None], scores[None]
+    per_box = len(masks) > 1
+    records = []
+    for row, (row_masks, row_scores) in enumerate(zip(masks, scores)):
+        for mask, score in zip(row_masks, row_scores):
+            rec = {"segmentation": encode_rle(mask), "score": float(score), "bbox": mask_bbox_xywh(mask),
+                   "area": int(mask.sum())}
+            if per_box:
+                rec["box"] = [float(v) for v in prompts.boxes[row]]
+            records.append(rec)
+    overlay = overlay_masks(image, masks[:, 0])  # the best mask of each prompt
     overlay = draw_prompts(
         overlay,
         points=prompts.points or None,
         labels=prompts.labels or None,
-        boxes=prompts.box,
+        boxes=prompts.boxes or None,
     )
 
     def stale(name: str) -> bool:  # masks of an earlier run with more masks would contradict masks.json
         return re.fullmatch(r"mask_\d+\.png", name) is not None
 
+    flat = masks.reshape(-1, *masks.shape[2:])
     with replace_files_together(out_dir, last=("masks.json",), stale=stale) as stage:
-        for i, mask in enumerate(masks):
+        for i, mask in enumerate(flat):
             save_png_atomic(mask, stage / f"mask_{i}.png")
         save_png_atomic(overlay, stage / "overlay.png")
         write_json_atomic({"image": image_arg, "masks": records}, stage / "masks.json")
 
-    names = ["mask_0.png"] if len(masks) == 1 else [f"mask_0.png … mask_{len(masks) - 1}.png"]
+    names = ["mask_0.png"] if len(flat) == 1 else [f"mask_0.png … mask_{len(flat) - 1}.png"]
     return names + ["overlay.png", "masks.json"]
