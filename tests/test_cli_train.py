@@ -46,3 +46,72 @@ def test_train_on_generated_scenes_and_export(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     model = build_sam(checkpoint=finer / "model.safetensors")
     assert model.img_size == 128 and model.prompt_encoder.image_embedding_size == (8, 8)
+
+
+def _quick(data, out, *extra):
+    return ["train", "--data", str(data), "--out", str(out), "--img-size", "64", "--steps", "2", "--batch-size", "2",
+            "--masks-per-image", "2", "--workers", "0", "--val-images", "0", "--warmup", "1", "--log-every", "1",
+            "--rounds", "1", *extra]
+
+
+def _loss_steps(out):
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r["step"] for r in rows if "loss" in r]
+
+
+def test_run_folders_are_never_restarted_or_mixed_silently(tmp_path, capsys):
+    data, out = tmp_path / "scenes", tmp_path / "run"
+    assert main(["data", "synth", "--out", str(data), "--num-images", "4", "--size", "64,64", "--quiet"]) == 0
+    assert main(_quick(data, out)) == 0
+    first = (out / "metrics.jsonl").read_text()
+    capsys.readouterr()
+    # the same folder again without --resume: refused, nothing touched
+    assert main(_quick(data, out)) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--resume" in err and "--overwrite" in err
+    assert (out / "metrics.jsonl").read_text() == first
+    # resuming with another batch size: refused unless told
+    assert main(_quick(data, out, "--resume", "--batch-size", "1", "--steps", "3")) == 2
+    assert "other settings (batch_size: 2 -> 1)" in capsys.readouterr().err
+    assert main(_quick(data, out, "--resume", "--batch-size", "1", "--steps", "3", "--allow-config-change")) == 0
+    # a longer run may resume; metrics rows a killed run wrote past its checkpoint are dropped
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"step": 99, "loss": 1.0}\n{"step": 100, "lo')
+    assert main(_quick(data, out, "--resume", "--steps", "4", "--allow-config-change")) == 0
+    assert _loss_steps(out) == [1, 2, 3, 4]
+    # --overwrite starts again
+    assert main(_quick(data, out, "--overwrite")) == 0
+    assert "removed the previous run's" in capsys.readouterr().out
+    assert _loss_steps(out) == [1, 2]
+    # a damaged checkpoint gives one error, not a traceback
+    (out / "checkpoint_last.pt").write_bytes(b"\x80\x04truncated")
+    assert main(_quick(data, out, "--resume")) == 2
+    err = capsys.readouterr().err
+    assert "cannot resume from" in err and "Traceback" not in err
+
+
+def test_training_options_are_checked_before_any_work(tmp_path, capsys):
+    data = tmp_path / "scenes"
+    assert main(["data", "synth", "--out", str(data), "--num-images", "4", "--size", "64,64", "--quiet"]) == 0
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    cases = [
+        (["--lr", "nan"], "must be a finite number"),
+        (["--lr", "-1"], "must be a finite number"),
+        (["--workers", "-1"], "workers"),
+        (["--img-size", "100"], "not a positive multiple of 64"),
+        (["--resume", "--overwrite"], "contradict"),
+    ]
+    for extra, message in cases:
+        out = tmp_path / "o"
+        argv = _quick(data, out)
+        argv[argv.index("--img-size") + 1:argv.index("--img-size") + 2] = ["64"]
+        assert main(argv + extra) == 2, extra
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (extra, err)
+        assert not out.exists(), "nothing is created for a refused run"
+    assert main(_quick(data, afile)) == 2
+    assert "is a file" in capsys.readouterr().err
+    # too little data to hold validation images out: said, not silent
+    assert main(_quick(data, tmp_path / "v", "--val-images", "2")) == 0
+    assert "validation is off" in capsys.readouterr().out

@@ -387,3 +387,14 @@ def save_png_atomic(image: np.ndarray | Image.Image, path: PathLike) -> None:
     pil = to_pil(image)
     with atomic_write(path, "wb") as f:
         pil.save(f, format="PNG")
+
+
+# --------------------------------------------------------------------------- folders
+
+#: File endings read as images when a folder is given.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+
+
+def list_images(folder: PathLike) -> list[Path]:
+    """The image files directly inside ``folder`` (by ending, case-insensitive), sorted."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

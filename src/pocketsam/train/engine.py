@@ -27,6 +27,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -306,7 +307,9 @@ class Trainer:
                 print(f"no checkpoint at {path} yet; starting at step 0 from {start}")
             return
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch's note on the pickle protocol of its own files
+                warnings.simplefilter("ignore", UserWarning)
+                state = torch.load(path, map_location="cpu", weights_only=True)
             saved = json.loads(state["config"])
             self._check_same_settings(saved)
             model_state = {k: v for k, v in state["model"].items() if not k.startswith("pocketsam.")}

@@ -1,0 +1,148 @@
+"""Distillation data: any folders of images, with SA-1B annotations where they exist, and
+the teacher's cached embedding of each image.
+
+Stage ``encoder`` needs no labels at all. Stage ``full`` draws its first prompts from
+ground-truth masks where a folder has SA-1B ``*.json`` files, and from the teacher's own
+masks for random points elsewhere (see :mod:`pocketsam.distill.step`).
+
+Every image goes through the one transform the cache was keyed with: SAM's resize-longest-
+side and bottom/right pad (:class:`~pocketsam.data.dataset.SegmentationDataset` with no
+jitter), then, for a flipped sample, a mirror of the image content (not of the padding).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from pocketsam.data.dataset import SegmentationDataset, collate, masks_to_boxes
+from pocketsam.data.sample import Sample
+from pocketsam.distill.cache import TeacherCache, file_sha256
+from pocketsam.errors import InputError
+from pocketsam.io import IMAGE_SUFFIXES, list_images, load_image
+
+
+@dataclass
+class ImageOnly:
+    """An unlabeled image, with the part of :class:`~pocketsam.data.sample.Sample`'s
+    interface the dataset reads."""
+
+    image_path: Path
+    image_id: int
+    instances: tuple = ()
+
+    def load_image(self) -> np.ndarray:
+        return load_image(self.image_path)
+
+
+@dataclass
+class DistillImage:
+    sample: Sample | ImageOnly
+    sha256: str
+
+    @property
+    def path(self) -> Path:
+        return self.sample.image_path
+
+    @property
+    def labeled(self) -> bool:
+        return isinstance(self.sample, Sample)
+
+
+def collect_images(folders: Sequence[str | Path]) -> list[DistillImage]:
+    """Every image of ``folders``: SA-1B samples (with masks) for images that have an
+    annotation file, plain images otherwise; each with the SHA-256 of its bytes."""
+    from pocketsam.data.sa1b import read_sa1b_json
+
+    out: list[DistillImage] = []
+    for folder in folders:
+        root = Path(folder)
+        if not root.is_dir():
+            raise InputError(f"data folder '{root}' does not exist or is not a folder", "check the path")
+        samples = [read_sa1b_json(j) for j in sorted(root.glob("*.json"))]
+        annotated = {s.image_path.resolve() for s in samples}
+        plain = [p for p in list_images(root) if p.resolve() not in annotated]
+        for s in samples:
+            out.append(DistillImage(s, file_sha256(s.image_path)))
+        for p in plain:
+            out.append(DistillImage(ImageOnly(p, image_id=-1 - len(out)), file_sha256(p)))
+    if not out:
+        raise InputError(
+            f"no images in {', '.join(str(f) for f in folders)}",
+            f"give folders of images ({', '.join(sorted(IMAGE_SUFFIXES))}), with SA-1B *.json files where you have masks",
+        )
+    return out
+
+
+def flip_content(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Mirror the valid ``size = (h, w)`` top-left region of (..., S, S) left–right,
+    leaving the bottom/right padding where it is. Returns a new tensor."""
+    h, w = int(size[0]), int(size[1])
+    out = x.clone()
+    out[..., :h, :w] = x[..., :h, :w].flip(-1)
+    return out
+
+
+def frame_images(paths: Sequence[Path], img_size: int) -> SegmentationDataset:
+    """The images in a model's input frame (no masks), exactly as training sees them."""
+    return SegmentationDataset(
+        [ImageOnly(Path(p), i) for i, p in enumerate(paths)], img_size=img_size, hflip_prob=0.0, scale_range=(1.0, 1.0)
+    )
+
+
+class DistillDataset(Dataset):
+    """Item ``(index, seed)``: the image at the student's input size, its valid ``size``,
+    up to ``max_instances`` ground-truth masks (none for unlabeled images), and the
+    teacher's cached embedding ``teacher_embedding`` (C, g, g) of the same, possibly
+    flipped, image. Batch with :func:`distill_collate`."""
+
+    def __init__(
+        self,
+        images: Sequence[DistillImage],
+        cache: TeacherCache,
+        img_size: int,
+        max_instances: int,
+        flip: bool = False,
+        seed: int = 0,
+    ) -> None:
+        if flip and not cache.transform.flip:
+            raise InputError("flip augmentation needs a cache built with --flip", "rebuild the cache with --flip, or train without flips")
+        self.images = list(images)
+        self.cache = cache
+        self.flip = flip
+        self.seed = seed
+        self.frames = SegmentationDataset(
+            [im.sample for im in self.images], img_size=img_size, max_instances=max_instances,
+            hflip_prob=0.0, scale_range=(1.0, 1.0), seed=seed,
+        )
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def labeled_fraction(self) -> float:
+        return sum(im.labeled for im in self.images) / max(1, len(self.images))
+
+    def __getitem__(self, key) -> dict[str, Any]:
+        index, seed = key
+        self.frames.set_epoch(seed)
+        item = self.frames[index]
+        flipped = self.flip and bool(np.random.default_rng([self.seed, seed, index]).random() < 0.5)
+        if flipped:
+            item["image"] = flip_content(item["image"], item["size"])
+            item["masks"] = flip_content(item["masks"], item["size"])
+            item["boxes"] = masks_to_boxes(item["masks"])
+        emb = self.cache.get(self.images[index].sha256, flipped)
+        item["teacher_embedding"] = torch.from_numpy(np.array(emb, dtype=np.float32))
+        return item
+
+
+def distill_collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    batch = collate(items)
+    batch["teacher_embedding"] = torch.stack([it["teacher_embedding"] for it in items])
+    return batch

@@ -1,0 +1,63 @@
+"""Distillation losses (MobileSAM's decoupled and TinySAM's full-stage distillation).
+
+All per-sample losses return one value per row so that hard mask weighting can reweight
+them before the mean.
+
+* :func:`embedding_loss`: MSE between student and teacher image embeddings, the student's
+  resized (bilinear) onto the teacher's grid when the grids differ.
+* :func:`token_loss`: MSE between the mask decoder's output tokens (the IoU token and the
+  mask tokens after the two-way transformer, which the IoU head and the hypernetworks
+  read), per prompt.
+* :func:`logit_loss`: binary cross-entropy of the student's mask logits against the
+  teacher's probabilities ``sigmoid(teacher logits)`` (the Bernoulli form of Hinton's soft
+  targets), per prompt, averaged over pixels and mask outputs; the student's low-res grid
+  is resized onto the teacher's when they differ.
+* :func:`hard_mask_weights`: ``w_i = (1 + γ·d_i) / mean_j(1 + γ·d_j)`` with
+  ``d_i = 1 − IoU(student mask i > 0, teacher mask i > 0)``: prompts the student gets
+  wrong weigh up to ``1 + γ`` times as much as ones it already matches, and the mean
+  weight stays 1, so the loss scale (and the learning rate that suits it) is unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+
+def resize_to(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """(B, C, h, w) → (B, C, *size), bilinear; ``x`` itself when it already fits."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def embedding_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) and (B, C, H, W) → (B,) mean squared error on the teacher's grid."""
+    return (resize_to(student.float(), teacher.shape[-2:]) - teacher.float()).pow(2).flatten(1).mean(1)
+
+
+def token_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """(N, T, C) decoder output tokens of both → (N,) mean squared error."""
+    return (student.float() - teacher.float()).pow(2).flatten(1).mean(1)
+
+
+def logit_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """(N, M, h, w) student and (N, M, H, W) teacher mask logits → (N,) soft-target BCE."""
+    s = resize_to(student.float(), teacher.shape[-2:])
+    return F.binary_cross_entropy_with_logits(s, teacher.float().sigmoid(), reduction="none").flatten(1).mean(1)
+
+
+def mask_disagreement(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """1 − IoU of (N, H, W) logits thresholded at 0; two empty masks agree (0)."""
+    s, t = (student > 0).flatten(1), (teacher > 0).flatten(1)
+    inter = (s & t).sum(1).float()
+    union = (s | t).sum(1).float()
+    return torch.where(union > 0, 1 - inter / union.clamp(min=1), torch.zeros_like(union))
+
+
+def hard_mask_weights(student: torch.Tensor, teacher: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
+    """(N, H, W) student and teacher logits of the same prompts → (N,) weights with mean 1
+    (see the module docstring); detached: the weights steer the loss, they are not learned."""
+    d = mask_disagreement(student.detach(), teacher.detach())
+    w = 1 + gamma * d
+    return w / w.mean()

@@ -1,0 +1,151 @@
+"""`pocketsam distill` end to end on a few generated scenes: cache, both stages, resume
+after SIGKILL, torchrun, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pocketsam import build_sam
+from pocketsam.checkpoints import save_checkpoint
+from pocketsam.cli import main
+from pocketsam.models import MODEL_CONFIGS, create_model
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distill")
+    torch.manual_seed(0)
+    teacher = root / "teacher.safetensors"
+    save_checkpoint(create_model(MODEL_CONFIGS["pocketsam_nano"].with_img_size(64)), teacher)
+    data = root / "scenes"
+    assert main(["data", "synth", "--out", str(data), "--num-images", "8", "--size", "64,64", "--seed", "3", "--quiet"]) == 0
+    return root, teacher, data
+
+
+def _args(setup, out, *extra):
+    root, teacher, data = setup
+    return ["distill", "train", "--teacher", str(teacher), "--data", str(data), "--student", "pocketsam_nano",
+            "--img-size", "64", "--cache", str(root / "cache"), "--out", str(out), "--batch-size", "2",
+            "--masks-per-image", "2", "--workers", "0", "--val-images", "2", "--log-every", "1", "--warmup", "1", *extra]
+
+
+def _rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_encoder_stage_lowers_the_embedding_error_and_exports_a_loadable_model(setup, tmp_path, capsys):
+    root, teacher, data = setup
+    assert main(["distill", "cache", "--teacher", str(teacher), "--data", str(data), "--cache", str(root / "cache")]) == 0
+    assert "cached 8 new teacher embedding(s)" in capsys.readouterr().out
+    out = tmp_path / "enc"
+    assert main(_args(setup, out, "--steps", "12", "--lr", "3e-3", "--eval-every", "1")) == 0
+    val = [r["val_embed_mse"] for r in _rows(out) if "val_embed_mse" in r]
+    assert val[-1] < 0.8 * val[0], val
+    model = build_sam(checkpoint=out / "model.safetensors")  # nothing else needed
+    assert model.img_size == 64 and model.config.encoder.neck_kernel_size == 1
+    # decoupled distillation keeps the teacher's decoder exactly
+    t = build_sam(checkpoint=teacher)
+    for k, v in t.mask_decoder.state_dict().items():
+        assert torch.equal(model.mask_decoder.state_dict()[k], v), k
+
+
+def test_full_stage_on_unlabeled_images_says_it_uses_teacher_prompts(setup, tmp_path, capsys):
+    root, teacher, data = setup
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for jpg in sorted(data.glob("*.jpg"))[:6]:
+        (plain / jpg.name).write_bytes(jpg.read_bytes())
+    args = _args(setup, tmp_path / "full", "--steps", "2", "--stage", "full", "--rounds", "2")
+    args[args.index("--data") + 1] = str(plain)
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "100% of the images have no masks" in out and "random points" in out
+    rows = _rows(tmp_path / "full")
+    assert all(r["prompts"] == 4 for r in rows if "prompts" in r)  # 2 images x 2 random points
+
+
+def test_bad_inputs_give_one_line_errors(setup, tmp_path, capsys):
+    root, teacher, data = setup
+    junk = tmp_path / "junk.pth"
+    junk.write_text("not a checkpoint")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = [
+        (["distill", "cache", "--teacher", str(junk), "--data", str(data), "--cache", str(tmp_path / "c")], "cannot use teacher"),
+        (["distill", "cache", "--teacher", str(teacher), "--data", str(empty), "--cache", str(tmp_path / "c")], "no images in"),
+        (_args(setup, tmp_path / "o", "--student", "nope_arch"), "neither a registered architecture nor a checkpoint"),
+        (_args(setup, tmp_path / "o", "--lr", "nan"), "must be a finite number"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and err.count("\n") == 1, err
+
+
+def test_corrupt_cache_shard_is_rebuilt_when_training_resumes(setup, tmp_path, capsys):
+    root, teacher, data = setup
+    cache = tmp_path / "cache"
+    assert main(["distill", "cache", "--teacher", str(teacher), "--data", str(data), "--cache", str(cache)]) == 0
+    (shard,) = cache.glob("*/shard_00000.npy")
+    shard.write_bytes(shard.read_bytes()[:-7])
+    args = _args(setup, tmp_path / "r", "--steps", "1")
+    args[args.index("--cache") + 1] = str(cache)
+    with pytest.warns(UserWarning, match="damaged or missing"):
+        assert main(args) == 0
+    assert len(list(cache.glob("*/shard_*.npy"))) == 1  # the damaged shard was replaced
+
+
+@pytest.mark.slow
+def test_killed_distillation_resumes_to_the_same_result(setup, tmp_path):
+    steps = 16
+    base = [sys.executable, "-m", "pocketsam"]
+    full = tmp_path / "full"
+    subprocess.run(base + _args(setup, full, "--steps", str(steps), "--stage", "full", "--save-every", "2"),
+                   check=True, env=ENV, capture_output=True)
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(base + _args(setup, run, "--steps", str(steps), "--stage", "full", "--save-every", "2"),
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = run / "checkpoint_last.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not ckpt.exists() and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists() and not (run / "model.pth").exists(), "the run should have been killed mid-way"
+    # forgetting --resume never restarts a run silently
+    again = subprocess.run(base + _args(setup, run, "--steps", str(steps), "--stage", "full", "--save-every", "2"),
+                           env=ENV, capture_output=True, text=True)
+    assert again.returncode == 2 and "already holds a run" in again.stderr
+    subprocess.run(base + _args(setup, run, "--steps", str(steps), "--stage", "full", "--save-every", "2", "--resume"),
+                   check=True, env=ENV, capture_output=True)
+    a = torch.load(full / "model.pth", weights_only=True)
+    b = torch.load(run / "model.pth", weights_only=True)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=0, msg=k)
+    steps_logged = [r["step"] for r in _rows(run) if "loss" in r]
+    assert steps_logged == list(range(1, steps + 1))  # rows past the checkpoint were dropped on resume
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_distill_in_step(setup, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29519",
+           "-m", "pocketsam", *_args(setup, out, "--steps", "3", "--stage", "full")]
+    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = _rows(out)
+    assert rows[-1]["ranks_in_sync"] is True
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3]
+    assert build_sam(checkpoint=out / "model.safetensors").img_size == 64

@@ -1,0 +1,237 @@
+"""Distillation pieces: losses, hard prompts, hard mask weights, the teacher cache, steps."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from pocketsam.distill.cache import CacheError, CacheTransform, TeacherCache, build_cache
+from pocketsam.distill.data import flip_content
+from pocketsam.distill.losses import (
+    embedding_loss, hard_mask_weights, logit_loss, mask_disagreement, token_loss,
+)
+from pocketsam.distill.step import EncoderDistillStep, FullDistillStep
+from pocketsam.models import MODEL_CONFIGS, create_model
+from pocketsam.train.prompts import correction_points
+
+
+def test_embedding_loss_by_hand_and_across_grids():
+    s = torch.zeros(1, 2, 2, 2)
+    t = torch.zeros(1, 2, 2, 2)
+    t[0, 0, 0, 0] = 2.0  # one of 8 values off by 2: MSE = 4 / 8
+    assert embedding_loss(s, t).tolist() == [0.5]
+    # a constant student at another grid is resized onto the teacher's without change
+    assert embedding_loss(torch.full((1, 2, 4, 4), 3.0), torch.full((1, 2, 2, 2), 1.0)).tolist() == [4.0]
+
+
+def test_token_loss_by_hand():
+    s = torch.tensor([[[1.0, 2.0], [3.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]]])
+    t = torch.tensor([[[1.0, 2.0], [3.0, 2.0]], [[1.0, 1.0], [1.0, 1.0]]])
+    assert token_loss(s, t).tolist() == [1.0, 1.0]  # (2²)/4 and 4·1/4
+
+
+def test_logit_loss_is_soft_bce_by_hand():
+    student = torch.zeros(1, 1, 1, 1)  # p = 0.5
+    teacher = torch.full((1, 1, 1, 1), math.log(3.0))  # sigmoid = 0.75
+    # BCE(0.5 | 0.75) = -(0.75 ln 0.5 + 0.25 ln 0.5) = ln 2
+    assert logit_loss(student, teacher).item() == pytest.approx(math.log(2.0), abs=1e-6)
+    # it is smallest where the student's probability equals the teacher's
+    near = logit_loss(teacher.clone(), teacher)
+    assert near.item() < logit_loss(student, teacher).item()
+
+
+def test_mask_disagreement_and_hard_mask_weights_on_constructed_masks():
+    t = torch.full((3, 4, 4), -1.0)
+    t[:, :2] = 1.0  # teacher: top half
+    s = t.clone()  # prompt 0 agrees exactly
+    s[1] = 1.0  # prompt 1: the whole image, IoU 8/16 → d = 0.5
+    s[2] = -t[2]  # prompt 2: the other half, IoU 0 → d = 1
+    d = mask_disagreement(s, t)
+    assert d.tolist() == [0.0, 0.5, 1.0]
+    w = hard_mask_weights(s, t, gamma=1.0)
+    raw = torch.tensor([1.0, 1.5, 2.0])
+    torch.testing.assert_close(w, raw / raw.mean())
+    assert w.mean().item() == pytest.approx(1.0) and w[2] == w.max()
+    assert hard_mask_weights(s, t, gamma=0.0).tolist() == [1.0, 1.0, 1.0]
+    assert mask_disagreement(torch.full((1, 2, 2), -1.0), torch.full((1, 2, 2), -1.0)).tolist() == [0.0]
+
+
+def test_hard_prompts_fall_only_in_the_disagreement_region_and_are_seeded():
+    teacher = torch.zeros(2, 16, 16, dtype=torch.bool)
+    teacher[:, 4:12, 4:12] = True
+    student = teacher.clone()
+    student[0, 4:12, 4:6] = False  # missed strip: positive clicks
+    student[1, 0:2, :] = True  # false strip: negative clicks
+    region = student ^ teacher
+    for seed in range(20):
+        xy, labels = correction_points(student, teacher, torch.Generator().manual_seed(seed), scale=4.0)
+        for k in range(2):
+            x, y = (xy[k, 0] / 4 - 0.5).long().tolist()
+            assert region[k, y, x], (seed, k, x, y)
+            assert labels[k, 0].item() == int(teacher[k, y, x])
+    a = correction_points(student, teacher, torch.Generator().manual_seed(3), 4.0)
+    b = correction_points(student, teacher, torch.Generator().manual_seed(3), 4.0)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_flip_content_keeps_the_padding_in_place():
+    x = torch.arange(16.0).view(1, 4, 4)
+    y = flip_content(x, (2, 3))
+    assert y[0, 0].tolist() == [2.0, 1.0, 0.0, 3.0] and y[0, 2:].equal(x[0, 2:])
+    assert flip_content(y, (2, 3)).equal(x)
+
+
+def _cache(tmp_path, sha="a" * 64, flip=False, shape=(2, 2, 2)):
+    return TeacherCache(tmp_path / "cache", sha, CacheTransform(64, flip), shape)
+
+
+def test_cache_round_trip_and_keys(tmp_path):
+    images = [(tmp_path / f"{i}.png", f"{i:064x}") for i in range(5)]
+    calls = []
+
+    def encode(paths, flipped):
+        calls.append((len(paths), flipped))
+        return torch.stack([torch.full((2, 2, 2), float(p.stem) + (0.5 if flipped else 0)) for p in paths])
+
+    cache = _cache(tmp_path, flip=True)
+    assert build_cache(cache, images, encode, shard_size=2, batch_size=2, progress=False) == 5
+    assert len(list(cache.dir.glob("shard_*.npy"))) == 3
+    again = _cache(tmp_path, flip=True)  # reopened from disk
+    for path, sha in images:
+        assert again.get(sha).dtype == np.float16
+        assert float(again.get(sha)[0, 0, 0]) == float(path.stem)
+        assert float(again.get(sha, flipped=True)[0, 0, 0]) == float(path.stem) + 0.5
+    assert build_cache(again, images, encode, progress=False) == 0  # nothing recomputed
+    # another teacher or transform never reads these embeddings: it has its own folder
+    other = _cache(tmp_path, sha="b" * 64, flip=True)
+    assert other.dir != cache.dir and len(other) == 0
+    assert _cache(tmp_path, flip=False).dir != cache.dir
+    plain = _cache(tmp_path, flip=False)
+    build_cache(plain, images[:1], encode, progress=False)
+    with pytest.raises(CacheError, match="no flipped embeddings"):
+        plain.get(images[0][1], flipped=True)
+
+
+def test_cache_detects_a_stale_manifest_and_a_changed_image(tmp_path):
+    encode = lambda paths, flipped: torch.ones(len(paths), 2, 2, 2)  # noqa: E731
+    cache = _cache(tmp_path)
+    build_cache(cache, [(tmp_path / "a.png", "1" * 64)], encode, progress=False)
+    manifest = cache.dir / "manifest.json"
+    text = manifest.read_text()
+    manifest.write_text(text.replace("a" * 64, "c" * 64))  # made by another teacher
+    with pytest.raises(CacheError, match="another teacher or transform"):
+        _cache(tmp_path)
+    manifest.write_text(text)
+    # an edited image has another content hash: it is missing, so recomputed, never served stale
+    assert _cache(tmp_path).missing(["1" * 64, "2" * 64]) == ["2" * 64]
+
+
+def test_damaged_shard_is_dropped_and_rebuilt(tmp_path):
+    images = [(tmp_path / f"{i}.png", f"{i:064x}") for i in range(4)]
+    encode = lambda paths, flipped: torch.stack([torch.full((2, 2, 2), float(p.stem)) for p in paths])  # noqa: E731
+    build_cache(_cache(tmp_path), images, encode, shard_size=2, progress=False)
+    shard = _cache(tmp_path).dir / "shard_00001.npy"
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="1 shard.*2 image"):
+        cache = _cache(tmp_path)
+    assert cache.missing(s for _, s in images) == [images[2][1], images[3][1]]
+    assert build_cache(cache, images, encode, progress=False) == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fresh = _cache(tmp_path)
+    assert [float(fresh.get(s)[0, 0, 0]) for _, s in images] == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_killed_cache_build_loses_at_most_one_shard(tmp_path):
+    images = [(tmp_path / f"{i}.png", f"{i:064x}") for i in range(6)]
+    done = []
+
+    def dying(paths, flipped):
+        if len(done) == 2:
+            raise KeyboardInterrupt  # the process dies here, mid-shard
+        done.append(paths)
+        return torch.ones(len(paths), 2, 2, 2)
+
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(_cache(tmp_path), images, dying, shard_size=2, batch_size=1, progress=False)
+    cache = _cache(tmp_path)
+    (cache.dir / ".shard_00001.npy.tmp99").write_bytes(b"half")  # what a kill mid-write leaves
+    (cache.dir / "shard_00007.npy").write_bytes(b"unrecorded")
+    assert len(cache) == 2
+    assert build_cache(cache, images, lambda p, f: torch.ones(len(p), 2, 2, 2), progress=False) == 4
+    assert sorted(f.name for f in cache.dir.iterdir()) == ["manifest.json", "shard_00000.npy", "shard_00001.npy"]
+
+
+def _pair(img_size=64):
+    torch.manual_seed(0)
+    config = MODEL_CONFIGS["pocketsam_nano"].with_img_size(img_size)
+    teacher = create_model(config).eval()
+    student = create_model(config)
+    return student, teacher
+
+
+def _batch(teacher, labeled=True, b=2, s=64):
+    torch.manual_seed(1)
+    image = torch.rand(b, 3, s, s) * 255
+    size = torch.tensor([[s, s], [s, s - 16]])[:b]
+    masks = torch.zeros(b, 2, s, s, dtype=torch.bool)
+    masks[:, 0, 8:30, 10:40] = True
+    masks[:, 1, 40:60, 5:20] = True
+    valid = torch.full((b, 2), labeled)
+    from pocketsam.train.step import encode_images
+
+    with torch.no_grad():
+        t_emb = encode_images(teacher, image, size)
+    return {"image": image, "size": size, "masks": masks, "valid": valid, "teacher_embedding": t_emb}
+
+
+def test_encoder_step_learns_the_teacher_embedding():
+    student, teacher = _pair()
+    step = EncoderDistillStep(student, teacher)
+    batch = _batch(teacher)
+    opt = torch.optim.AdamW(student.image_encoder.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        loss, logs = step(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(logs["embed_mse"])
+    assert losses[-1] < 0.5 * losses[0], losses
+    metrics = step.evaluate(batch)
+    assert {"val_embed_mse", "val_miou_box", "val_miou_vs_teacher_box"} <= set(metrics)
+
+
+@pytest.mark.parametrize("labeled", [True, False])
+@pytest.mark.parametrize("hard", [True, False])
+def test_full_step_runs_every_variant_and_reaches_every_part(labeled, hard):
+    student, teacher = _pair()
+    student.prompt_encoder.load_state_dict(teacher.prompt_encoder.state_dict())
+    student.mask_decoder.load_state_dict(teacher.mask_decoder.state_dict())
+    step = FullDistillStep(student, teacher, prompts_per_image=3, rounds=2, hard_prompts=hard, hard_mask_weighting=hard)
+    batch = _batch(teacher, labeled=labeled)
+    loss, logs = step(batch, torch.Generator().manual_seed(0))
+    loss.backward()
+    assert logs["prompts"] == (4 if labeled else 6)
+    for part in (student.image_encoder, student.mask_decoder):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
+    assert not any(p.grad is not None for p in teacher.parameters())
+
+
+def test_a_student_equal_to_its_teacher_has_nothing_left_to_learn():
+    import copy
+
+    _, teacher = _pair()
+    student = copy.deepcopy(teacher)
+    step = FullDistillStep(student, teacher, prompts_per_image=2, rounds=2)
+    batch = _batch(teacher, labeled=True)
+    loss, logs = step(batch, torch.Generator().manual_seed(0))
+    assert logs["embed_mse"] < 1e-8 and logs["token_mse"] < 1e-8 and logs["iou_vs_teacher"] == pytest.approx(1.0)
+    # the soft-target BCE then equals the teacher's own entropy (its minimum), hard points
+    # find no disagreement and fall back to padding
