@@ -103,4 +103,61 @@ def test_eval_errors(scenes, tmp_path, capsys, monkeypatch):
     bad.write_text(json.dumps([{"image_id": 1, "bbox": [1, 2]}]))
     assert main(["eval", "coco", "--images", str(scenes["data"]), "--annotations", str(scenes["ann"]),
                  "--detections", str(bad), "--checkpoint", str(CKPT)]) == 2
-    assert "detection #0 is malformed" in capsys.readouterr().err
+    assert "entry 0 has a bad bbox" in capsys.readouterr().err
+
+
+BAD_ENTRIES = [  # (entry with the image id as IMG, what the one error line says)
+    ({"score": float("nan")}, "has score nan"),
+    ({"score": None}, "has no score"),  # None: key left out
+    ({"bbox": [1, 2, -3, 4]}, "has a bad bbox [1, 2, -3, 4]"),
+    ({"bbox": [1, 2, 3, float("inf")]}, "has a bad bbox"),
+    ({"image_id": ["IMG"]}, "has image_id ["),
+    ({"image_id": {"id": "IMG"}}, "has image_id {"),
+    ({"category_id": "1"}, "has category_id '1'"),
+]
+
+
+def _detections(path: Path, image_id: int, change: dict) -> Path:
+    entry = {"image_id": image_id, "bbox": [1, 2, 10, 12], "score": 0.9, "category_id": 1}
+    for k, v in change.items():
+        if v is None:
+            del entry[k]
+        else:
+            entry[k] = json.loads(json.dumps(v).replace('"IMG"', str(image_id)))
+    good = {"image_id": image_id, "bbox": [5, 5, 10, 10], "score": 0.5, "category_id": 1}
+    path.write_text(json.dumps([good, entry]))  # the bad one is entry 1
+    return path
+
+
+@pytest.mark.parametrize("change,message", BAD_ENTRIES)
+def test_one_detection_rule_set_for_eval_coco_eval_everything_and_everything(scenes, tmp_path, capsys, monkeypatch,
+                                                                              change, message):
+    """eval coco, eval everything --boxes and everything --mode boxes read detections with
+    the same validating reader: each bad entry is one error line, before any model is built."""
+    import pocketsam.checkpoints as ckpt
+
+    monkeypatch.setattr(ckpt, "create_model", lambda *a, **k: pytest.fail("model built before the detections were checked"))
+    sample = SA1BReader(scenes["data"])[0]
+    dets = _detections(tmp_path / "dets.json", sample.image_id, change)
+    commands = [
+        ["eval", "coco", "--images", str(scenes["data"]), "--annotations", str(scenes["ann"]), "--detections", str(dets)],
+        ["eval", "everything", "--data", str(scenes["data"]), "--mode", "boxes", "--boxes", str(dets)],
+        ["everything", str(sample.image_path), "--mode", "boxes", "--boxes", str(dets), "--out", str(tmp_path / "o")],
+    ]
+    for argv in commands:
+        assert main([*argv, "--checkpoint", str(CKPT)]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: detections file '{dets}': entry 1 {message}") and err.count("\n") == 1, (argv, err)
+
+
+def test_eval_coco_refuses_unknown_categories(scenes, tmp_path, capsys):
+    sample = SA1BReader(scenes["data"])[0]
+    dets = _detections(tmp_path / "dets.json", sample.image_id, {"category_id": 5})
+    argv = ["eval", "coco", "--images", str(scenes["data"]), "--annotations", str(scenes["ann"]), "--detections", str(dets)]
+    assert main([*argv, "--checkpoint", str(CKPT)]) == 2
+    err = capsys.readouterr().err
+    assert "entry 1 has category_id 5, which is not a known category (1)" in err and err.count("\n") == 1
+    missing = _detections(tmp_path / "nocat.json", sample.image_id, {"category_id": None})
+    assert main(["eval", "coco", "--images", str(scenes["data"]), "--annotations", str(scenes["ann"]),
+                 "--detections", str(missing), "--checkpoint", str(CKPT)]) == 2
+    assert "entry 1 has category_id None" in capsys.readouterr().err

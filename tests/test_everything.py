@@ -9,6 +9,7 @@ reference order) built on the shared primitives of ``pocketsam.masks``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -371,3 +372,24 @@ def test_yolo_needs_ultralytics(tmp_path):
     else:  # pragma: no cover
         with pytest.raises(InputError, match="do not exist"):
             YoloProposals(tmp_path / "w.pt")
+
+
+def test_coco_detections_dataset_form_rules(tmp_path):
+    """A COCO dataset used as proposals: ground truth has no scores (1.0), and its own
+    category list is the known categories."""
+    from pocketsam.everything.proposals import CocoDetections
+
+    p = tmp_path / "gt.json"
+    doc = {"images": [{"id": 4, "file_name": "x.jpg"}], "categories": [{"id": 1}, {"id": 2}],
+           "annotations": [{"image_id": 4, "bbox": [1, 1, 4, 4], "category_id": 2}]}
+    p.write_text(json.dumps(doc))
+    dets = CocoDetections(p)
+    assert dets.detections == [{"image_id": 4, "bbox": [1.0, 1.0, 4.0, 4.0], "score": 1.0, "category_id": 2}]
+    assert dets.select("x.jpg")[0].tolist() == [[1, 1, 5, 5]]
+    doc["annotations"][0]["category_id"] = 3
+    p.write_text(json.dumps(doc))
+    with pytest.raises(InputError, match=r"entry 0 has category_id 3, which is not a known category \(1, 2\)"):
+        CocoDetections(p)
+    with pytest.raises(InputError, match="entry 0 has no score"):  # a results list needs scores
+        p.write_text(json.dumps([{"image_id": 4, "bbox": [1, 1, 4, 4]}]))
+        CocoDetections(p)

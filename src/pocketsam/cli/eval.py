@@ -136,15 +136,24 @@ def _run_prompts(args: argparse.Namespace) -> int:
 
 def _run_coco(args: argparse.Namespace) -> int:
     from pocketsam.data import CocoReader
-    from pocketsam.eval.runners import eval_coco, load_detections
+    from pocketsam.eval.runners import eval_coco
+    from pocketsam.everything.proposals import CocoDetections
 
     _check_max_images(args)
     if args.max_detections < 1:
         raise InputError(f"--max-detections must be >= 1, got {args.max_detections}")
     reader = CocoReader(args.annotations, args.images, include_crowd=False)
-    detections = load_detections(args.detections, {img["id"] for img in reader.dataset["images"]})
+    gt = reader.dataset
+    categories = {c.get("id") for c in gt["categories"] if isinstance(c, dict)} or {
+        a.get("category_id", 1) for a in gt["annotations"]}  # a file without a category list: the ids it uses
+    detections = CocoDetections(args.detections, categories=categories)
+    known_images = {img["id"] for img in gt["images"]}
+    for i, d in enumerate(detections.detections):
+        if d.get("image_id") not in known_images:
+            raise InputError(f"'{args.detections}': entry {i} refers to image {d.get('image_id', d.get('file_name'))!r}, "
+                             "which the annotations do not have", "use the detections made for this annotation file")
     sam = _model(args)
-    results = eval_coco(sam, reader, detections, max_images=args.max_images,
+    results = eval_coco(sam, reader, detections.detections, max_images=args.max_images,
                         max_detections_per_image=args.max_detections, progress=not args.quiet)
     return _finish(f"COCO mask AP ({args.annotations})", results, args.output)
 
@@ -152,7 +161,8 @@ def _run_coco(args: argparse.Namespace) -> int:
 def _run_everything(args: argparse.Namespace) -> int:
     from pocketsam.data import SA1BReader
     from pocketsam.checkpoints import EVERYTHING_KEYS
-    from pocketsam.eval.runners import boxes_by_image, eval_everything, load_detections
+    from pocketsam.eval.runners import eval_everything
+    from pocketsam.everything.proposals import CocoDetections
     from pocketsam.everything import make_generator
 
     _check_max_images(args)
@@ -164,7 +174,7 @@ def _run_everything(args: argparse.Namespace) -> int:
         raise InputError(f"--points-per-side must be >= 1, got {args.points_per_side}")
     samples = SA1BReader(args.data)
     check_thresholds(args)
-    boxes = boxes_by_image(load_detections(args.boxes)) if args.boxes else None
+    boxes = CocoDetections(args.boxes).boxes_by_image() if args.boxes else None
     sam = _model(args)
     kwargs: dict[str, Any] = threshold_settings(args)
     if args.points_per_side is not None and args.mode != "boxes":

@@ -33,7 +33,6 @@ from scipy import ndimage
 
 from pocketsam.data.sample import Sample
 from pocketsam.errors import InputError, PocketSamError
-from pocketsam.io import read_json
 from pocketsam.eval.metrics import (
     average_recall,
     best_iou_per_gt,
@@ -200,36 +199,6 @@ def _predict_batch(predictor: Any, gt: np.ndarray, prompt: str) -> np.ndarray:
 # ---------------------------------------------------------------------------- coco
 
 
-def load_detections(path: str | Path, known_images: set[int] | None = None) -> list[dict[str, Any]]:
-    """Read a COCO results file (a list of ``{image_id, category_id, bbox, score}``).
-
-    Raises:
-        InputError: unreadable, not a list, or an entry without a valid box/score/image.
-    """
-    p = Path(path)
-    data = read_json(p, "detections file")
-    if not isinstance(data, list):
-        raise InputError(f"'{p}' is not a COCO results file (expected a JSON list of detections)", "fix the file")
-    for i, d in enumerate(data):
-        ok = (
-            isinstance(d, dict)
-            and isinstance(d.get("image_id"), int)
-            and isinstance(d.get("bbox"), list)
-            and len(d["bbox"]) == 4
-            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in d["bbox"])
-            and isinstance(d.get("score", 1.0), (int, float))
-        )
-        if not ok:
-            raise InputError(
-                f"'{p}': detection #{i} is malformed",
-                "each detection needs integer 'image_id', 'bbox' [x, y, w, h] and a numeric 'score'",
-            )
-        if known_images is not None and d["image_id"] not in known_images:
-            raise InputError(f"'{p}': detection #{i} refers to image_id {d['image_id']}, which the annotations do not have",
-                             "use the detections made for this annotation file")
-    return data
-
-
 def eval_coco(
     sam: Any,
     reader: Any,
@@ -243,7 +212,8 @@ def eval_coco(
 
     Args:
         reader: a :class:`pocketsam.data.coco.CocoReader` (ground truth incl. crowd).
-        detections: COCO results with boxes (see :func:`load_detections`).
+        detections: COCO results with boxes, checked
+            (:attr:`pocketsam.everything.proposals.CocoDetections.detections`).
         max_detections_per_image: highest-scoring detections kept per image.
     Returns:
         :data:`pocketsam.eval.metrics.COCO_STAT_NAMES` plus ``num_images``,
@@ -315,19 +285,6 @@ def _record_rle(seg: Any) -> dict[str, Any]:
     if isinstance(seg, dict) and "counts" in seg:
         return seg
     raise PocketSamError(f"mask generator returned an unsupported segmentation type {type(seg).__name__}")
-
-
-def boxes_by_image(detections: Sequence[dict[str, Any]]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """COCO results → ``{image_id: (N×4 xyxy boxes, N scores)}``, by descending score."""
-    out: dict[int, list[tuple[float, list[float]]]] = {}
-    for d in detections:
-        x, y, w, h = d["bbox"]
-        out.setdefault(d["image_id"], []).append((float(d.get("score", 1.0)), [x, y, x + w, y + h]))
-    result = {}
-    for k, v in out.items():
-        v = sorted(v, key=lambda t: -t[0])
-        result[k] = (np.array([b for _, b in v], np.float64).reshape(-1, 4), np.array([s for s, _ in v], np.float64))
-    return result
 
 
 def eval_everything(

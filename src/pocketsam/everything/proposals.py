@@ -5,15 +5,18 @@ A source is anything matching :class:`ProposalSource`: called with the image, it
 
 * :class:`BoxesProposals` — fixed boxes (and optional scores) you already have;
 * any plain callable with that signature (e.g. your own detector);
-* :class:`CocoDetectionsProposals` — detections in a COCO *results* JSON file;
+* :class:`CocoDetectionsProposals` — detections in a COCO *results* JSON file, read by
+  :class:`CocoDetections`, the one validating reader of detection files (also behind
+  ``eval coco`` and ``eval everything --boxes``);
 * :class:`YoloProposals` — an Ultralytics YOLO model (MobileSAMv2's object-aware model
   is one); needs the optional ``ultralytics`` package and a local weights file.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any, Callable, Protocol, Union, runtime_checkable
+from typing import Any, Callable, Iterable, Protocol, Union, runtime_checkable
 
 import numpy as np
 
@@ -60,18 +63,50 @@ class BoxesProposals:
         return self.boxes, self.scores
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_finite_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 class CocoDetections:
-    """A parsed COCO detections file, indexed by image.
+    """A COCO detections file, validated and indexed by image: the one reader of detection
+    files (``everything --mode boxes``, ``eval everything --boxes``, ``eval coco``), so all
+    of them accept and refuse the same entries.
 
     Accepts a COCO *results* list (``[{"image_id", "bbox": [x, y, w, h], "score",
     "category_id"}, ...]``), or a COCO *dataset* dict with ``images`` (``id``,
-    ``file_name``) and ``annotations`` (``score`` optional, default 1.0). Images are
-    selected by id, or by file name: through ``images[].file_name`` when present,
-    else by a numeric file stem (``000000397133.jpg`` → id 397133), or by a
-    ``file_name`` key on the detections themselves.
+    ``file_name``), ``annotations`` and optionally ``categories``. Every entry must have
+    (see :meth:`check_entry`):
+
+    * ``image_id``: an integer (or, instead, a ``file_name`` string);
+    * ``bbox``: ``[x, y, w, h]``, four finite numbers with ``w, h >= 0``;
+    * ``score``: a finite number. A results list needs one; a dataset's annotations
+      (ground truth used as proposals) may leave it out, then it is 1.0;
+    * ``category_id``: optional, an integer. Where the categories are known (the
+      ``categories`` argument, else a dataset's own ``categories`` list) it is required
+      and must be one of them.
+
+    Images are selected by id, or by file name: through ``images[].file_name`` when present,
+    else by a numeric file stem (``000000397133.jpg`` → id 397133), or by a ``file_name``
+    key on the detections themselves.
+
+    Args:
+        path: the file.
+        categories: the category ids detections may have (``eval coco``: the annotation
+            file's); None: as above.
+    Attributes:
+        detections: the entries, normalised (``image_id`` or ``file_name``, ``bbox`` as
+            floats, ``score`` as a float, ``category_id`` when given), in file order.
+        by_image: image key → (XYXY boxes, scores), in file order.
+    Raises:
+        InputError: unreadable, not a detections file, or an entry that breaks a rule
+            (the message names the entry and the rule).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, categories: Iterable[int] | None = None) -> None:
         self.path = Path(path)
         obj = read_json(self.path, "detections file")
         self.names: dict[str, Any] = {}
@@ -84,30 +119,58 @@ class CocoDetections:
             for im in obj.get("images", []) or []:
                 if isinstance(im, dict) and "id" in im and "file_name" in im:
                     self.names[Path(str(im["file_name"])).name] = im["id"]
+            if categories is None and isinstance(obj.get("categories"), list) and obj["categories"]:
+                categories = [c.get("id") for c in obj["categories"] if isinstance(c, dict)]
         elif isinstance(obj, list):
             dets = obj
         else:
             raise InputError(f"detections file '{self.path}' must hold a JSON list of detections")
+        self.categories = None if categories is None else set(categories)
+        self.score_required = isinstance(obj, list)
+        self.detections = [self.check_entry(i, d) for i, d in enumerate(dets)]
         self.by_image: dict[Any, tuple[list[list[float]], list[float]]] = {}
-        for i, d in enumerate(dets):
-            if not isinstance(d, dict) or "bbox" not in d or ("image_id" not in d and "file_name" not in d):
-                raise InputError(
-                    f"detections file '{self.path}': entry {i} is not a detection "
-                    "(needs 'image_id' and 'bbox': [x, y, w, h])"
-                )
-            bbox = d["bbox"]
-            ok = isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)
-            score = d.get("score", 1.0)
-            if not ok or not isinstance(score, (int, float)) or bbox[2] < 0 or bbox[3] < 0:
-                raise InputError(
-                    f"detections file '{self.path}': entry {i} has a bad bbox or score "
-                    "(expected bbox [x, y, w, h] with w, h >= 0 and a numeric score)"
-                )
-            key = d["image_id"] if "image_id" in d else Path(str(d["file_name"])).name
+        for d in self.detections:
+            key = d["image_id"] if "image_id" in d else Path(d["file_name"]).name
             boxes, scores = self.by_image.setdefault(key, ([], []))
-            x, y, w, h = (float(v) for v in bbox)
+            x, y, w, h = d["bbox"]
             boxes.append([x, y, x + w, y + h])
-            scores.append(float(score))
+            scores.append(d["score"])
+
+    def check_entry(self, i: int, d: Any) -> dict[str, Any]:
+        """Entry ``i`` of the file, checked against the rules above and normalised."""
+        where = f"detections file '{self.path}': entry {i}"
+        if not isinstance(d, dict) or "bbox" not in d or ("image_id" not in d and "file_name" not in d):
+            raise InputError(f"{where} is not a detection", "each needs 'image_id' and 'bbox': [x, y, w, h]")
+        out: dict[str, Any] = {}
+        if "image_id" in d:
+            if not _is_int(d["image_id"]):
+                raise InputError(f"{where} has image_id {d['image_id']!r}", "image_id must be an integer")
+            out["image_id"] = d["image_id"]
+        elif isinstance(d["file_name"], str) and d["file_name"]:
+            out["file_name"] = d["file_name"]
+        else:
+            raise InputError(f"{where} has file_name {d['file_name']!r}", "give an integer image_id or a file name")
+        bbox = d["bbox"]
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_finite_number(v) for v in bbox)
+                and bbox[2] >= 0 and bbox[3] >= 0):
+            raise InputError(f"{where} has a bad bbox {bbox!r}", "expected [x, y, w, h]: finite numbers, w and h >= 0")
+        out["bbox"] = [float(v) for v in bbox]
+        if "score" not in d and self.score_required:
+            raise InputError(f"{where} has no score", "a COCO results list gives every detection a 'score'")
+        score = d.get("score", 1.0)
+        if not _is_finite_number(score):
+            raise InputError(f"{where} has score {score!r}", "the score must be a finite number")
+        out["score"] = float(score)
+        if "category_id" in d or self.categories is not None:
+            cat = d.get("category_id")
+            if not _is_int(cat):
+                raise InputError(f"{where} has category_id {cat!r}", "category_id must be an integer")
+            if self.categories is not None and cat not in self.categories:
+                known = ", ".join(map(str, sorted(self.categories)[:10])) + (", …" if len(self.categories) > 10 else "")
+                raise InputError(f"{where} has category_id {cat}, which is not a known category ({known})",
+                                 "use the category ids of the annotation file")
+            out["category_id"] = cat
+        return out
 
     def image_key(self, image: int | str | None) -> Any:
         """Resolve an image id / file name (None: the file's only image) to a key."""
@@ -134,6 +197,15 @@ class CocoDetections:
         key = self.image_key(image)
         boxes, scores = self.by_image.get(key, ([], []))
         return check_proposals(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), np.asarray(scores), str(self.path))
+
+    def boxes_by_image(self) -> dict[Any, tuple[np.ndarray, np.ndarray]]:
+        """Every image's ``(N×4 XYXY, N scores)``, by descending score."""
+        out = {}
+        for key, (boxes, scores) in self.by_image.items():
+            b, s = check_proposals(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), scores, str(self.path))
+            order = np.argsort(-s, kind="stable")
+            out[key] = (b[order], s[order])
+        return out
 
 
 class CocoDetectionsProposals:
