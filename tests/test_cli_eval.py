@@ -161,3 +161,20 @@ def test_eval_coco_refuses_unknown_categories(scenes, tmp_path, capsys):
     assert main(["eval", "coco", "--images", str(scenes["data"]), "--annotations", str(scenes["ann"]),
                  "--detections", str(missing), "--checkpoint", str(CKPT)]) == 2
     assert "entry 1 has category_id None" in capsys.readouterr().err
+
+
+def test_eval_everything_reports_proposals_for_no_evaluated_image(scenes, tmp_path, capsys):
+    sample = SA1BReader(scenes["data"])[0]
+    dets = tmp_path / "dets.json"
+    box = {"bbox": [1, 2, 10, 12], "score": 0.9, "category_id": 1}
+    dets.write_text(json.dumps([{"image_id": sample.image_id, **box}, {"image_id": 4242, **box}, {"image_id": 4242, **box}]))
+    argv = ["eval", "everything", "--data", str(scenes["data"]), "--mode", "boxes", "--boxes", str(dets)]
+    res = _run(argv, tmp_path / "r.json")
+    assert res["proposals_per_image"] >= 1
+    err = capsys.readouterr().err
+    assert f"warning: 2 of 3 detections in '{dets}' (for 1 image(s): 4242) are for none of the 1 image(s) evaluated" in err
+
+    dets.write_text(json.dumps([{"image_id": 4242, **box}]))
+    assert main([*argv, "--checkpoint", str(CKPT), "--quiet"]) == 2  # AR 0.0 would say nothing about the model
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: none of the 1 detections in '{dets}' is for the 2 image(s) evaluated") and err.count("\n") == 1

@@ -226,3 +226,35 @@ def test_non_finite_model_on_a_folder_is_a_clear_error_not_an_abort(tmp_path, ca
     assert "0 image(s) segmented, 0 already done, 2 failed" in said
     assert said.count("NaN or infinite mask logits or scores") == 2
     assert not list(out.rglob("annotations.json"))
+
+
+def test_detections_for_no_image_are_reported_not_dropped(tmp_path, capsys, monkeypatch, tiny_ckpt):
+    _write_images(tmp_path / "in", 2)
+    dets = tmp_path / "dets.json"
+    out = tmp_path / "out"
+
+    def write(annotations):
+        dets.write_text(json.dumps({"images": [{"id": 1, "file_name": "img0.png"}, {"id": 2, "file_name": "img1.png"}],
+                                    "annotations": annotations}))
+
+    def det(image_id, score=0.9):
+        return {"image_id": image_id, "bbox": [10, 5, 20, 20], "score": score}
+
+    args = ["everything", str(tmp_path / "in"), "--checkpoint", str(tiny_ckpt), "--mode", "boxes", "--boxes", str(dets),
+            "--out", str(out)]
+    write([det(1), det(2), det(99), det(99, 0.8), det(7)])
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"warning: 3 of 5 detections in '{dets}' (for 2 image(s): 99, 7) are for none of "
+                                   f"folder '{tmp_path / 'in'}'; they are not used\n")
+    assert "2 image(s) segmented, 0 already done, 0 failed" in captured.out
+
+    import pocketsam.checkpoints as ckpt
+
+    monkeypatch.setattr(ckpt, "create_model", lambda *a, **k: pytest.fail("model built although nothing can match"))
+    write([det(99), det(7)])
+    assert main([*args, "--force"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: none of the 2 detections in '{dets}' is for folder") and err.count("\n") == 1
+    assert main(["everything", str(tmp_path / "in" / "img0.png"), *args[2:]]) == 2  # one image: the same rule
+    assert f"is for image 'img0.png' (they are for image 99, 7)" in capsys.readouterr().err

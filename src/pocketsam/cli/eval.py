@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pocketsam.cli.everything import add_threshold_args, check_thresholds, threshold_settings
+from pocketsam.cli.segment import warnings_as_lines
 from pocketsam.errors import InputError
 
 
@@ -105,7 +106,6 @@ def _finish(title: str, results: dict[str, Any], output: str | None) -> int:
 
 
 def _model(args: argparse.Namespace):
-    from pocketsam.cli.segment import warnings_as_lines
     from pocketsam.eval.runners import load_model
 
     with warnings_as_lines():
@@ -180,8 +180,10 @@ def _run_everything(args: argparse.Namespace) -> int:
     if args.points_per_side is not None and args.mode != "boxes":
         kwargs["points_per_side"] = args.points_per_side
     generator = make_generator(args.mode, sam, **kwargs)
-    results = eval_everything(generator, samples, max_images=args.max_images, boxes=boxes,
-                              progress=not args.quiet, desc=f"eval everything ({args.mode})")
+    with warnings_as_lines():  # proposals for none of the evaluated images
+        results = eval_everything(generator, samples, max_images=args.max_images, boxes=boxes,
+                                  progress=not args.quiet, desc=f"eval everything ({args.mode})",
+                                  boxes_source=f"'{args.boxes}'")
     used = {k: getattr(generator, k) for k in EVERYTHING_KEYS if hasattr(generator, k)}
     results = {"mode": args.mode, **results, **used}
     return _finish(f"segment-everything AR ({args.mode}) on {args.data}", results, args.output)

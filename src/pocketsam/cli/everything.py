@@ -33,6 +33,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from pocketsam.cli.segment import warnings_as_lines
 from pocketsam.errors import InputError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -187,6 +188,12 @@ def validate(args: argparse.Namespace) -> dict[str, Any]:
     elif args.boxes:
         raise InputError("--boxes is only used with --mode boxes")
     files = list_images(Path(args.input))
+    if detections is not None:
+        from pocketsam.everything.proposals import check_matched
+
+        what = f"folder '{args.input}'" if len(files) > 1 or Path(args.input).is_dir() else f"image '{files[0].name}'"
+        with warnings_as_lines():
+            check_matched(detections.by_image, {detections.image_key(f.name) for f in files}, f"'{args.boxes}'", what)
     return {
         "files": files,
         "names": output_names(files),
@@ -264,7 +271,6 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pocketsam import build_sam
-    from pocketsam.cli.segment import warnings_as_lines
     from pocketsam.errors import PocketSamError
 
     with warnings_as_lines():

@@ -282,16 +282,20 @@ def check_device(device: str) -> str:
 
 @contextmanager
 def warnings_as_lines() -> Iterator[None]:
-    """Show the :class:`~pocketsam.checkpoints.CheckpointWarning` raised inside the block
-    (something in a checkpoint ignored) as one ``warning: …`` line each on stderr; other
-    warnings are shown as usual."""
+    """Show pocketsam's warnings raised inside the block (something in a checkpoint
+    ignored, :class:`~pocketsam.checkpoints.CheckpointWarning`; detections for no image,
+    :class:`~pocketsam.everything.proposals.UnmatchedDetectionsWarning`) as one
+    ``warning: …`` line each on stderr; other warnings are shown as usual."""
     from pocketsam.checkpoints import CheckpointWarning
+    from pocketsam.everything.proposals import UnmatchedDetectionsWarning
 
+    ours = (CheckpointWarning, UnmatchedDetectionsWarning)
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", CheckpointWarning)
+        for category in ours:
+            warnings.simplefilter("always", category)
         yield
     for w in caught:
-        if issubclass(w.category, CheckpointWarning):
+        if issubclass(w.category, ours):
             print(f"warning: {w.message}", file=sys.stderr)
         else:
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)

@@ -295,6 +295,7 @@ def eval_everything(
     boxes: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
     progress: bool = True,
     desc: str = "eval everything",
+    boxes_source: str = "the proposals",
 ) -> dict[str, Any]:
     """Mask AR@K of a "segment everything" generator.
 
@@ -303,7 +304,10 @@ def eval_everything(
             and optionally ``last_stats`` (prompt counts).
         boxes: per-image box proposals ``(N×4 xyxy, N scores)`` (object-aware mode),
             passed as ``generate(image, proposals=BoxesProposals(boxes, scores))``;
-            images without an entry get no proposals.
+            images without an entry get no proposals. Proposals for none of the
+            evaluated images are reported (:func:`~pocketsam.everything.proposals.check_matched`:
+            a warning with counts, an error when none is for any; ``boxes_source``
+            names them in the messages).
     Returns:
         ``ar@K`` for each K, ``recall@50@K``, ``precision@50`` (share of all returned
         masks that overlap a ground-truth mask at IoU ≥ 0.5), ``num_gt``, ``num_images``,
@@ -316,9 +320,11 @@ def eval_everything(
     prompts: list[float] = []
     proposals: list[int] = []
     matched: list[np.ndarray] = []  # per proposal: does it overlap some ground truth at IoU >= 0.5
+    image_ids: list[int] = []
     with _bar(len(indices), desc, progress) as bar:
         for i in indices:
             sample = samples[i]
+            image_ids.append(sample.image_id)
             image = sample.load_image()
             t0 = time.perf_counter()
             if boxes is not None:
@@ -341,6 +347,10 @@ def eval_everything(
             for k in ks:
                 best[k].append(best_iou_per_gt(ious, scores, k))
             bar.update()
+    if boxes is not None:
+        from pocketsam.everything.proposals import check_matched
+
+        check_matched(boxes, image_ids, boxes_source, f"the {len(indices)} image(s) evaluated")
     out: dict[str, Any] = {}
     for k in ks:
         all_best = np.concatenate(best[k]) if best[k] else np.zeros(0)

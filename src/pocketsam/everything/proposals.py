@@ -15,8 +15,9 @@ A source is anything matching :class:`ProposalSource`: called with the image, it
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol, Union, runtime_checkable
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sized, Union, runtime_checkable
 
 import numpy as np
 
@@ -206,6 +207,45 @@ class CocoDetections:
             order = np.argsort(-s, kind="stable")
             out[key] = (b[order], s[order])
         return out
+
+
+class UnmatchedDetectionsWarning(UserWarning):
+    """Some detections are for none of the images they were used with (they are ignored);
+    the CLI prints it as one ``warning: …`` line."""
+
+
+def check_matched(by_image: Mapping[Any, tuple[Sized, Sized]], used: Iterable[Any], source: str, images: str) -> None:
+    """Detections for images that are not there are never silently dropped.
+
+    Args:
+        by_image: image key → (boxes, scores), e.g. :attr:`CocoDetections.by_image`.
+        used: the keys of the images the detections are used with.
+        source: the detections, for messages (e.g. the file).
+        images: those images, for messages (e.g. ``"folder 'photos'"``).
+    Raises:
+        InputError: there are detections but none is for any of the images.
+    Warns:
+        UnmatchedDetectionsWarning: some are for none of them (with the counts).
+    """
+    used = set(used)
+    unmatched = [k for k in by_image if k not in used]
+    if not unmatched:
+        return
+    total = sum(len(scores) for _, scores in by_image.values())
+    n = sum(len(by_image[k][1]) for k in unmatched)
+    keys = ", ".join(map(str, unmatched[:3])) + (", …" if len(unmatched) > 3 else "")
+    if len(unmatched) == len(by_image):
+        raise InputError(
+            f"none of the {total} detections in {source} is for {images} (they are for image {keys})",
+            "use detections made for these images: they are matched by image_id, by the file's "
+            "images[].file_name, or by a numeric file stem",
+        )
+    warnings.warn(
+        f"{n} of {total} detections in {source} (for {len(unmatched)} image(s): {keys}) are for none of "
+        f"{images}; they are not used",
+        UnmatchedDetectionsWarning,
+        stacklevel=2,
+    )
 
 
 class CocoDetectionsProposals:
