@@ -70,7 +70,7 @@ def test_hard_prompts_fall_only_in_the_disagreement_region_and_are_seeded():
     for seed in range(20):
         xy, labels = correction_points(student, teacher, torch.Generator().manual_seed(seed), scale=4.0)
         for k in range(2):
-            x, y = (xy[k, 0] / 4 - 0.5).long().tolist()
+            x, y = (xy[k, 0] / 4).long().tolist()
             assert region[k, y, x], (seed, k, x, y)
             assert labels[k, 0].item() == int(teacher[k, y, x])
     a = correction_points(student, teacher, torch.Generator().manual_seed(3), 4.0)

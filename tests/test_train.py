@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -31,8 +32,8 @@ def test_points_fall_inside_regions_and_boxes_are_tight():
     xy, ok = sample_from_regions(masks, g)
     assert ok.tolist() == [True, True, False]
     for k in range(2):
-        x, y = (xy[k] - 0.5).long().tolist()
-        assert masks[k, y, x]
+        x, y = xy[k].long().tolist()
+        assert masks[k, y, x] and xy[k].frac().abs().sum() == 0  # integer pixels, as evaluation clicks
     assert batched_mask_to_box(masks).tolist() == [[3, 2, 8, 4], [0, 10, 0, 19], [0, 0, 0, 0]]
     nb = noisy_boxes(masks[:2], g, noise=0.1, max_noise=2)
     assert (nb - batched_mask_to_box(masks[:2])).abs().max() <= 2 + 1e-6
@@ -46,9 +47,11 @@ def test_correction_points_label_by_error_type():
     pred[1, 0, 0] = True  # false positive: negative click there
     xy, labels = correction_points(pred, gt, torch.Generator().manual_seed(0), scale=4.0)
     assert labels.squeeze(1).tolist() == [1, 0]
-    x0, y0 = (xy[0, 0] / 4 - 0.5).long().tolist()
+    x0, y0 = (xy[0, 0] / 4).long().tolist()
     assert gt[0, y0, x0] and not pred[0, y0, x0]
-    assert xy[1, 0].tolist() == [2.0, 2.0]  # pixel (0, 0) centre × 4
+    # low-res cell (0, 0) covers input pixels 0..3: the click is 1.5, which the prompt
+    # encoder's +0.5 puts at 2.0, the cell's centre
+    assert xy[1, 0].tolist() == [1.5, 1.5]
     perfect_xy, perfect_labels = correction_points(gt, gt, None, 4.0)
     assert perfect_labels.squeeze(1).tolist() == [-1, -1]
 
@@ -167,3 +170,25 @@ def test_train_step_overfits_one_batch():
     assert sum(losses[-5:]) < 0.6 * sum(losses[:5])
     assert after["val_miou_box"] > 0.45 and after["val_miou_box"] > before["val_miou_box"] + 0.3, (before, after)
     assert after["val_miou_point"] > 0.35, (before, after)
+
+
+def test_training_validation_evaluation_and_inference_click_the_same_point(tiny_sam):
+    """One click convention: integer pixel coordinates, +0.5 added by the prompt encoder."""
+    from pocketsam import SamPredictor
+    from pocketsam.eval.runners import farthest_point
+    from pocketsam.train.validate import interior_points
+
+    s = tiny_sam.img_size
+    mask = torch.zeros(1, s, s, dtype=torch.bool)
+    mask[0, 7, 5] = True  # one pixel: every protocol must click exactly (5, 7)
+    train_xy, _ = sample_from_regions(mask, torch.Generator().manual_seed(0))
+    assert train_xy.tolist() == [[5.0, 7.0]]
+    assert interior_points(mask).tolist() == [[5.0, 7.0]]
+    assert tuple(farthest_point(mask[0].numpy())) == (5, 7)
+    labels = torch.ones(1, 1, dtype=torch.long)
+    trained, _ = tiny_sam.prompt_encoder((train_xy[:, None], labels), None, None)
+    predictor = SamPredictor(tiny_sam, mode="reference")
+    predictor.set_image(np.zeros((s, s, 3), np.uint8))  # no resize: the same frame
+    coords = predictor.transform.apply_coords(np.array([[5, 7]]), (s, s))
+    inferred, _ = tiny_sam.prompt_encoder((torch.as_tensor(coords, dtype=torch.float)[None], labels), None, None)
+    torch.testing.assert_close(trained, inferred)

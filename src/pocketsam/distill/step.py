@@ -30,7 +30,7 @@ from pocketsam.distill.losses import (
 )
 from pocketsam.masks import batched_mask_to_box
 from pocketsam.models.sam import Sam
-from pocketsam.train.prompts import correction_points, noisy_boxes, sample_from_regions
+from pocketsam.train.prompts import cell_centre, correction_points, noisy_boxes, sample_from_regions
 from pocketsam.train.step import encode_images
 
 
@@ -181,7 +181,7 @@ class FullDistillStep(_DistillBase):
             hw = batch["size"][idx].float()  # (n, 2) valid h, w
             u = torch.rand(len(idx), 2, generator=generator, device=dev)
             pts_img.append(idx)
-            pts_xy.append(torch.stack([u[:, 1] * hw[:, 1], u[:, 0] * hw[:, 0]], 1).floor() + 0.5)
+            pts_xy.append(torch.stack([u[:, 1] * hw[:, 1], u[:, 0] * hw[:, 0]], 1).floor())
         if pts_img:
             xy = torch.cat(pts_xy)
             labels = torch.ones(len(xy), 1, dtype=torch.long, device=dev)
@@ -244,10 +244,8 @@ class FullDistillStep(_DistillBase):
         if self.hard_prompts:
             return correction_points(student_mask, teacher_mask, generator, scale)
         xy, _ = sample_from_regions(region, generator)
-        ix = (xy[:, 0] - 0.5).long()
-        iy = (xy[:, 1] - 0.5).long()
-        labels = teacher_mask[torch.arange(len(xy), device=xy.device), iy, ix].long()
-        return (xy * scale)[:, None], labels[:, None]
+        labels = teacher_mask[torch.arange(len(xy), device=xy.device), xy[:, 1].long(), xy[:, 0].long()].long()
+        return cell_centre(xy, scale)[:, None], labels[:, None]
 
 
 def _valid_region(frame: torch.Tensor, grid: int) -> torch.Tensor:

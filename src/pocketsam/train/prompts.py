@@ -3,6 +3,10 @@
 Round 1 gives each mask either one point inside it or a noisy version of its box; later
 rounds add one correction point drawn uniformly from the error region of the previous
 prediction (positive on a missed pixel, negative on a false one).
+
+Clicks follow SAM's convention everywhere (training, validation, evaluation, inference): a
+click on pixel (x, y) is the integer coordinate pair (x, y), and the prompt encoder adds
+0.5 to reach the pixel's centre.
 """
 
 from __future__ import annotations
@@ -18,15 +22,15 @@ def sample_from_regions(regions: torch.Tensor, generator: torch.Generator | None
     Args:
         regions: (K, H, W) bool.
     Returns:
-        xy (K, 2) float pixel centres (x + 0.5, y + 0.5) and ok (K,) bool — False where a
-        region is empty (its point is then (0, 0)).
+        xy (K, 2) float pixel coordinates (integers, SAM's click convention) and ok (K,)
+        bool — False where a region is empty (its point is then (0, 0)).
     """
     k, h, w = regions.shape
     flat = regions.reshape(k, -1).float()
     ok = flat.sum(1) > 0
     weights = torch.where(ok[:, None], flat, torch.ones_like(flat))
     idx = torch.multinomial(weights, 1, generator=generator).squeeze(1)
-    xy = torch.stack([idx % w, idx // w], dim=1).float() + 0.5
+    xy = torch.stack([idx % w, idx // w], dim=1).float()
     return torch.where(ok[:, None], xy, torch.zeros_like(xy)), ok
 
 
@@ -55,13 +59,20 @@ def correction_points(
         pred, gt: (K, h, w) bool at the same (low) resolution.
         scale: input-frame pixels per low-res pixel.
     Returns:
-        xy (K, 1, 2) in the input frame and labels (K, 1): 1 on a missed pixel, 0 on a false
-        positive, -1 (padding, ignored by the prompt encoder) when the prediction is perfect.
+        xy (K, 1, 2) in the input frame, at the centre of the chosen low-res cell, and labels
+        (K, 1): 1 on a missed pixel, 0 on a false positive, -1 (padding, ignored by the
+        prompt encoder) when the prediction is perfect.
     """
     error = pred ^ gt
     xy, ok = sample_from_regions(error, generator)
-    ix = (xy[:, 0] - 0.5).long().clamp(0, gt.shape[2] - 1)
-    iy = (xy[:, 1] - 0.5).long().clamp(0, gt.shape[1] - 1)
+    ix, iy = xy[:, 0].long(), xy[:, 1].long()
     positive = gt[torch.arange(gt.shape[0]), iy, ix]
     labels = torch.where(ok, positive.long(), torch.full_like(positive, -1, dtype=torch.long))
-    return (xy * scale)[:, None, :], labels[:, None]
+    return cell_centre(xy, scale)[:, None, :], labels[:, None]
+
+
+def cell_centre(xy: torch.Tensor, scale: float) -> torch.Tensor:
+    """Low-res cell indices → the input-frame click at the cell's centre: cell ``i`` spans
+    input pixels ``[i·scale, (i+1)·scale)``, whose centre is the click ``i·scale + (scale − 1)/2``
+    (the prompt encoder adds the last 0.5)."""
+    return xy * scale + (scale - 1) / 2
