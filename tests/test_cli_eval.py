@@ -178,3 +178,37 @@ def test_eval_everything_reports_proposals_for_no_evaluated_image(scenes, tmp_pa
     assert main([*argv, "--checkpoint", str(CKPT), "--quiet"]) == 2  # AR 0.0 would say nothing about the model
     err = capsys.readouterr().err
     assert err.startswith(f"error: none of the 1 detections in '{dets}' is for the 2 image(s) evaluated") and err.count("\n") == 1
+
+
+def test_eval_prompts_against_a_teacher(scenes, tmp_path, capsys):
+    """miou_vs_teacher: a model against itself agrees exactly; against another model with
+    another input size, less; the ground-truth mIoU stays as it was."""
+    import torch
+
+    from conftest import tiny_config
+    from pocketsam.checkpoints import save_checkpoint
+    from pocketsam.models import create_model
+
+    torch.manual_seed(0)
+    student = save_checkpoint(create_model(tiny_config(256)).eval(), tmp_path / "student.safetensors")
+    base = ["eval", "prompts", "--data", str(scenes["data"]), "--prompt", "point", "--max-masks-per-image", "3",
+            "--max-images", "1", "--quiet"]
+    plain = tmp_path / "plain.json"
+    assert main([*base, "--checkpoint", str(student), "--output", str(plain)]) == 0
+    plain = json.loads(plain.read_text())
+    assert "miou_vs_teacher" not in plain
+    capsys.readouterr()
+
+    same = tmp_path / "same.json"
+    assert main([*base, "--checkpoint", str(student), "--against", str(student), "--output", str(same)]) == 0
+    assert "miou_vs_teacher" in capsys.readouterr().out
+    same = json.loads(same.read_text())
+    assert same["miou_vs_teacher"] == 1.0 and same["miou"] == plain["miou"] and same["num_masks"] == 3
+
+    other = tmp_path / "other.json"  # the golden vit_t runs at 1024², the student at 256²
+    assert main([*base, "--checkpoint", str(student), "--against", str(CKPT), "--output", str(other)]) == 0
+    other = json.loads(other.read_text())
+    assert 0.0 <= other["miou_vs_teacher"] < 1.0 and other["miou"] == plain["miou"]
+
+    assert main([*base, "--checkpoint", str(student), "--against", str(tmp_path / "missing.pt")]) == 2
+    assert "teacher checkpoint" in capsys.readouterr().err

@@ -1,7 +1,8 @@
 """``pocketsam eval``: measure a model.
 
-* ``pocketsam eval prompts --data DIR --prompt point|box`` — single-prompt mIoU on SA-1B
-  layout data (or COCO with ``--annotations``).
+* ``pocketsam eval prompts --data DIR --prompt point|box [--against TEACHER]`` —
+  single-prompt mIoU on SA-1B layout data (or COCO with ``--annotations``); with
+  ``--against``, also the mIoU of the model's masks with the teacher's.
 * ``pocketsam eval coco --images DIR --annotations instances.json --detections results.json``
   — COCO mask AP of detector boxes used as box prompts.
 * ``pocketsam eval everything --data DIR --mode grid|hierarchical|boxes`` — mask AR@100 /
@@ -43,6 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--annotations", default=None, help="COCO instances JSON (then --data holds its images)")
     p.add_argument("--prompt", choices=("point", "box"), default="point", help="prompt type (default point)")
     p.add_argument("--max-masks-per-image", type=int, default=None, metavar="N", help="use at most N masks per image")
+    p.add_argument("--against", default=None, metavar="TEACHER_CKPT",
+                   help="also report miou_vs_teacher: mIoU between this model's masks and this checkpoint's for the "
+                   "same prompts (same mask choice; any input size)")
     _common(p)
     p.set_defaults(func=_run_prompts)
 
@@ -128,9 +132,17 @@ def _run_prompts(args: argparse.Namespace) -> int:
     if args.max_masks_per_image is not None and args.max_masks_per_image < 1:
         raise InputError(f"--max-masks-per-image must be >= 1, got {args.max_masks_per_image}")
     samples = CocoReader(args.annotations, args.data) if args.annotations else SA1BReader(args.data)
+    if args.against is not None and not Path(args.against).is_file():  # before any model is loaded
+        raise InputError(f"teacher checkpoint '{args.against}' does not exist or is not a file", "check the --against path")
     sam = _model(args)
+    teacher = None
+    if args.against is not None:
+        from pocketsam.eval.runners import load_model
+
+        with warnings_as_lines():
+            teacher = load_model(args.against, None, args.device)
     results = eval_prompts(sam, samples, prompt=args.prompt, max_images=args.max_images,
-                           max_masks_per_image=args.max_masks_per_image, progress=not args.quiet)
+                           max_masks_per_image=args.max_masks_per_image, progress=not args.quiet, teacher=teacher)
     return _finish(f"single-{args.prompt} mIoU on {args.data}", results, args.output)
 
 

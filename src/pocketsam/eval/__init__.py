@@ -8,11 +8,12 @@ from pocketsam.eval.metrics import (
     coco_mask_ap,
     mask_iou,
     miou,
+    paired_iou,
     recall_at_thresholds,
     rle_iou,
 )
 
 __all__ = [
     "IOU_THRESHOLDS", "average_recall", "best_iou_per_gt", "coco_mask_ap", "mask_iou", "miou",
-    "recall_at_thresholds", "rle_iou",
+    "paired_iou", "recall_at_thresholds", "rle_iou",
 ]

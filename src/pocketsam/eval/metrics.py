@@ -1,7 +1,8 @@
 """Segmentation metrics: mask IoU, mIoU, mask average recall (AR@K) and COCO mask AP.
 
 * :func:`mask_iou` — pairwise IoU of dense masks, one matrix product.
-* :func:`rle_iou` — the same on COCO RLEs (pycocotools; fast for large images and many
+* :func:`paired_iou` — IoU of matched pairs (prediction vs ground truth, or vs a teacher).
+* :func:`rle_iou` — pairwise IoU on COCO RLEs (pycocotools; fast for large images and many
   proposals).
 * :func:`best_iou_per_gt` + :func:`average_recall` — mask AR@K as MobileSAMv2 reports it
   for "segment everything": keep the top-K proposals by predicted IoU, give each ground
@@ -51,6 +52,16 @@ def mask_iou(a: np.ndarray, b: np.ndarray, chunk: int = 64) -> np.ndarray:
         union = af.sum(1, dtype=np.float64)[:, None] + area_b[None, :] - inter
         out[s : s + chunk] = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
     return out
+
+
+def paired_iou(a: np.ndarray, b: np.ndarray, both_empty: float = 0.0) -> np.ndarray:
+    """IoU of each mask in ``a`` with the mask at the same index in ``b`` (N×H×W each);
+    ``both_empty`` where neither has a pixel (1.0 when comparing two models: they agree)."""
+    a = np.asarray(a, bool).reshape(len(a), -1)
+    b = np.asarray(b, bool).reshape(len(b), -1)
+    inter = (a & b).sum(1)
+    union = (a | b).sum(1)
+    return np.where(union > 0, inter / np.maximum(union, 1), both_empty)
 
 
 def rle_iou(gt: Sequence[dict[str, Any]], pred: Sequence[dict[str, Any]]) -> np.ndarray:

@@ -38,6 +38,7 @@ from pocketsam.eval.metrics import (
     best_iou_per_gt,
     coco_mask_ap,
     miou,
+    paired_iou,
     rle_iou,
 )
 from pocketsam.masks import encode_rle
@@ -113,21 +114,30 @@ def eval_prompts(
     max_masks_per_image: int | None = None,
     batch_size: int = 16,
     progress: bool = True,
+    teacher: Any = None,
 ) -> dict[str, Any]:
     """Single-prompt mIoU over every non-crowd instance of the first ``max_images`` samples.
 
+    Args:
+        teacher: another model (any input size): also report how closely ``sam``'s masks
+            follow the teacher's for the same prompts, the teacher's mask chosen by the
+            same rule (MobileSAM's headline metric).
     Returns:
         ``miou``, ``num_masks``, ``num_images``, ``num_masks_skipped_empty`` (ground-truth
         masks with no pixel, which admit no prompt), ``prompt``, ``miou_small|medium|large``
         (COCO area ranges of the ground truth), ``iou_above_50|75|90`` (share of masks with
-        IoU ≥ threshold), ``seconds_per_image``.
+        IoU ≥ threshold), ``seconds_per_image`` (``sam`` only); with a teacher also
+        ``miou_vs_teacher`` (mean IoU of ``sam``'s mask with the teacher's; 1.0 where both
+        are empty).
     """
     from pocketsam.predictor import SamPredictor
 
     if prompt not in ("point", "box"):
         raise InputError(f"unknown prompt type '{prompt}'", "use 'point' or 'box'")
     predictor = SamPredictor(sam)
+    teacher_predictor = SamPredictor(teacher) if teacher is not None else None
     ious: list[float] = []
+    vs_teacher: list[float] = []
     areas: list[float] = []
     indices = _first(samples, max_images)
     t_model = 0.0
@@ -143,6 +153,8 @@ def eval_prompts(
                 t0 = time.perf_counter()
                 predictor.set_image(image)
                 t_model += time.perf_counter() - t0
+                if teacher_predictor is not None:
+                    teacher_predictor.set_image(image)
                 for s in range(0, len(instances), batch_size):
                     chunk = instances[s : s + batch_size]
                     gt = np.stack([inst.mask for inst in chunk])
@@ -154,9 +166,9 @@ def eval_prompts(
                     t0 = time.perf_counter()
                     pred = _predict_batch(predictor, gt, prompt)
                     t_model += time.perf_counter() - t0
-                    inter = (pred & gt).reshape(len(gt), -1).sum(1)
-                    union = (pred | gt).reshape(len(gt), -1).sum(1)
-                    ious.extend((inter / np.maximum(union, 1)).tolist())
+                    ious.extend(paired_iou(pred, gt).tolist())
+                    if teacher_predictor is not None:  # the same prompts, the same choice of mask
+                        vs_teacher.extend(paired_iou(pred, _predict_batch(teacher_predictor, gt, prompt), 1.0).tolist())
                     areas.extend(gt.reshape(len(gt), -1).sum(1).tolist())
             bar.update()
     iou_arr = np.asarray(ious)
@@ -175,6 +187,8 @@ def eval_prompts(
     for t in (50, 75, 90):
         out[f"iou_above_{t}"] = float((iou_arr >= t / 100).mean()) if iou_arr.size else None
     out["seconds_per_image"] = t_model / max(1, len(indices))
+    if teacher is not None:
+        out["miou_vs_teacher"] = miou(vs_teacher)
     return _clean(out)
 
 
