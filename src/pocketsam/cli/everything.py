@@ -36,7 +36,6 @@ from typing import Any
 from pocketsam.cli.segment import warnings_as_lines
 from pocketsam.errors import InputError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 MODES = ("grid", "hierarchical", "boxes")
 
 
@@ -102,7 +101,9 @@ def list_images(path: Path) -> list[Path]:
     if not path.exists():
         raise InputError(f"input '{path}' does not exist", "check the path")
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        from pocketsam.io import IMAGE_SUFFIXES, list_images as images_in
+
+        files = images_in(path)
         if not files:
             raise InputError(f"folder '{path}' has no images", f"supported: {', '.join(sorted(IMAGE_SUFFIXES))}")
         return files
