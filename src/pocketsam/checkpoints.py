@@ -40,6 +40,8 @@ from pocketsam.models.sam import Sam
 StateDict = dict[str, torch.Tensor]
 META_PREFIX = "pocketsam."
 EVERYTHING_PREFIX = "everything."
+HEAD_PREFIX = "proposal_head."
+"""Key prefix of an object-proposal head (:attr:`Sam.proposal_head`) in pocketsam checkpoints."""
 EVERYTHING_KEYS = ("pred_iou_thresh", "stability_score_thresh", "high_score_thresh")
 """Settings a checkpoint may recommend to the "segment everything" generators."""
 OFFICIAL_TYPES = ("vit_h", "vit_l", "vit_b", "vit_t")
@@ -351,6 +353,8 @@ def weights_sha256(model: torch.nn.Module) -> str:
     h.update(repr(getattr(model, "config", None)).encode())
     h.update(repr(getattr(getattr(model, "mask_decoder", None), "multimask_only", False)).encode())
     for name, t in model.state_dict().items():
+        if name.startswith(HEAD_PREFIX):  # proposals never change an embedding or a mask
+            continue
         t = t.detach().cpu().contiguous().reshape(-1)
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
@@ -375,13 +379,17 @@ def save_checkpoint(model: Sam, path: str | Path, dtype: torch.dtype | None = No
     the weights — :func:`build_sam` loads such files back into float32.
 
     A ``.pth`` of an official architecture keeps exactly the official keys (the reference
-    loaders are strict), so it does not carry ``everything_defaults``; safetensors always do.
+    loaders are strict), so it carries neither ``everything_defaults`` nor a proposal head;
+    safetensors always do.
     """
     from pocketsam.io import atomic_write
 
     path = Path(path)
     official = not config_metadata(model.config)
-    state = export_state_dict(model, everything=path.suffix == ".safetensors" or not official)
+    extras = path.suffix == ".safetensors" or not official
+    state = export_state_dict(model, everything=extras)
+    if not extras:
+        state = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIX)}
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() and not k.startswith(META_PREFIX) else v for k, v in state.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -510,6 +518,8 @@ def build_sam(
         model = create_model(_resized(MODEL_CONFIGS[key], img_size))
     else:
         sd, meta = read_checkpoint(checkpoint)
+        head = {k[len(HEAD_PREFIX):]: v for k, v in sd.items() if k.startswith(HEAD_PREFIX)}
+        sd = {k: v for k, v in sd.items() if not k.startswith(HEAD_PREFIX)}
         if key is None:
             config = config_from_state_dict(sd, meta)
             if Path(checkpoint).name.lower().startswith("tinysam"):
@@ -519,10 +529,25 @@ def build_sam(
         model = create_model(_resized(config, img_size))
         load_into(model, sd, str(checkpoint), key)
         model.everything_defaults = everything_defaults(meta, f"checkpoint '{checkpoint}'")
+        if head:
+            model.proposal_head = _proposal_head(head, str(checkpoint))
     model.eval()
     if device is not None:
         model.to(device)
     return model
+
+
+def _proposal_head(sd: Mapping[str, torch.Tensor], source: str):
+    from pocketsam.models.proposal_head import ProposalHead
+
+    check_finite(sd, source)
+    try:
+        return ProposalHead.from_state_dict({k: v.float() for k, v in sd.items()})
+    except (KeyError, RuntimeError, IndexError, ValueError) as exc:
+        raise CheckpointError(
+            f"checkpoint '{source}' has a damaged proposal head ({type(exc).__name__})",
+            "re-export it without the head (pocketsam export ... --drop-proposal-head) or retrain it",
+        ) from exc
 
 
 def _resized(config: SamConfig, img_size: int | None) -> SamConfig:

@@ -64,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--data", required=True, help="SA-1B layout directory")
     e.add_argument("--mode", choices=("grid", "hierarchical", "boxes"), default="grid",
                    help="grid: SamAutomaticMaskGenerator; hierarchical: SamHierarchicalMaskGenerator; "
-                   "boxes: ObjectAwareMaskGenerator fed with --boxes")
+                   "boxes: ObjectAwareMaskGenerator fed with --boxes, else with the checkpoint's proposal head")
     e.add_argument("--boxes", default=None, help="COCO results JSON of box proposals (mode boxes)")
     e.add_argument("--points-per-side", type=int, default=None, help="prompt grid density (grid/hierarchical)")
     add_threshold_args(e)
@@ -178,8 +178,6 @@ def _run_everything(args: argparse.Namespace) -> int:
     from pocketsam.everything import make_generator
 
     _check_max_images(args)
-    if args.mode == "boxes" and not args.boxes:
-        raise InputError("--mode boxes needs --boxes FILE (COCO results JSON with box proposals)")
     if args.mode != "boxes" and args.boxes:
         raise InputError("--boxes is only used with --mode boxes")
     if args.points_per_side is not None and args.points_per_side < 1:
@@ -188,6 +186,11 @@ def _run_everything(args: argparse.Namespace) -> int:
     check_thresholds(args)
     boxes = CocoDetections(args.boxes).boxes_by_image() if args.boxes else None
     sam = _model(args)
+    if args.mode == "boxes" and not args.boxes and not sam.has_proposal_head:
+        raise InputError(
+            "--mode boxes needs proposals: this checkpoint has no proposal head",
+            "pass --boxes FILE (COCO results JSON with box proposals), or add a head with `pocketsam train-proposals`",
+        )
     kwargs: dict[str, Any] = threshold_settings(args)
     if args.points_per_side is not None and args.mode != "boxes":
         kwargs["points_per_side"] = args.points_per_side

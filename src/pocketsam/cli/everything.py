@@ -50,7 +50,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--checkpoint", "-c", default=None, help="SAM / MobileSAM / TinySAM checkpoint")
     p.add_argument("--model-type", default=None, help="force an architecture (vit_h, vit_l, vit_b, vit_t, ...)")
     p.add_argument("--mode", choices=MODES, default="grid", help="prompting strategy (default grid)")
-    p.add_argument("--boxes", default=None, metavar="DETECTIONS.json", help="COCO detections JSON (mode boxes)")
+    p.add_argument("--boxes", default=None, metavar="DETECTIONS.json", help="COCO detections JSON (mode boxes; default: the checkpoint's proposal head)")
     p.add_argument("--points-per-side", type=int, default=32, metavar="N", help="grid points per side (default 32)")
     p.add_argument("--points-per-batch", type=int, default=64, metavar="N", help="prompts decoded together (default 64)")
     add_threshold_args(p)
@@ -180,9 +180,7 @@ def validate(args: argparse.Namespace) -> dict[str, Any]:
     if not 0.0 <= args.box_nms_thresh <= 1.0:
         raise InputError(f"--box-nms-thresh must be in [0, 1], got {args.box_nms_thresh}")
     detections = None
-    if args.mode == "boxes":
-        if not args.boxes:
-            raise InputError("--mode boxes needs --boxes DETECTIONS.json", "give a COCO detections file")
+    if args.mode == "boxes" and args.boxes:
         from pocketsam.everything.proposals import CocoDetections
 
         detections = CocoDetections(args.boxes)
@@ -276,6 +274,13 @@ def run(args: argparse.Namespace) -> int:
 
     with warnings_as_lines():
         sam = build_sam(model_type=args.model_type, checkpoint=ctx["checkpoint"], device=ctx["device"])
+    if args.mode == "boxes" and not args.boxes:
+        if not sam.has_proposal_head:
+            raise InputError(
+                "--mode boxes needs proposals: this checkpoint has no proposal head",
+                "pass --boxes DETECTIONS.json (COCO results), or add a head with `pocketsam train-proposals`",
+            )
+        print("proposals: the checkpoint's own proposal head (pass --boxes FILE to use a detector's)")
     generator = make_generator(args, sam)
     out.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []

@@ -23,6 +23,7 @@ from pocketsam.everything._common import (
 )
 from pocketsam.everything.proposals import as_proposal_source, check_proposals
 from pocketsam.everything.grid import _empty_data
+from pocketsam.errors import PocketSamError
 from pocketsam.masks import MaskData, batched_nms
 
 
@@ -33,7 +34,9 @@ class ObjectAwareMaskGenerator:
         model: a :class:`pocketsam.models.sam.Sam`.
         proposals: default proposal source — a :class:`~pocketsam.everything.proposals.ProposalSource`,
             any callable ``image -> (boxes N×4 XYXY, scores N)``, or an ``N×4`` box array.
-            May instead be given to :meth:`generate`.
+            May instead be given to :meth:`generate`. Left out, a model with a proposal
+            head (:attr:`Sam.has_proposal_head`) proposes its own boxes from the image
+            embedding (:class:`pocketsam.proposals.HeadProposals`).
         score_thresh: keep proposals with score ``>=`` this (MobileSAMv2: 0.4).
         proposal_nms_thresh: box-IoU threshold for de-duplicating proposals (0.9).
         boxes_per_batch: boxes decoded together (MobileSAMv2: 320).
@@ -69,6 +72,10 @@ class ObjectAwareMaskGenerator:
             raise ValueError(f"boxes_per_batch must be >= 1, got {boxes_per_batch}")
         self.predictor = SamPredictor(model)
         self.proposals = as_proposal_source(proposals) if proposals is not None else None
+        if self.proposals is None and getattr(model, "proposal_head", None) is not None:
+            from pocketsam.proposals import HeadProposals
+
+            self.proposals = HeadProposals(model.proposal_head)
         self.score_thresh = score_thresh
         self.proposal_nms_thresh = proposal_nms_thresh
         self.boxes_per_batch = boxes_per_batch
@@ -114,26 +121,34 @@ class ObjectAwareMaskGenerator:
         image = np.asarray(image)
         source = as_proposal_source(proposals) if proposals is not None else self.proposals
         if source is None:
-            raise ValueError("no proposal source: pass proposals= to the constructor or to generate()")
+            raise PocketSamError(
+                "no box proposals: this model has no proposal head and none were given",
+                "pass proposals= (CLI: --boxes DETECTIONS.json), or train a head with `pocketsam train-proposals`",
+            )
         stats = Stats(self.name)
         h, w = int(image.shape[0]), int(image.shape[1])
         stats.extra["image_size"] = [h, w]
+        embedded = getattr(source, "uses_embedding", False)
+        if embedded:  # the proposals come from the image embedding itself
+            with stats.stage("embedding"):
+                self.predictor.set_image(image)
         with stats.stage("proposals"):
-            boxes, scores = check_proposals(*source(image))
+            boxes, scores = check_proposals(*(source.from_predictor(self.predictor) if embedded else source(image)))
             raw = len(boxes)
             boxes, scores = self.select_proposals(boxes, scores, (h, w))
         stats.extra["proposals"] = {"raw": raw, "after_score_and_nms": len(boxes)}
         stats.add_prompts("boxes", len(boxes))
         data = MaskData()
         if len(boxes):
-            with stats.stage("embedding"):
-                self.predictor.set_image(image)
+            if not embedded:
+                with stats.stage("embedding"):
+                    self.predictor.set_image(image)
             data = decode_and_filter(self, boxes, "boxes", self.boxes_per_batch, (h, w), [0, 0, w, h], (h, w), stats)
-            self.predictor.reset_image()
             with stats.stage("filtering"):
                 if len(data) and self.box_nms_thresh < 1.0:
                     nms_filter(data, torch.as_tensor(data["iou_preds"]), self.box_nms_thresh)
             stats.count("after_box_nms", len(data))
+        self.predictor.reset_image()
         if len(data) == 0:
             data = _empty_data()
             data["points"] = np.zeros((0, 4), np.float64)

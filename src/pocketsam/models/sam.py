@@ -39,6 +39,14 @@ class Sam(nn.Module):
         #: ``pred_iou_thresh`` for a model whose IoU head is calibrated lower than SAM's),
         #: read from checkpoint metadata; empty for official checkpoints.
         self.everything_defaults: dict[str, float] = {}
+        #: Optional object-proposal head on the image embedding
+        #: (:class:`~pocketsam.models.proposal_head.ProposalHead`); its tensors travel
+        #: under ``proposal_head.`` in pocketsam checkpoints, never in official ``.pth`` files.
+        self.proposal_head: nn.Module | None = None
+
+    @property
+    def has_proposal_head(self) -> bool:
+        return self.proposal_head is not None
 
     @property
     def device(self) -> torch.device:

@@ -257,6 +257,7 @@ class Trainer:
         if cfg.init:
             model = build_sam(checkpoint=cfg.init, img_size=cfg.img_size)  # e.g. fine-tune at a higher resolution
             model.everything_defaults = {}  # the init's thresholds do not describe the trained model
+            model.proposal_head = None  # nor does its proposal head (trained on the old embeddings)
         else:
             config = MODEL_CONFIGS[cfg.arch]
             if cfg.img_size:
@@ -415,7 +416,7 @@ class Trainer:
                 self.scaler.scale(loss / cfg.accum_steps).backward()
                 for k, v in {"loss": float(loss.detach()), **{k: float(v) for k, v in logs.items()}}.items():
                     window[k] = window.get(k, 0.0) + v / cfg.accum_steps
-                seen += batch["image"].shape[0] * self.world
+                seen += len(batch["size"]) * self.world
             self.scaler.unscale_(self.optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.scaler.step(self.optimizer)

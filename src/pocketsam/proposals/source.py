@@ -1,0 +1,45 @@
+"""The proposal head as a proposal source of :class:`~pocketsam.everything.ObjectAwareMaskGenerator`.
+
+Unlike an external detector it reads the image embedding the predictor has already
+computed, so it is asked through :meth:`HeadProposals.from_predictor` after
+``set_image``, not with the image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pocketsam.proposals.coding import decode_boxes
+
+
+class HeadProposals:
+    """Boxes from ``sam.proposal_head`` in original-image pixels.
+
+    Args:
+        head: a :class:`~pocketsam.models.proposal_head.ProposalHead`.
+        top_k: the most proposals per image (before score filtering and NMS).
+        min_score: the lowest centre score kept.
+    """
+
+    uses_embedding = True
+    description = "the checkpoint's proposal head"
+
+    def __init__(self, head: torch.nn.Module, top_k: int = 100, min_score: float = 0.05) -> None:
+        self.head, self.top_k, self.min_score = head, top_k, min_score
+
+    @torch.inference_mode()
+    def from_predictor(self, predictor) -> tuple[np.ndarray, np.ndarray]:
+        emb = predictor.get_image_embedding()
+        head = self.head.to(emb.device).eval()
+        out = head(emb.float())
+        stride = predictor.model.img_size / out.shape[-1]
+        boxes, scores = decode_boxes(out, stride, self.top_k, self.min_score)[0]
+        # input frame → original pixels: undo the resize (the padding is bottom/right)
+        h, w = predictor.original_size
+        ih, iw = predictor.input_size
+        scale = torch.tensor([w / iw, h / ih, w / iw, h / ih], device=boxes.device)
+        return (boxes * scale).cpu().double().numpy(), scores.cpu().double().numpy()
+
+    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise TypeError("HeadProposals reads the embedding: use it through ObjectAwareMaskGenerator")
