@@ -92,8 +92,10 @@ def test_eval_errors(scenes, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(checkpoints, "default_checkpoint", no_bundled)
     assert main(["eval", "prompts", "--data", str(scenes["data"]), "--quiet"]) == 2
     assert "no bundled model" in capsys.readouterr().err
-    assert main(["eval", "everything", "--data", str(scenes["data"]), "--mode", "boxes"]) == 2
-    assert "--boxes" in capsys.readouterr().err
+    # boxes mode without --boxes needs a checkpoint with a proposal head
+    assert main(["eval", "everything", "--data", str(scenes["data"]), "--mode", "boxes", "--checkpoint", str(CKPT)]) == 2
+    err = capsys.readouterr().err
+    assert "no proposal head" in err and "--boxes" in err
     assert main(["eval", "everything", "--data", str(scenes["data"]), "--pred-iou-thresh", "2"]) == 2
     assert "must be <= 1" in capsys.readouterr().err
     assert main(["eval", "prompts", "--data", str(tmp_path / "none"), "--checkpoint", str(CKPT)]) == 2

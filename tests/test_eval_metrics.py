@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from pocketsam.eval.metrics import (
     IOU_THRESHOLDS,
@@ -17,8 +18,7 @@ from pocketsam.eval.metrics import (
     recall_at_thresholds,
     rle_iou,
 )
-from pocketsam.eval.runners import farthest_point, tight_box
-from pocketsam.masks import encode_rle
+from pocketsam.masks import batched_mask_to_box, encode_rle, farthest_point
 
 
 def _box(h, w, y0, x0, y1, x1):
@@ -128,4 +128,4 @@ def test_prompt_protocol_helpers():
     ring = _box(20, 20, 2, 2, 18, 12)
     x, y = farthest_point(ring)
     assert ring[y, x] and 6 <= x <= 7 and 6 <= y <= 13
-    assert tight_box(ring) == [2, 2, 11, 17]
+    assert batched_mask_to_box(torch.from_numpy(ring)[None]).tolist() == [[2, 2, 11, 17]]

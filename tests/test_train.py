@@ -175,7 +175,7 @@ def test_train_step_overfits_one_batch():
 def test_training_validation_evaluation_and_inference_click_the_same_point(tiny_sam):
     """One click convention: integer pixel coordinates, +0.5 added by the prompt encoder."""
     from pocketsam import SamPredictor
-    from pocketsam.eval.runners import farthest_point
+    from pocketsam.masks import farthest_point
     from pocketsam.train.validate import interior_points
 
     s = tiny_sam.img_size

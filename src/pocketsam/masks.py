@@ -150,6 +150,17 @@ def batch_iterator(batch_size: int, *arrays: Any) -> Iterator[list[Any]]:
 # --- point grids and crops -------------------------------------------------------------
 
 
+def farthest_point(mask: np.ndarray) -> tuple[int, int]:
+    """``(x, y)`` of the mask pixel farthest from the mask boundary (first one in raster
+    order on ties): the 1-click protocol's click. The mask is padded with background
+    first, so pixels on the image border are next to the boundary."""
+    from scipy import ndimage
+
+    dist = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    return int(x), int(y)
+
+
 def build_point_grid(n_per_side: int) -> np.ndarray:
     """``n²×2`` points ``(x, y)`` in [0, 1], cell centres of an n×n grid, row-major
     (x varies fastest). float64."""

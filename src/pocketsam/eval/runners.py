@@ -29,7 +29,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from pocketsam.data.sample import Sample
 from pocketsam.errors import InputError, PocketSamError
@@ -41,7 +40,7 @@ from pocketsam.eval.metrics import (
     paired_iou,
     rle_iou,
 )
-from pocketsam.masks import encode_rle
+from pocketsam.masks import batched_mask_to_box, encode_rle, farthest_point
 
 #: COCO area ranges used to split mIoU by object size.
 AREA_RANGES = {"small": (0, 32**2), "medium": (32**2, 96**2), "large": (96**2, math.inf)}
@@ -59,22 +58,6 @@ def load_model(checkpoint: str | Path | None = None, model_type: str | None = No
     if checkpoint is None:
         checkpoint = default_checkpoint()
     return build_sam(model_type=model_type, checkpoint=checkpoint, device=device)
-
-
-def farthest_point(mask: np.ndarray) -> tuple[int, int]:
-    """``(x, y)`` of the mask pixel farthest from the mask boundary (first one in raster
-    order on ties). The mask is padded with background first, so pixels on the image
-    border are next to the boundary."""
-    dist = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
-    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    return int(x), int(y)
-
-
-def tight_box(mask: np.ndarray) -> list[int]:
-    """Tight box ``[x0, y0, x1, y1]`` of a mask, inclusive pixel indices."""
-    ys = np.flatnonzero(mask.any(1))
-    xs = np.flatnonzero(mask.any(0))
-    return [int(xs[0]), int(ys[0]), int(xs[-1]), int(ys[-1])]
 
 
 def _bar(total: int, desc: str, progress: bool):
@@ -203,7 +186,7 @@ def _predict_batch(predictor: Any, gt: np.ndarray, prompt: str) -> np.ndarray:
         best = scores.argmax(1)
         chosen = masks[torch.arange(len(gt)), best]
     else:
-        boxes = torch.tensor([tight_box(m) for m in gt], dtype=torch.float32)
+        boxes = batched_mask_to_box(torch.from_numpy(gt)).float()  # tight, inclusive edges
         boxes = predictor.transform.apply_boxes_torch(boxes, size).to(predictor.device)
         masks, _, _ = predictor.predict_torch(None, None, boxes=boxes, multimask_output=False)
         chosen = masks[:, 0]

@@ -5,15 +5,13 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from pocketsam.masks import batched_mask_to_box
+from pocketsam.masks import batched_mask_to_box, farthest_point
 
 
 def interior_points(masks: torch.Tensor) -> torch.Tensor:
     """(K, H, W) bool → (K, 2) xy of the pixel farthest from each mask's boundary (the
-    evaluation protocol's click, :func:`pocketsam.eval.runners.farthest_point`), as integer
+    evaluation protocol's click, :func:`pocketsam.masks.farthest_point`), as integer
     pixel coordinates like every click (see :mod:`pocketsam.train.prompts`)."""
-    from pocketsam.eval.runners import farthest_point
-
     out = [farthest_point(m) for m in masks.cpu().numpy()]
     return torch.tensor(out, dtype=torch.float32, device=masks.device)
 
