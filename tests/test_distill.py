@@ -235,3 +235,12 @@ def test_a_student_equal_to_its_teacher_has_nothing_left_to_learn():
     assert logs["embed_mse"] < 1e-8 and logs["token_mse"] < 1e-8 and logs["iou_vs_teacher"] == pytest.approx(1.0)
     # the soft-target BCE then equals the teacher's own entropy (its minimum), hard points
     # find no disagreement and fall back to padding
+
+
+def test_a_finer_student_grid_is_averaged_onto_the_teacher_grid():
+    from pocketsam.distill.losses import resize_to
+
+    fine = torch.zeros(1, 1, 4, 4)
+    fine[..., ::2, ::2] = 4.0  # a checkerboard-like pattern a 2x2 grid should see as its mean, 1
+    coarse = resize_to(fine, (2, 2))
+    torch.testing.assert_close(coarse, torch.ones(1, 1, 2, 2))

@@ -4,7 +4,8 @@ All per-sample losses return one value per row so that hard mask weighting can r
 them before the mean.
 
 * :func:`embedding_loss`: MSE between student and teacher image embeddings, the student's
-  resized (bilinear) onto the teacher's grid when the grids differ.
+  resized onto the teacher's grid when the grids differ (area-averaged when the
+  student's is finer, bilinear when coarser).
 * :func:`token_loss`: MSE between the mask decoder's output tokens (the IoU token and the
   mask tokens after the two-way transformer, which the IoU head and the hypernetworks
   read), per prompt.
@@ -25,9 +26,13 @@ from torch.nn import functional as F
 
 
 def resize_to(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
-    """(B, C, h, w) → (B, C, *size), bilinear; ``x`` itself when it already fits."""
+    """(B, C, h, w) → (B, C, *size): area averages when shrinking (a finer student grid is
+    averaged over each teacher cell, not aliased), bilinear when growing; ``x`` itself
+    when it already fits."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x
+    if size[0] <= x.shape[-2] and size[1] <= x.shape[-1]:
+        return F.interpolate(x, size=tuple(size), mode="area")
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
