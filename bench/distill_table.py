@@ -1,0 +1,158 @@
+"""The distillation evidence table (README, "Distillation"): one command, resumable.
+
+    python bench/distill_table.py --out out/distill            # everything (~2 h on 2 cores)
+    python bench/distill_table.py --out out/distill --eval-only # re-measure finished rows
+
+Teacher: the bundled model (pocketsam_tiny, 256²). Student: pocketsam_nano. Data: 3,000
+synthetic scenes (seed 1, the teacher's own training set) and 100 held-out scenes (seed 7,
+never trained on). Every row gets the same CPU budget (1 thread, steps chosen from its
+measured step time so that each trains for ~20 CPU-minutes):
+
+  (a) the student from scratch with `pocketsam train` (the teacher's own recipe)
+  (b) decoupled distillation (MobileSAM): `pocketsam distill train --stage encoder`
+  (c) full-stage distillation (TinySAM), later points uniformly from the image, no weighting
+  (d) (c) + online hard prompt sampling
+  (e) (d) + hard mask weighting
+
+Rows are run as CLI commands with --resume, so a killed run continues. Columns: CPU
+minutes (user + sys of the run, from its own resource usage), held-out 1-click and box
+mIoU vs ground truth, box mIoU vs the teacher's masks, and the encoder's ms per 256²
+image (2 threads, median of 20, teacher and students timed alternately in one process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROWS = {
+    "a": ("from scratch (`pocketsam train`)", ["train", "--arch", "pocketsam_nano", "--steps", "700", "--rounds", "1",
+                                              "--lr", "8e-4", "--warmup", "50", "--focal-weight", "1", "--dice-weight", "1"]),
+    "b": ("decoupled (stage encoder)", ["distill", "train", "--stage", "encoder", "--steps", "3300", "--lr", "1e-3", "--warmup", "100"]),
+    "c": ("full-stage", ["distill", "train", "--stage", "full", "--steps", "400", "--rounds", "2", "--lr", "1e-3",
+                         "--warmup", "20", "--no-hard-prompts", "--no-hard-mask-weighting"]),
+    "d": ("full-stage + hard prompts", ["distill", "train", "--stage", "full", "--steps", "400", "--rounds", "2",
+                                       "--lr", "1e-3", "--warmup", "20", "--no-hard-mask-weighting"]),
+    "e": ("full-stage + hard prompts + hard mask weighting", ["distill", "train", "--stage", "full", "--steps", "400",
+                                                              "--rounds", "2", "--lr", "1e-3", "--warmup", "20"]),
+}
+COMMON = ["--batch-size", "8", "--masks-per-image", "8", "--workers", "0", "--val-images", "0", "--log-every", "50",
+          "--save-every", "100", "--threads", "1", "--seed", "0", "--resume"]
+
+
+def pocketsam(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "pocketsam", *args], check=True)
+
+
+def prepare(out: Path) -> None:
+    if not (out / "scenes").exists():
+        pocketsam("data", "synth", "--out", str(out / "scenes"), "--num-images", "3000", "--size", "256,256", "--seed", "1", "--quiet")
+    if not (out / "held_default").exists():
+        pocketsam("data", "synth", "--out", str(out / "held_default"), "--num-images", "100", "--size", "256,256", "--seed", "7", "--quiet")
+    pocketsam("distill", "cache", "--data", str(out / "scenes"), "--cache", str(out / "cache"), "--flip", "--threads", "2")
+
+
+def run_row(out: Path, key: str) -> None:
+    """Train row ``key`` (resumable); its CPU time goes to ``cpu_seconds.json``."""
+    run = out / f"row_{key}"
+    if (run / "model.safetensors").exists():
+        return
+    args = list(ROWS[key][1])
+    if args[0] == "distill":
+        args += ["--data", str(out / "scenes"), "--cache", str(out / "cache"), "--flip"]
+    else:
+        args += ["--data", str(out / "scenes")]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    pocketsam(*args, *COMMON, "--out", str(run))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    record(out, key, cpu)
+
+
+def record(out: Path, key: str, cpu_s: float) -> None:
+    path = out / "cpu_seconds.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[key] = data.get(key, 0.0) + cpu_s  # a resumed row adds its parts
+    path.write_text(json.dumps(data, indent=1))
+
+
+def encoder_ms(models: dict[str, object], repeats: int = 20) -> dict[str, float]:
+    import torch
+
+    from pocketsam.speed import optimize
+
+    torch.set_num_threads(2)
+    fast = {k: optimize(m, "default") for k, m in models.items()}
+    x = torch.randn(1, 3, 256, 256)
+    times: dict[str, list[float]] = {k: [] for k in fast}
+    with torch.inference_mode():
+        for _ in range(3):
+            for m in fast.values():
+                m.image_encoder(x)
+        for _ in range(repeats):
+            for k, m in fast.items():  # alternate, so load changes hit every model alike
+                t = time.perf_counter()
+                m.image_encoder(x)
+                times[k].append(1000 * (time.perf_counter() - t))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def evaluate(out: Path) -> list[dict]:
+    import torch
+
+    from pocketsam import build_sam
+    from pocketsam.data import SA1BReader
+    from pocketsam.eval.runners import eval_prompts
+
+    torch.set_num_threads(2)
+    teacher = build_sam()
+    held = SA1BReader(out / "held_default")
+    cpu = json.loads((out / "cpu_seconds.json").read_text()) if (out / "cpu_seconds.json").exists() else {}
+    models = {"teacher": teacher}
+    rows = []
+    for key, (name, _) in ROWS.items():
+        ckpt = out / f"row_{key}" / "model.safetensors"
+        if ckpt.exists():
+            models[key] = build_sam(checkpoint=ckpt)
+    ms = encoder_ms(models)
+    for key, model in models.items():
+        point = eval_prompts(model, held, prompt="point", progress=False, teacher=None if key == "teacher" else teacher)
+        box = eval_prompts(model, held, prompt="box", progress=False, teacher=None if key == "teacher" else teacher)
+        rows.append({
+            "row": key, "name": "teacher (bundled pocketsam_tiny)" if key == "teacher" else ROWS[key][0],
+            "cpu_min": cpu.get(key, float("nan")) / 60, "point_miou": point["miou"], "box_miou": box["miou"],
+            "box_miou_vs_teacher": box.get("miou_vs_teacher", 1.0), "point_miou_vs_teacher": point.get("miou_vs_teacher", 1.0),
+            "encoder_ms": ms[key],
+        })
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="out/distill")
+    p.add_argument("--rows", default="abcde")
+    p.add_argument("--eval-only", action="store_true")
+    a = p.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not a.eval_only:
+        prepare(out)
+        for key in a.rows:
+            run_row(out, key)
+    rows = evaluate(out)
+    (out / "table.json").write_text(json.dumps(rows, indent=1))
+    print("\n| row | CPU min | point mIoU | box mIoU | box mIoU vs teacher | encoder ms @256² |\n|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['name']} | {r['cpu_min']:.0f} | {r['point_miou']:.3f} | {r['box_miou']:.3f} | "
+              f"{r['box_miou_vs_teacher']:.3f} | {r['encoder_ms']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
