@@ -126,3 +126,12 @@ def test_boxes_mode_without_proposals_gives_one_clear_error(tmp_path, capsys):
     assert "no proposal head" in err and "--boxes" in err and "train-proposals" in err and "Traceback" not in err
     with pytest.raises(Exception, match="no box proposals"):
         ObjectAwareMaskGenerator(build_sam(checkpoint=ckpt)).generate(np.zeros((32, 32, 3), np.uint8))
+
+
+def test_export_keeps_the_head_unless_told(tmp_path):
+    sam = _tiny_sam_with_head()
+    src = save_checkpoint(sam, tmp_path / "src.safetensors")
+    assert main(["export", str(src), "--out", str(tmp_path / "kept.safetensors"), "--dtype", "fp16"]) == 0
+    assert build_sam(checkpoint=tmp_path / "kept.safetensors").has_proposal_head
+    assert main(["export", str(src), "--out", str(tmp_path / "gone.safetensors"), "--drop-proposal-head"]) == 0
+    assert not build_sam(checkpoint=tmp_path / "gone.safetensors").has_proposal_head

@@ -1,25 +1,36 @@
 """``pocketsam export``: rewrite any SAM-family checkpoint in the official layout, as
 safetensors or a plain state_dict, optionally in half precision, optionally recording the
-thresholds "segment everything" should use with it (``--pred-iou-thresh`` ...)."""
+thresholds "segment everything" should use with it (``--pred-iou-thresh`` ...); or, with
+``--format onnx``, write a folder with ``encoder.onnx``, ``encoder_rgb.onnx`` and
+``decoder.onnx`` in Segment Anything's ONNX interface plus ``config.json``
+(:mod:`pocketsam.export.onnx_sam`)."""
 
 from __future__ import annotations
 
 import argparse
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-EVERYTHING_KEYS = ("pred_iou_thresh", "stability_score_thresh", "high_score_thresh")  # see checkpoints
+FORMATS = ("safetensors", "pth", "onnx")
+ONNX_PARTS = ("decoder", "encoder", "encoder_rgb")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from pocketsam.checkpoints import EVERYTHING_KEYS
+
     p = sub.add_parser(
         "export",
-        help="convert a checkpoint (.pth/.pt/.safetensors) to safetensors or .pth, optionally fp16",
+        help="convert a checkpoint to safetensors or .pth (optionally fp16), or to SAM-interface ONNX files",
         description="Load a checkpoint (architecture detected from the file), then write it in the "
-        "official layout with the metadata that makes its configuration recoverable. A .safetensors "
-        "output never needs pickle to load.",
+        "official layout with the metadata that makes its configuration recoverable (a .safetensors "
+        "output never needs pickle to load); or, with --format onnx, write a folder with encoder.onnx "
+        "(preprocessed 1x3xSxS image -> embedding), encoder_rgb.onnx (HxWx3 uint8 RGB image -> "
+        "embedding), decoder.onnx (Segment Anything's ONNX decoder interface) and config.json.",
     )
     p.add_argument("checkpoint", help="input checkpoint")
-    p.add_argument("--out", "-o", required=True, help="output file: .safetensors, or .pth/.pt")
+    p.add_argument("--out", "-o", required=True,
+                   help="output file: .safetensors, or .pth/.pt; with --format onnx a directory")
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="output format (default: from --out's extension)")
     p.add_argument("--model-type", default=None, help="architecture name if it cannot be detected (e.g. tinysam)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32",
                    help="precision of the stored weights (fp16 halves the file; loading gives float32)")
@@ -31,18 +42,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     for key in EVERYTHING_KEYS:
         g.add_argument(f"--{key.replace('_', '-')}", type=float, default=None, metavar="X")
     g.add_argument("--drop-thresholds", action="store_true", help="store no recommendation (before the options above)")
+    p.add_argument("--drop-proposal-head", action="store_true",
+                   help="leave out the checkpoint's proposal head (an official-architecture .pth never carries it)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from pocketsam.checkpoints import build_sam, check_everything_setting, save_checkpoint
+    from pocketsam.checkpoints import EVERYTHING_KEYS, build_sam, check_everything_setting, save_checkpoint
     from pocketsam.cli.segment import warnings_as_lines
     from pocketsam.errors import InputError
 
-    if not str(args.out).endswith((".safetensors", ".pth", ".pt")):
-        raise InputError(f"output '{args.out}' has no known extension", "end it in .safetensors, .pth or .pt")
+    fmt = args.format
+    if fmt == "onnx":
+        parts = _onnx_parts(args.parts)
+        if args.dtype != "fp32":
+            raise InputError(f"--dtype {args.dtype} is not available for ONNX exports", "leave --dtype out (float32)")
+        _require_onnx()
+    elif not str(args.out).endswith((".safetensors", ".pth", ".pt")):
+        raise InputError(f"output '{args.out}' has no known extension",
+                         "end it in .safetensors, .pth or .pt, or pass --format onnx for an ONNX folder")
+    elif fmt is not None and (fmt == "safetensors") != str(args.out).endswith(".safetensors"):
+        raise InputError(f"--format {fmt} does not match the output name '{args.out}'",
+                         "end it in .safetensors for safetensors, .pth/.pt for pth")
     for key in EVERYTHING_KEYS:  # the rule `everything` applies to its options
         if getattr(args, key) is not None:
             check_everything_setting(key, getattr(args, key), f"--{key.replace('_', '-')}")
@@ -50,8 +73,45 @@ def run(args: argparse.Namespace) -> int:
         model = build_sam(args.model_type, checkpoint=args.checkpoint)
     if args.drop_thresholds:
         model.everything_defaults.clear()
+    if args.drop_proposal_head:
+        model.proposal_head = None
     model.everything_defaults.update({k: getattr(args, k) for k in EVERYTHING_KEYS if getattr(args, k) is not None})
+    if fmt == "onnx":
+        return _run_onnx(model, args, parts)
     path = save_checkpoint(model, args.out, getattr(torch, DTYPES[args.dtype]) if args.dtype != "fp32" else None)
     n = sum(p.numel() for p in model.parameters())
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {n / 1e6:.2f} M parameters, {args.dtype})")
+    return 0
+
+
+def _onnx_parts(text: str) -> list[str]:
+    from pocketsam.errors import InputError
+
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [p for p in parts if p not in ONNX_PARTS]
+    if bad or not parts:
+        raise InputError(f"--parts '{text}' names unknown files ({', '.join(bad) or 'none given'})",
+                         f"choose from {','.join(ONNX_PARTS)}")
+    return list(dict.fromkeys(parts))
+
+
+def _require_onnx() -> None:
+    import importlib.util
+
+    from pocketsam.errors import InputError
+
+    if importlib.util.find_spec("onnx") is None:
+        raise InputError("--format onnx needs the onnx package", "pip install 'pocketsam[onnx]'")
+
+
+def _run_onnx(model, args: argparse.Namespace, parts: list[str]) -> int:
+    import time
+
+    from pocketsam.export.onnx_sam import export_sam_onnx
+
+    start = time.perf_counter()
+    config = export_sam_onnx(model, args.out, parts, return_single_mask=not args.all_masks, source=str(args.checkpoint))
+    files = ", ".join(f"{f['file']} ({f['bytes'] / 2**20:.1f} MiB)" for f in config["files"].values())
+    print(f"wrote {args.out}/: {files}, config.json ({config['model_type']}, input {config['input_size']}, "
+          f"opset {config['opset']}, {time.perf_counter() - start:.1f} s)")
     return 0

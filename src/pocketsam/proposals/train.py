@@ -152,6 +152,7 @@ def train_proposals(train, cfg: ProposalConfig, progress: bool = True) -> dict:
     dataset = EmbeddingBoxes(labeled, cache, train.input_size(), flip=cfg.flip, seed=train.seed)
 
     def make_step(model):
+        model.everything_defaults = dict(sam.everything_defaults)  # SAM is frozen: its recommendations stay true
         torch.manual_seed(train.seed)
         model.proposal_head = ProposalHead(model.mask_decoder.transformer_dim, cfg.hidden, cfg.upsample).to(model.device)
         return ProposalTrainStep(model)
