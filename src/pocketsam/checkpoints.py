@@ -142,12 +142,37 @@ def _unwrap(obj: object, path: Path) -> tuple[StateDict, dict[str, float]]:
         if not isinstance(value, torch.Tensor):
             continue
         key = key[len("module.") :] if key.startswith("module.") else key
+        _check_stored(key, value, path)
         if key.startswith(META_PREFIX):
+            if value.numel() != 1 or value.is_complex() or value.dtype == torch.bool:
+                raise CheckpointError(
+                    f"checkpoint '{path}': metadata '{key}' must be one number, got a {value.dtype} tensor of shape "
+                    f"{list(value.shape)}", "re-export the file with `pocketsam export`, or use another checkpoint",
+                )
             number = value.item()
-            meta[key[len(META_PREFIX) :]] = float(number) if value.is_floating_point() else int(number)
+            if value.is_floating_point():
+                meta[key[len(META_PREFIX) :]] = float(number)
+            else:
+                meta[key[len(META_PREFIX) :]] = int(number)
         else:
             state[key] = value
     return state, meta
+
+
+def _check_stored(key: str, value: torch.Tensor, path: Path) -> None:
+    """A tensor must store every value it declares. A broadcast (expanded, stride-0) or
+    overlapping view saved with ``torch.save`` can declare billions of values in a few
+    bytes; anything that later copies it (building the model sized by its shape, casting,
+    checking it for NaN) would then allocate them all."""
+    if value.device.type == "meta":
+        raise CheckpointError(f"checkpoint '{path}': tensor '{key}' holds no data (meta tensor)", "use another checkpoint")
+    stored = value.untyped_storage().nbytes() // max(1, value.element_size())
+    if value.numel() > stored:
+        raise CheckpointError(
+            f"checkpoint '{path}': tensor '{key}' declares {value.numel():,} values (shape {list(value.shape)}) "
+            f"but the file stores only {stored:,}: a crafted or damaged file",
+            "use another checkpoint (re-download it, or re-save the state_dict from the original model)",
+        )
 
 
 # ------------------------------------------------------------------------- detection
@@ -170,14 +195,21 @@ def config_from_state_dict(sd: Mapping[str, torch.Tensor], meta: Mapping[str, in
             encoder = _tiny_vit_config(sd, meta)
         else:
             raise KeyError("image_encoder")
-        return SamConfig(encoder=encoder, decoder=_decoder_config(sd, meta),
-                         prompt_embed_dim=sd["prompt_encoder.no_mask_embed.weight"].shape[1])
+        config = SamConfig(encoder=encoder, decoder=_decoder_config(sd, meta),
+                           prompt_embed_dim=sd["prompt_encoder.no_mask_embed.weight"].shape[1])
     except KeyError as exc:
         sample = ", ".join(list(sd)[:3])
         raise CheckpointError(
             f"this is not a SAM-family checkpoint: no '{exc.args[0]}' tensors (keys start: {sample})",
             "pass a SAM / MobileSAM / TinySAM checkpoint or one exported by pocketsam",
         ) from None
+    except (IndexError, ValueError, TypeError, ZeroDivisionError) as exc:  # a tensor of the wrong rank or size
+        raise CheckpointError(
+            f"this is not a SAM-family checkpoint: its tensor shapes do not describe a model ({_short(exc)})",
+            "pass a SAM / MobileSAM / TinySAM checkpoint or one exported by pocketsam",
+        ) from None
+    check_architecture(config)
+    return config
 
 
 def _vit_config(sd: Mapping[str, torch.Tensor], meta: Mapping[str, int]) -> ViTConfig:
@@ -293,6 +325,116 @@ def config_metadata(config: SamConfig) -> dict[str, int]:
         meta["multimask_only"] = 1
     return meta
 
+
+
+# --------------------------------------------------------------------------- limits
+#: Bounds on an architecture read from a file, checked before anything is allocated
+#: (:func:`check_architecture`): several times what every official SAM / MobileSAM /
+#: TinySAM checkpoint and pocketsam preset uses (in brackets), so that a crafted file
+#: cannot make loading allocate or compute without bound.
+ARCHITECTURE_LIMITS: dict[str, int] = {
+    "img_size": 4096,  # input side (1024)
+    "width": 8192,  # any embedding / channel width (vit_h: 1280)
+    "depth": 256,  # blocks of a ViT or of one TinyViT stage (vit_h: 32)
+    "stages": 16,  # TinyViT stages (4)
+    "heads": 256,  # attention heads (16)
+    "mlp": 65536,  # hidden width of any MLP (vit_h: 5120; the decoder's 2048)
+    "window": 64,  # attention window side (14)
+    "patch": 64,  # ViT patch side (16)
+    "kernel": 15,  # convolution kernel side (3)
+    "decoder_depth": 64,  # two-way transformer layers, IoU-head layers (2, 3)
+    "outputs": 16,  # multimask outputs (3)
+    "classes": 100_000,  # TinyViT's unused ImageNet head (1000)
+    "parameters": 4_000_000_000,  # vit_h: 641 million
+    "unbacked": 64 * 2**20,  # values of buffers the file does not hold (TinyViT's bias indices)
+}
+
+
+def check_architecture(config: SamConfig, source: str = "the checkpoint") -> None:
+    """Refuse a configuration beyond :data:`ARCHITECTURE_LIMITS` or inconsistent with itself
+    (e.g. heads that do not divide the width), before any model is built.
+
+    Raises:
+        CheckpointError: naming the first setting out of bounds.
+    """
+    L = ARCHITECTURE_LIMITS
+
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise CheckpointError(
+                f"{source} describes an unsupported architecture: {what}",
+                "it is damaged or crafted; use a SAM / MobileSAM / TinySAM checkpoint or one exported by pocketsam",
+            )
+
+    def within(name: str, value: object, low: int, high: int, integer: bool = True) -> None:
+        ok = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        need(ok and low <= value <= high, f"{name} = {value!r} (supported: {low} to {high:,})")
+
+    enc, dec = config.encoder, config.decoder
+    within("input size", enc.img_size, 64, L["img_size"])
+    within("prompt_embed_dim", config.prompt_embed_dim, 2, L["width"])
+    need(enc.out_chans == config.prompt_embed_dim,
+         f"encoder output width {enc.out_chans} differs from the prompt embedding width {config.prompt_embed_dim}")
+    if isinstance(enc, ViTConfig):
+        within("patch size", enc.patch_size, 1, L["patch"])
+        need(enc.img_size % enc.patch_size == 0, f"input size {enc.img_size} is not a multiple of patch size {enc.patch_size}")
+        within("embed_dim", enc.embed_dim, 1, L["width"])
+        within("depth", enc.depth, 1, L["depth"])
+        within("num_heads", enc.num_heads, 1, L["heads"])
+        need(enc.embed_dim % enc.num_heads == 0, f"{enc.num_heads} heads do not divide embed_dim {enc.embed_dim}")
+        within("MLP width", enc.mlp_ratio * enc.embed_dim, 1, L["mlp"], integer=False)
+        within("window_size", enc.window_size, 0, L["window"])
+        need(all(0 <= i < enc.depth for i in enc.global_attn_indexes), "global attention blocks beyond the depth")
+    else:
+        n = len(enc.embed_dims)
+        within("number of stages", n, 2, L["stages"])
+        need(len(enc.depths) == len(enc.num_heads) == len(enc.window_sizes) == n, "per-stage settings of unequal length")
+        for i in range(n):
+            within(f"stage {i} width", enc.embed_dims[i], 1, L["width"])
+            within(f"stage {i} depth", enc.depths[i], 1, L["depth"])
+            within(f"stage {i} heads", enc.num_heads[i], 1, L["heads"])
+            within(f"stage {i} window", enc.window_sizes[i], 1, L["window"])
+            if i:
+                need(enc.embed_dims[i] % enc.num_heads[i] == 0,
+                     f"stage {i}: {enc.num_heads[i]} heads do not divide width {enc.embed_dims[i]}")
+                within(f"stage {i} MLP width", enc.mlp_ratio * enc.embed_dims[i], 1, L["mlp"], integer=False)
+        within("MBConv width", enc.mbconv_expand_ratio * enc.embed_dims[0], 1, L["mlp"], integer=False)
+        within("local_conv_size", enc.local_conv_size, 1, L["kernel"])
+        within("neck kernel size", enc.neck_kernel_size, 1, L["kernel"])
+        within("num_classes", enc.num_classes, 0, L["classes"])
+        need(enc.img_size % 64 == 0, f"input size {enc.img_size} is not a multiple of 64")
+    within("encoder out_chans", enc.out_chans, 2, L["width"])
+    within("decoder depth", dec.transformer_depth, 0, L["decoder_depth"])
+    within("decoder MLP width", dec.transformer_mlp_dim, 1, L["mlp"])
+    within("decoder heads", dec.transformer_num_heads, 1, L["heads"])
+    within("attention downsample rate", dec.attention_downsample_rate, 1, config.prompt_embed_dim)
+    inner = config.prompt_embed_dim // dec.attention_downsample_rate
+    need(config.prompt_embed_dim % dec.attention_downsample_rate == 0 and inner % dec.transformer_num_heads == 0,
+         f"{dec.transformer_num_heads} decoder heads do not divide the attention width {inner}")
+    within("multimask outputs", dec.num_multimask_outputs, 1, L["outputs"])
+    within("IoU head depth", dec.iou_head_depth, 1, L["decoder_depth"])
+    within("IoU head width", dec.iou_head_hidden_dim, 1, L["width"])
+    within("mask input channels", dec.mask_in_chans, 4, L["width"])
+
+
+def _meta_model(config: SamConfig, source: str) -> Sam:
+    """``config`` built on the meta device: every shape, nothing allocated."""
+    try:
+        with torch.device("meta"):
+            model = create_model(config)
+    except (AssertionError, ValueError, RuntimeError, TypeError, ZeroDivisionError, IndexError) as exc:
+        raise CheckpointError(
+            f"checkpoint '{source}' describes an inconsistent architecture ({_short(exc)})",
+            "it is damaged or crafted; use a SAM / MobileSAM / TinySAM checkpoint or one exported by pocketsam",
+        ) from None
+    backed = sum(v.numel() for v in model.state_dict().values())
+    total = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+    if backed > ARCHITECTURE_LIMITS["parameters"] or total - backed > ARCHITECTURE_LIMITS["unbacked"]:
+        raise CheckpointError(
+            f"checkpoint '{source}' describes a model of {total:,} values, beyond the supported "
+            f"{ARCHITECTURE_LIMITS['parameters']:,}", "use a SAM / MobileSAM / TinySAM checkpoint",
+        )
+    return model
 
 class CheckpointWarning(UserWarning):
     """Something in a checkpoint was ignored (the model still loads); the CLI prints it as
@@ -428,6 +570,15 @@ def _examples(keys: list[str], n: int = 3) -> str:
 def load_into(model: Sam, sd: Mapping[str, torch.Tensor], source: str, model_type: str | None = None) -> None:
     """Strictly load ``sd`` into ``model``; any mismatch is one clear CheckpointError."""
     expected = model.state_dict()
+    check_fits(expected, sd, source, model_type)
+    check_finite(sd, source)
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in sd.items()}, strict=True)
+
+
+def check_fits(expected: Mapping[str, torch.Tensor], sd: Mapping[str, torch.Tensor], source: str,
+               model_type: str | None = None) -> None:
+    """``sd`` has exactly the keys and shapes of ``expected`` (a model's state_dict, which
+    may live on the meta device); else one clear CheckpointError."""
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]
     wrong = [k for k in expected if k in sd and tuple(sd[k].shape) != tuple(expected[k].shape)]
@@ -449,8 +600,6 @@ def load_into(model: Sam, sd: Mapping[str, torch.Tensor], source: str, model_typ
             + f". It most resembles '{closest}' ({score:.0%} of keys and shapes match)",
             "pass the matching --model-type / model_type, or model_type=None to detect it from the file",
         )
-    check_finite(sd, source)
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in sd.items()}, strict=True)
 
 
 def check_finite(sd: Mapping[str, torch.Tensor], source: str) -> None:
@@ -526,7 +675,10 @@ def build_sam(
                 config = replace(config, decoder=replace(config.decoder, multimask_only=True))
         else:
             config = MODEL_CONFIGS[key]
-        model = create_model(_resized(config, img_size))
+        config = _resized(config, img_size)
+        # the file must hold every weight of the model before any is allocated
+        check_fits(_meta_model(config, str(checkpoint)).state_dict(), sd, str(checkpoint), key)
+        model = create_model(config)
         load_into(model, sd, str(checkpoint), key)
         model.everything_defaults = everything_defaults(meta, f"checkpoint '{checkpoint}'")
         if head:
@@ -559,8 +711,9 @@ def _resized(config: SamConfig, img_size: int | None) -> SamConfig:
             f"cannot change the input size of a {config.family} encoder (its position embeddings are sized for {config.img_size})",
             "leave img_size out, or use a TinyViT model (vit_t, mobile_sam, tinysam, pocketsam_tiny)",
         )
-    if img_size < 64 or img_size % 64:
-        raise InputError(f"input size {img_size} is not a positive multiple of 64", "use e.g. 256, 512 or 1024")
+    if img_size < 64 or img_size % 64 or img_size > ARCHITECTURE_LIMITS["img_size"]:
+        raise InputError(f"input size {img_size} is not a positive multiple of 64 up to {ARCHITECTURE_LIMITS['img_size']}",
+                         "use e.g. 256, 512 or 1024")
     return config.with_img_size(img_size)
 
 
