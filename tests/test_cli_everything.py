@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -45,7 +46,9 @@ def test_folder_run_outputs_and_resume(tmp_path, capsys):
         doc = json.loads((d / "annotations.json").read_text())
         assert (d / "overlay.png").is_file()
         assert Image.open(d / "overlay.png").size == (56, 40)
-        assert doc["image"] == {"file_name": f"img{i}.png", "height": 40, "width": 56}
+        assert doc["image"] == {"file_name": f"img{i}.png", "height": 40, "width": 56,
+                                "sha256": hashlib.sha256((tmp_path / "in" / f"img{i}.png").read_bytes()).hexdigest()}
+        assert list(doc) == ["image", "provenance", "annotations", "stats"]
         assert doc["stats"]["prompts"] == {"grid": 4}
         for k, ann in enumerate(doc["annotations"], start=1):
             assert ann["id"] == k
@@ -90,7 +93,7 @@ def test_boxes_mode_single_image(tmp_path):
 @pytest.mark.parametrize(
     "extra,message",
     [
-        (["--mode", "boxes"], "needs --boxes"),
+        (["--mode", "boxes"], "needs proposals: this checkpoint has no proposal head"),
         (["--mode", "boxes", "--boxes", "BAD"], "not valid JSON"),
         (["--mode", "boxes", "--boxes", "MISSING"], "does not exist"),
         (["--points-per-side", "0"], "points-per-side"),
@@ -258,3 +261,129 @@ def test_detections_for_no_image_are_reported_not_dropped(tmp_path, capsys, monk
     assert err.startswith(f"error: none of the 2 detections in '{dets}' is for folder") and err.count("\n") == 1
     assert main(["everything", str(tmp_path / "in" / "img0.png"), *args[2:]]) == 2  # one image: the same rule
     assert f"is for image 'img0.png' (they are for image 99, 7)" in capsys.readouterr().err
+
+
+def _args(folder, ckpt, out, *extra):
+    return ["everything", str(folder), "--checkpoint", str(ckpt), *FAST, "--out", str(out), *extra]
+
+
+def test_resume_records_provenance_and_refuses_results_made_differently(tmp_path, capsys, monkeypatch, tiny_ckpt):
+    import torch
+
+    import pocketsam
+    from conftest import tiny_config
+    from pocketsam import __version__
+    from pocketsam.checkpoints import save_checkpoint
+    from pocketsam.models import create_model
+
+    _write_images(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    assert main(_args(tmp_path / "in", tiny_ckpt, out)) == 0
+    doc_path = out / "img0" / "annotations.json"
+    prov = json.loads(doc_path.read_text())["provenance"]
+    assert prov == {
+        "pocketsam": __version__,
+        "checkpoint": {"file": "tiny.safetensors", "sha256": hashlib.sha256(tiny_ckpt.read_bytes()).hexdigest()},
+        "model_type": None,
+        "mode": "grid",
+        "settings": {"points_per_side": 2, "crop_n_layers": 0, "pred_iou_thresh": -100.0, "stability_score_thresh": 0.2,
+                     "box_nms_thresh": 0.7, "min_mask_region_area": 0},
+        "proposals": None,
+    }
+    capsys.readouterr()
+    before = doc_path.read_bytes()
+
+    # another model, mode or threshold: one error line, before any model is loaded, nothing touched
+    torch.manual_seed(1)
+    other = save_checkpoint(create_model(tiny_config()).eval(), tmp_path / "other.safetensors")
+    real_build = pocketsam.build_sam
+    monkeypatch.setattr(pocketsam, "build_sam", lambda *a, **k: pytest.fail("model loaded although the run is refused"))
+    cases = [
+        (_args(tmp_path / "in", other, out), "checkpoint.sha256: "),
+        (_args(tmp_path / "in", tiny_ckpt, out, "--mode", "hierarchical"), "mode: grid → hierarchical"),
+        (_args(tmp_path / "in", tiny_ckpt, out, "--stability-score-thresh", "0.3"), "settings.stability_score_thresh: 0.2 → 0.3"),
+        (_args(tmp_path / "in", tiny_ckpt, out, "--points-per-side", "3"), "settings.points_per_side: 2 → 3"),
+    ]
+    for args, what in cases:
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: 2 finished results in '{out}' were made differently (") and what in err, err
+        assert "--overwrite" in err and err.count("\n") == 1
+    assert doc_path.read_bytes() == before
+    # what changes no result is not a difference: the batch size, or renaming the checkpoint
+    renamed = tmp_path / "renamed.safetensors"
+    renamed.write_bytes(tiny_ckpt.read_bytes())
+    assert main([*_args(tmp_path / "in", renamed, out), "--points-per-batch", "3"]) == 0
+    assert "all 2 image(s) already done" in capsys.readouterr().out
+
+    # --overwrite replaces them, and the new provenance is recorded
+    monkeypatch.setattr(pocketsam, "build_sam", real_build)
+    assert main([*_args(tmp_path / "in", other, out), "--overwrite"]) == 0
+    said = capsys.readouterr().out
+    assert "replaced 2 result(s) made with other settings" in said and "2 image(s) segmented, 0 already done" in said
+    assert json.loads(doc_path.read_text())["provenance"]["checkpoint"]["sha256"] == hashlib.sha256(other.read_bytes()).hexdigest()
+    assert main(_args(tmp_path / "in", other, out)) == 0
+    assert "all 2 image(s) already done" in capsys.readouterr().out
+
+    # a changed image is recomputed (its old result describes a picture that no longer exists)
+    img = np.asarray(Image.open(tmp_path / "in" / "img1.png")).copy()
+    img[0, 0] = 255 - img[0, 0]
+    Image.fromarray(img).save(tmp_path / "in" / "img1.png")
+    assert main(_args(tmp_path / "in", other, out)) == 0
+    said = capsys.readouterr().out
+    assert "recomputed 1 image(s) whose file changed" in said and "1 image(s) segmented, 1 already done" in said
+
+    # a result from before provenance was recorded is not trusted either
+    doc = json.loads(doc_path.read_text())
+    del doc["provenance"]
+    doc_path.write_text(json.dumps(doc))
+    assert main(_args(tmp_path / "in", other, out)) == 2
+    assert "1 finished result in" in (err := capsys.readouterr().err) and "no provenance recorded" in err
+
+
+def test_resume_compares_thresholds_as_applied(tmp_path, capsys, tiny_ckpt):
+    """A threshold given explicitly equal to the checkpoint's recommendation is the same run."""
+    from pocketsam import build_sam
+    from pocketsam.checkpoints import save_checkpoint
+
+    sam = build_sam(checkpoint=tiny_ckpt)
+    sam.everything_defaults = {"pred_iou_thresh": -50.0, "stability_score_thresh": 0.1}
+    ckpt = save_checkpoint(sam, tmp_path / "calibrated.safetensors")
+    _write_images(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    base = ["everything", str(tmp_path / "in"), "--checkpoint", str(ckpt), "--points-per-side", "2", "--out", str(out)]
+    assert main(base) == 0
+    settings = json.loads((out / "img0" / "annotations.json").read_text())["provenance"]["settings"]
+    assert settings["pred_iou_thresh"] == -50.0 and settings["stability_score_thresh"] == 0.1
+    capsys.readouterr()
+    assert main([*base, "--pred-iou-thresh", "-50", "--stability-score-thresh", "0.1"]) == 0
+    assert "already done" in capsys.readouterr().out
+    assert main([*base, "--pred-iou-thresh", "-40"]) == 2
+    assert "settings.pred_iou_thresh: -50.0 → -40.0" in capsys.readouterr().err
+
+
+def test_boxes_provenance_is_the_images_own_detections(tmp_path, capsys, tiny_ckpt):
+    _write_images(tmp_path / "in", 2)
+    dets = tmp_path / "dets.json"
+    out = tmp_path / "out"
+
+    def write(extra_score):
+        dets.write_text(json.dumps({"images": [{"id": 1, "file_name": "img0.png"}, {"id": 2, "file_name": "img1.png"}],
+                                    "annotations": [{"image_id": 1, "bbox": [10, 5, 20, 20], "score": 0.9},
+                                                    {"image_id": 2, "bbox": [10, 5, 20, 20], "score": extra_score}]}))
+
+    args = ["everything", str(tmp_path / "in"), "--checkpoint", str(tiny_ckpt), "--mode", "boxes", "--boxes", str(dets),
+            "--out", str(out)]
+    write(0.9)
+    assert main(args) == 0
+    prov = json.loads((out / "img0" / "annotations.json").read_text())["provenance"]
+    assert prov["proposals"]["source"] == "detections" and prov["proposals"]["file"] == "dets.json"
+    assert prov["settings"] == {"score_thresh": 0.4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0,
+                                "box_nms_thresh": 0.7, "min_mask_region_area": 0}
+    capsys.readouterr()
+    write(0.8)  # only img1's detections changed
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "1 finished result in" in err and "proposals.sha256" in err
+    assert main([*args, "--overwrite"]) == 0
+    assert "1 image(s) segmented, 1 already done" in capsys.readouterr().out

@@ -94,10 +94,15 @@ def _read_safetensors(path: Path) -> dict:
         ) from None
 
 
-def _read_torch(path: Path) -> object:
+def _read_torch(path: Path, mmap: bool = False) -> object:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4" on non-torch pickles
+            if mmap:
+                try:  # zip-format files only: tensors stay on disk until touched
+                    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+                except RuntimeError:
+                    pass  # a legacy (non-zip) file: read it whole below
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
@@ -116,6 +121,57 @@ def _read_torch(path: Path) -> object:
             f"checkpoint '{path}' is not a readable PyTorch checkpoint ({_short(exc)})",
             "pass a .pth/.pt state_dict or a .safetensors file",
         ) from None
+
+
+def peek_checkpoint(path: str | Path) -> tuple[list[str], dict[str, float]]:
+    """A checkpoint's tensor names and its ``pocketsam.*`` metadata (as :func:`read_checkpoint`
+    returns them) without reading its weights: a safetensors file's header and metadata
+    tensors only, a PyTorch file memory-mapped (a legacy non-zip file is read whole).
+    Cheap for any size of file.
+
+    Raises:
+        CheckpointError: as :func:`read_checkpoint`.
+    """
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        sd, meta = read_checkpoint(path)  # the same clear errors
+        return list(sd), meta
+    if path.suffix == ".safetensors" or _looks_like_safetensors(path):
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                keys = list(f.keys())
+                meta = {k: f.get_tensor(k) for k in keys if k.removeprefix("module.").startswith(META_PREFIX)}
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(
+                f"checkpoint '{path}' is not a valid safetensors file ({_short(exc)})", "re-download or re-export it"
+            ) from None
+        if not keys:
+            raise CheckpointError(f"checkpoint '{path}' holds no state_dict of tensors (found an empty file)",
+                                  "pass a file saved with torch.save(model.state_dict(), ...) or safetensors")
+        names = [k.removeprefix("module.") for k in keys if not k.removeprefix("module.").startswith(META_PREFIX)]
+        return names, _unwrap(meta, path)[1] if meta else {}
+    sd, meta = _unwrap(_read_torch(path, mmap=True), path)
+    return list(sd), meta
+
+
+def read_metadata(path: str | Path) -> dict[str, float]:
+    """The ``pocketsam.*`` metadata of a checkpoint, without reading its weights
+    (:func:`peek_checkpoint`)."""
+    return peek_checkpoint(path)[1]
+
+
+def has_proposal_head(path: str | Path) -> bool:
+    """The checkpoint file carries an object-proposal head (:data:`HEAD_PREFIX` tensors);
+    read without loading the weights."""
+    return any(k.startswith(HEAD_PREFIX) for k in peek_checkpoint(path)[0])
+
+
+def multimask_only_by_name(checkpoint: str | Path) -> bool:
+    """TinySAM's decoder behaviour (never the single-mask token) for a detected
+    architecture: a checkpoint file whose name starts with ``tinysam``."""
+    return Path(checkpoint).name.lower().startswith("tinysam")
 
 
 def _short(exc: BaseException) -> str:
@@ -671,7 +727,7 @@ def build_sam(
         sd = {k: v for k, v in sd.items() if not k.startswith(HEAD_PREFIX)}
         if key is None:
             config = config_from_state_dict(sd, meta)
-            if Path(checkpoint).name.lower().startswith("tinysam"):
+            if multimask_only_by_name(checkpoint):
                 config = replace(config, decoder=replace(config.decoder, multimask_only=True))
         else:
             config = MODEL_CONFIGS[key]

@@ -294,6 +294,24 @@ def read_json(path: PathLike, what: str = "JSON file") -> Any:
         raise InputError(f"cannot read {what} '{p}': {exc}", "check the file") from None
 
 
+def sha256_file(path: PathLike, chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes, read in chunks (any size of file, little memory).
+
+    Raises:
+        InputError: the file cannot be read.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(chunk_size):
+                h.update(block)
+    except OSError as exc:
+        raise InputError(f"cannot read '{path}': {exc.strerror or exc}", "check the file") from None
+    return h.hexdigest()
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.integer):
         return int(obj)

@@ -11,24 +11,42 @@ a COCO detections JSON; a folder's images are matched to detections by file name
 the file's ``images`` list, or by numeric file stem = ``image_id``).
 
 For each image writes ``<out>/<name>/annotations.json`` (SA-1B style: ``{"image":
-{file_name, height, width}, "annotations": [{id, segmentation (COCO RLE), area, bbox,
-predicted_iou, point_coords, stability_score, crop_box}], "stats": ...}``) and
-``<out>/<name>/overlay.png``. ``<name>`` is the image's stem, made unique within the
-folder when stems collide (see :func:`output_names`); ``file_name`` records which image
-the folder belongs to. Files are written atomically, annotations last, so an image whose
-``annotations.json`` exists and records its file name is complete: re-running the same
-command skips it (``--force`` recomputes). Everything checkable without the model is
-checked before the model is loaded.
+{file_name, height, width, sha256}, "provenance": {...}, "annotations": [{id,
+segmentation (COCO RLE), area, bbox, predicted_iou, point_coords, stability_score,
+crop_box}], "stats": ...}``) and ``<out>/<name>/overlay.png``. ``<name>`` is the image's
+stem, made unique within the folder when stems collide (see :func:`output_names`);
+``file_name`` records which image the folder belongs to. Files are written atomically,
+annotations last, so an image whose ``annotations.json`` exists and records its file
+name is complete.
+
+Resume is honest. ``provenance`` records what made the result (:func:`provenance`): the
+pocketsam version, the checkpoint's SHA-256 (the bundled model's file too), the model
+type, the mode, every setting that changes the masks (thresholds as applied, including
+those a checkpoint recommended) and the proposals (the image's own detections, by
+SHA-256, or the checkpoint's proposal head). Re-running:
+
+* a result with the same provenance, of the same image bytes, is skipped;
+* a result of an image whose bytes changed is recomputed (it describes a picture that
+  no longer exists);
+* a result made with a different provenance (another checkpoint, mode or threshold, or
+  an older pocketsam that recorded none) is never silently kept or replaced: the run
+  stops with one error naming the differences, before the model is loaded; pass
+  ``--overwrite`` to replace such results, or choose another ``--out``.
+
+``--force`` recomputes every image. Everything checkable without the model is checked
+before the model is loaded.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import json
 import os
 import re
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -60,7 +78,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--box-score-thresh", type=float, default=0.4, help="boxes: minimum detection score (default 0.4)")
     p.add_argument("--out", "-o", required=True, metavar="DIR", help="output directory (created if needed)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--force", action="store_true", help="recompute images that already have results")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace results made with another checkpoint, mode or settings (default: refuse)")
+    p.add_argument("--force", action="store_true", help="recompute every image, even finished ones")
     p.set_defaults(func=run)
 
 
@@ -138,37 +158,198 @@ def output_names(files: list[Path]) -> list[str]:
     return names
 
 
-def recorded_file_name(annotations: Path) -> str | None:
-    """The ``image.file_name`` an ``annotations.json`` records; None if it is unreadable.
+_HEAD_KEYS = ("image", "provenance")
 
-    :func:`annotations_document` puts ``image`` first, so usually only the head of the
-    file is parsed (a folder of large results resumes without reading them all).
+
+def _leading_entries(text: str) -> dict[str, Any] | None:
+    """The :data:`_HEAD_KEYS` entries at the start of the JSON object in ``text`` (which
+    may be only the head of a file); None when the head alone cannot tell."""
+    decoder = json.JSONDecoder()
+    found: dict[str, Any] = {}
+    m = re.compile(r"\s*\{\s*").match(text)
+    i = m.end() if m else None
+    while i is not None and len(found) < len(_HEAD_KEYS):
+        m = re.compile(r'"([^"\\]*)"\s*:\s*').match(text, i)
+        if m is None:
+            return None
+        if m.group(1) not in _HEAD_KEYS:
+            return found  # past the head: what is missing is not there
+        try:
+            found[m.group(1)], end = decoder.raw_decode(text, m.end())
+        except json.JSONDecodeError:
+            return None  # cut off by the end of the head
+        m = re.compile(r"\s*,\s*").match(text, end)
+        i = m.end() if m else None
+    return found if i is not None or len(found) == len(_HEAD_KEYS) else None
+
+
+def recorded_head(annotations: Path) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+    """The ``image`` and ``provenance`` objects an ``annotations.json`` records (provenance
+    None when it has none); None if the file is unreadable or records no image.
+
+    :func:`annotations_document` puts ``image`` and ``provenance`` first, so usually only
+    the head of the file is parsed (a folder of large results resumes without reading
+    them all).
     """
     try:
         with open(annotations, encoding="utf-8") as f:
             head = f.read(1 << 16)
-            m = re.match(r'\s*\{\s*"image"\s*:\s*', head)
-            try:
-                image = json.JSONDecoder().raw_decode(head, m.end())[0] if m else None
-            except json.JSONDecodeError:
-                image = None
-            if image is None:
-                image = json.loads(head + f.read())["image"]
-        name = image["file_name"]
+            found = _leading_entries(head)
+            if found is None or "image" not in found:
+                doc = json.loads(head + f.read())
+                found = {k: doc[k] for k in _HEAD_KEYS if k in doc}
+        image = found["image"]
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
         return None
-    return name if isinstance(name, str) else None
+    if not isinstance(image, dict) or not isinstance(image.get("file_name"), str):
+        return None
+    prov = found.get("provenance")
+    return image, prov if isinstance(prov, dict) else None
+
+
+def recorded_file_name(annotations: Path) -> str | None:
+    """The ``image.file_name`` an ``annotations.json`` records; None if it is unreadable."""
+    head = recorded_head(annotations)
+    return head[0]["file_name"] if head else None
 
 
 def is_done(file: Path, dest: Path) -> bool:
-    """``dest`` holds this image's complete result: an ``annotations.json`` that records
-    ``file``'s name (a result of another image with the same output name does not count)."""
+    """``dest`` holds a complete result for this image's file name (a result of another
+    image with the same output name does not count). Whether it is still *valid* is
+    :func:`result_status`'s question."""
     return recorded_file_name(dest / "annotations.json") == file.name
+
+
+# ------------------------------------------------------------------------- provenance
+
+#: Generator settings that change which masks come out, per mode (``points_per_batch``,
+#: the device and the output format do not).
+RESULT_SETTINGS = {
+    "grid": ("points_per_side", "crop_n_layers", "pred_iou_thresh", "stability_score_thresh", "box_nms_thresh",
+             "min_mask_region_area"),
+    "hierarchical": ("points_per_side", "crop_n_layers", "pred_iou_thresh", "stability_score_thresh",
+                     "high_score_thresh", "box_nms_thresh", "min_mask_region_area"),
+    "boxes": ("score_thresh", "pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "min_mask_region_area"),
+}
+
+#: Provenance entries recorded for the reader but not compared: renaming a file changes
+#: no result (its bytes are compared by SHA-256).
+INFORMATIONAL = ("checkpoint.file", "proposals.file")
+
+
+def _class_default(cls: type, key: str) -> Any:
+    """The default of constructor argument ``key`` of generator class ``cls`` (or of the
+    class it hands its other arguments to)."""
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        param = inspect.signature(init).parameters.get(key)
+        if param is not None and param.default is not inspect.Parameter.empty:
+            return param.default
+    raise KeyError(key)
+
+
+def generator_settings(args: argparse.Namespace, checkpoint: Path) -> tuple[dict[str, Any], dict[str, float]]:
+    """The generator's keyword arguments for these options and this checkpoint, read
+    without building the model (:func:`pocketsam.checkpoints.read_metadata`): options
+    given, else the checkpoint's recommendations (:func:`pocketsam.everything.resolve_settings`).
+
+    Returns:
+        (kwargs, from_model) — ``from_model``: the settings taken from the checkpoint.
+    """
+    from types import SimpleNamespace
+
+    from pocketsam.checkpoints import CheckpointWarning, everything_defaults, read_metadata
+    from pocketsam.everything import resolve_settings
+
+    settings: dict[str, Any] = {
+        "box_nms_thresh": args.box_nms_thresh,
+        "min_mask_region_area": args.min_mask_region_area,
+        "output_mode": "coco_rle",
+        **threshold_settings(args),
+    }
+    if args.mode == "boxes":
+        settings["score_thresh"] = args.box_score_thresh
+    else:
+        settings.update(points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
+                        crop_n_layers=args.crop_n_layers)
+    with warnings.catch_warnings():  # a bad recorded value is reported when the model loads
+        warnings.simplefilter("ignore", CheckpointWarning)
+        recommended = everything_defaults(read_metadata(checkpoint), f"checkpoint '{checkpoint}'")
+    return resolve_settings(args.mode, SimpleNamespace(everything_defaults=recommended), **settings)
+
+
+def provenance(args: argparse.Namespace, checkpoint: Path, kwargs: dict[str, Any],
+               checkpoint_sha256: str, proposals: dict[str, Any] | None) -> dict[str, Any]:
+    """What made a result: compared on resume (all but :data:`INFORMATIONAL`) and written
+    into every ``annotations.json`` (and the COCO file's ``info``).
+
+    Args:
+        kwargs: the generator's keyword arguments (:func:`generator_settings`); settings
+            left out are the generator's defaults and are recorded as such.
+        proposals: boxes mode: where the boxes came from.
+    """
+    from pocketsam import __version__
+    from pocketsam.checkpoints import ASSETS, DEFAULT_CHECKPOINT_NAME, multimask_only_by_name
+    from pocketsam.everything import GENERATORS
+
+    cls = GENERATORS[args.mode]
+    settings = {k: kwargs[k] if k in kwargs else _class_default(cls, k) for k in RESULT_SETTINGS[args.mode]}
+    ckpt: dict[str, Any] = {"file": checkpoint.name, "sha256": checkpoint_sha256}
+    if checkpoint.resolve() == (ASSETS / DEFAULT_CHECKPOINT_NAME).resolve():
+        ckpt["bundled"] = True
+    if args.model_type is None and multimask_only_by_name(checkpoint):
+        ckpt["tinysam_decoder"] = True  # the file name selects TinySAM's decoder behaviour
+    return {
+        "pocketsam": __version__,
+        "checkpoint": ckpt,
+        "model_type": args.model_type,
+        "mode": args.mode,
+        "settings": settings,
+        "proposals": proposals,
+    }
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def provenance_differences(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
+    """``["mode: grid → hierarchical", ...]`` for what differs (informational entries
+    aside); ``[]`` when the result was made the same way."""
+    if old is None:
+        return ["no provenance recorded (made by an earlier pocketsam)"]
+    a, b = _flatten(old), _flatten(new)
+
+    def show(v: Any) -> str:
+        if isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v):
+            return v[:12] + "…"
+        return "none" if v is None else f"{v}"
+
+    return [f"{k}: {show(a.get(k))} → {show(b.get(k))}" for k in sorted(a.keys() | b.keys())
+            if k not in INFORMATIONAL and a.get(k) != b.get(k)]
+
+
+def detections_digest(detections: Any, file: Path) -> dict[str, Any]:
+    """The proposals record of one image in boxes mode with a detections file: the SHA-256
+    of that image's own detections (so adding detections for other images leaves its
+    result valid)."""
+    boxes, scores = detections.select(file.name)
+    text = json.dumps({"boxes": boxes.tolist(), "scores": scores.tolist()}, separators=(",", ":"))
+    return {"source": "detections", "file": detections.path.name,
+            "sha256": hashlib.sha256(text.encode()).hexdigest()}
 
 
 def validate(args: argparse.Namespace) -> dict[str, Any]:
     """Check arguments and inputs; returns what :func:`run` needs. No model involved."""
     from pocketsam.cli.segment import check_device, check_output_dir, resolve_checkpoint
+    from pocketsam.io import sha256_file
 
     if args.points_per_side < 1:
         raise InputError(f"--points-per-side must be >= 1, got {args.points_per_side}")
@@ -193,56 +374,72 @@ def validate(args: argparse.Namespace) -> dict[str, Any]:
         what = f"folder '{args.input}'" if len(files) > 1 or Path(args.input).is_dir() else f"image '{files[0].name}'"
         with warnings_as_lines():
             check_matched(detections.by_image, {detections.image_key(f.name) for f in files}, f"'{args.boxes}'", what)
+    names = output_names(files)
+    out = check_output_dir(args.out)
+    checkpoint = resolve_checkpoint(args.checkpoint)
+    device = check_device(args.device)
+    if args.mode == "boxes" and detections is None:
+        from pocketsam.checkpoints import has_proposal_head
+
+        if not has_proposal_head(checkpoint):
+            raise InputError(
+                "--mode boxes needs proposals: this checkpoint has no proposal head",
+                "pass --boxes DETECTIONS.json (COCO results), or add a head with `pocketsam train-proposals`",
+            )
+    kwargs, from_model = generator_settings(args, checkpoint)
+    base = provenance(args, checkpoint, kwargs, sha256_file(checkpoint), None)
+
+    def provenance_of(file: Path) -> dict[str, Any]:
+        if args.mode != "boxes":
+            return base
+        source = detections_digest(detections, file) if detections is not None else {"source": "proposal head"}
+        return {**base, "proposals": source}
+
     return {
         "files": files,
-        "names": output_names(files),
-        "out": check_output_dir(args.out),
-        "checkpoint": resolve_checkpoint(args.checkpoint),
-        "device": check_device(args.device),
+        "names": names,
+        "out": out,
+        "checkpoint": checkpoint,
+        "device": device,
         "detections": detections,
+        "generator_kwargs": kwargs,
+        "from_model": from_model,
+        "provenance_of": provenance_of,
     }
 
 
-def make_generator(args: argparse.Namespace, sam: Any) -> Any:
-    """The generator the options ask for; says which thresholds came from the checkpoint."""
-    from pocketsam.everything import GENERATORS, resolve_settings
+def make_generator(args: argparse.Namespace, sam: Any, kwargs: dict[str, Any], from_model: dict[str, float]) -> Any:
+    """The generator of ``args.mode`` with :func:`generator_settings`' arguments; says
+    which thresholds came from the checkpoint."""
+    from pocketsam.everything import GENERATORS
 
-    settings: dict[str, Any] = {
-        "box_nms_thresh": args.box_nms_thresh,
-        "min_mask_region_area": args.min_mask_region_area,
-        "output_mode": "coco_rle",
-        **threshold_settings(args),
-    }
-    if args.mode == "boxes":
-        settings["score_thresh"] = args.box_score_thresh
-    else:
-        settings.update(points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
-                        crop_n_layers=args.crop_n_layers)
-    kwargs, from_model = resolve_settings(args.mode, sam, **settings)
     if from_model:
         given = ", ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in from_model.items())
         print(f"thresholds recommended by the checkpoint: {given} (pass the options to override)")
     return GENERATORS[args.mode](sam, **kwargs)
 
 
-def annotations_document(file: Path, image_shape: tuple[int, ...], records: list[dict[str, Any]], stats: dict[str, Any]) -> dict[str, Any]:
-    """SA-1B-style JSON document for one image."""
-    anns = []
-    for i, r in enumerate(records, start=1):
-        ann = {"id": i, **r}
-        anns.append(ann)
-    return {
-        "image": {"file_name": file.name, "height": int(image_shape[0]), "width": int(image_shape[1])},
-        "annotations": anns,
-        "stats": stats,
-    }
+def annotations_document(file: Path, image_shape: tuple[int, ...], records: list[dict[str, Any]], stats: dict[str, Any],
+                         provenance: dict[str, Any] | None = None, sha256: str | None = None) -> dict[str, Any]:
+    """SA-1B-style JSON document for one image; ``image`` and ``provenance`` come first
+    (:func:`recorded_head` reads only the head of the file)."""
+    image: dict[str, Any] = {"file_name": file.name, "height": int(image_shape[0]), "width": int(image_shape[1])}
+    if sha256 is not None:
+        image["sha256"] = sha256
+    doc: dict[str, Any] = {"image": image}
+    if provenance is not None:
+        doc["provenance"] = provenance
+    doc["annotations"] = [{"id": i, **r} for i, r in enumerate(records, start=1)]
+    doc["stats"] = stats
+    return doc
 
 
-def process_one(generator: Any, file: Path, dest: Path, detections: Any) -> dict[str, Any]:
+def process_one(generator: Any, file: Path, dest: Path, detections: Any, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     """Segment one image and write its two files (overlay first, annotations last)."""
-    from pocketsam.io import load_image, save_png_atomic, write_json_atomic
+    from pocketsam.io import load_image, save_png_atomic, sha256_file, write_json_atomic
     from pocketsam.viz import overlay_masks
 
+    digest = sha256_file(file)
     image = load_image(file)
     if detections is not None:
         from pocketsam.everything.proposals import BoxesProposals
@@ -252,16 +449,61 @@ def process_one(generator: Any, file: Path, dest: Path, detections: Any) -> dict
         records = generator.generate(image)
     dest.mkdir(parents=True, exist_ok=True)
     save_png_atomic(overlay_masks(image, records, alpha=0.5, outlines=True), dest / "overlay.png")
-    doc = annotations_document(file, image.shape, records, generator.last_stats)
+    doc = annotations_document(file, image.shape, records, generator.last_stats, provenance, digest)
     write_json_atomic(doc, dest / "annotations.json")
     return doc
 
 
+def plan(args: argparse.Namespace, ctx: dict[str, Any]) -> tuple[list[tuple[Path, Path]], dict[str, int]]:
+    """Which images to (re)compute, before any model is loaded.
+
+    Returns:
+        ``(todo, counts)``; ``counts``: ``done`` (kept), ``changed`` (the image's bytes
+        changed), ``replaced`` (made differently, replaced under ``--overwrite``).
+    Raises:
+        InputError: some finished results were made differently and ``--overwrite`` is
+            not given (one line naming the differences).
+    """
+    from pocketsam.io import sha256_file
+
+    todo: list[tuple[Path, Path]] = []
+    stale: list[list[str]] = []
+    counts = {"done": 0, "changed": 0, "replaced": 0}
+    for file, name in zip(ctx["files"], ctx["names"]):
+        dest = ctx["out"] / name
+        head = None if args.force else recorded_head(dest / "annotations.json")
+        if head is None or head[0]["file_name"] != file.name:
+            todo.append((file, dest))
+            continue
+        image, recorded = head
+        diffs = provenance_differences(recorded, ctx["provenance_of"](file))
+        if diffs:
+            stale.append(diffs)
+            todo.append((file, dest))
+        elif image.get("sha256") != sha256_file(file):
+            counts["changed"] += 1
+            todo.append((file, dest))
+        else:
+            counts["done"] += 1
+    if stale and not args.overwrite:
+        seen: list[str] = []
+        for diffs in stale:
+            seen += [d for d in diffs if d not in seen]
+        shown = "; ".join(seen[:4]) + ("; …" if len(seen) > 4 else "")
+        n = len(stale)
+        raise InputError(
+            f"{n} finished result{'s' * (n != 1)} in '{ctx['out']}' {'were' if n != 1 else 'was'} made differently ({shown})",
+            "pass --overwrite to replace them, or choose another --out",
+        )
+    counts["replaced"] = len(stale)
+    return todo, counts
+
+
 def run(args: argparse.Namespace) -> int:
     ctx = validate(args)
-    files, names, out = ctx["files"], ctx["names"], ctx["out"]
-    todo = [(f, out / n) for f, n in zip(files, names) if args.force or not is_done(f, out / n)]
-    skipped = len(files) - len(todo)
+    files, out = ctx["files"], ctx["out"]
+    todo, counts = plan(args, ctx)
+    skipped = counts["done"]
     if not todo:
         print(f"all {len(files)} image(s) already done in '{out}' (use --force to recompute)")
         return 0
@@ -275,13 +517,8 @@ def run(args: argparse.Namespace) -> int:
     with warnings_as_lines():
         sam = build_sam(model_type=args.model_type, checkpoint=ctx["checkpoint"], device=ctx["device"])
     if args.mode == "boxes" and not args.boxes:
-        if not sam.has_proposal_head:
-            raise InputError(
-                "--mode boxes needs proposals: this checkpoint has no proposal head",
-                "pass --boxes DETECTIONS.json (COCO results), or add a head with `pocketsam train-proposals`",
-            )
         print("proposals: the checkpoint's own proposal head (pass --boxes FILE to use a detector's)")
-    generator = make_generator(args, sam)
+    generator = make_generator(args, sam, ctx["generator_kwargs"], ctx["from_model"])
     out.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []
     t0 = time.perf_counter()
@@ -290,7 +527,7 @@ def run(args: argparse.Namespace) -> int:
         bar.set_postfix_str(file.name)
         try:
             with torch.inference_mode():
-                doc = process_one(generator, file, dest, ctx["detections"])
+                doc = process_one(generator, file, dest, ctx["detections"], ctx["provenance_of"](file))
         except PocketSamError as exc:
             if len(files) == 1:
                 raise
@@ -298,6 +535,10 @@ def run(args: argparse.Namespace) -> int:
             continue
         if len(files) == 1:
             print(f"{len(doc['annotations'])} masks for {file.name} in {time.perf_counter() - t0:.1f}s -> {dest}")
+    if counts["replaced"]:
+        print(f"replaced {counts['replaced']} result(s) made with other settings (--overwrite)")
+    if counts["changed"]:
+        print(f"recomputed {counts['changed']} image(s) whose file changed since its result was made")
     if len(files) > 1:
         done = len(todo) - len(failures)
         print(f"{done} image(s) segmented, {skipped} already done, {len(failures)} failed -> {out}")
