@@ -44,6 +44,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--drop-thresholds", action="store_true", help="store no recommendation (before the options above)")
     p.add_argument("--drop-proposal-head", action="store_true",
                    help="leave out the checkpoint's proposal head (an official-architecture .pth never carries it)")
+    o = p.add_argument_group("ONNX (--format onnx)")
+    o.add_argument("--parts", default=",".join(ONNX_PARTS), metavar="LIST",
+                   help=f"comma-separated files to write (default {','.join(ONNX_PARTS)})")
+    o.add_argument("--all-masks", action="store_true",
+                   help="decoder returns all 4 masks (SAM's return_single_mask=False) instead of the best one")
     p.set_defaults(func=run)
 
 
@@ -60,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
         if args.dtype != "fp32":
             raise InputError(f"--dtype {args.dtype} is not available for ONNX exports", "leave --dtype out (float32)")
         _require_onnx()
+        from pocketsam.cli.segment import check_output_dir
+
+        check_output_dir(args.out)  # before the model loads
     elif not str(args.out).endswith((".safetensors", ".pth", ".pt")):
         raise InputError(f"output '{args.out}' has no known extension",
                          "end it in .safetensors, .pth or .pt, or pass --format onnx for an ONNX folder")

@@ -55,7 +55,8 @@ class _DecoderCore(nn.Module):
         return self.decoder.predict_masks(image_embeddings, image_pe, sparse, dense)
 
 
-def _export(module: nn.Module, args: tuple, path: Path, input_names, output_names, dynamic_axes) -> None:
+def _export(module: nn.Module, args: tuple, path: Path, input_names, output_names, dynamic_axes,
+            opset: int = OPSET) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
     os.close(fd)
@@ -63,7 +64,7 @@ def _export(module: nn.Module, args: tuple, path: Path, input_names, output_name
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                module, args, tmp, dynamo=False, opset_version=OPSET, input_names=input_names,
+                module, args, tmp, dynamo=False, opset_version=opset, input_names=input_names,
                 output_names=output_names, dynamic_axes=dynamic_axes, do_constant_folding=True,
             )
         os.chmod(tmp, 0o644)
