@@ -88,6 +88,7 @@ def test_boxes_mode_single_image(tmp_path):
     doc = json.loads((out / "img0" / "annotations.json").read_text())
     assert doc["stats"]["prompts"] == {"boxes": 1}
     assert len(doc["annotations"]) == 1 and doc["annotations"][0]["prompt_box"] == [10, 5, 30, 25]
+    assert doc["annotations"][0]["category_id"] == 1 and doc["annotations"][0]["score"] == 0.9
 
 
 @pytest.mark.parametrize(

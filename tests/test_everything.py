@@ -325,6 +325,39 @@ def test_object_aware_boxes(sam, image):
     assert len(recs2) == 1 and recs2[0]["prompt_box"] == [55, 45, 90, 70]
 
 
+def test_object_aware_records_keep_each_detections_score_and_category(sam, image):
+    boxes = [[15, 10, 50, 40], [16, 10, 50, 40], [55, 45, 90, 70], [60, 5, 90, 35], [0, 0, 10, 10]]
+    scores = [0.7, 0.6, 0.9, 0.8, 0.1]  # decoded by decreasing score: rows 2, 3, 0
+    cats = [5, 6, 7, None, 9]
+    expected = {tuple(b): (sc, c) for b, sc, c in zip(boxes, scores, cats)}
+
+    def check(recs, with_categories=True):
+        assert len(recs) == 3
+        for r in recs:
+            sc, c = expected[tuple(r["prompt_box"])]
+            assert r["score"] == sc
+            if with_categories and c is not None:
+                assert r["category_id"] == c
+            else:
+                assert "category_id" not in r  # a box without a category gets none
+
+    kw = dict(stability_score_thresh=0.0, box_nms_thresh=1.0)
+    # a callable may return the ids as a third value …
+    check(ObjectAwareMaskGenerator(sam, proposals=lambda im: (np.array(boxes), np.array(scores), cats), **kw).generate(image))
+    # … fixed proposals carry them as an attribute; their call still returns two values
+    fixed = BoxesProposals(boxes, scores, cats)
+    assert len(fixed(image)) == 2 and fixed.categories == cats
+    check(ObjectAwareMaskGenerator(sam, proposals=fixed, **kw).generate(image))
+    # a two-value source: scores kept, no categories
+    check(ObjectAwareMaskGenerator(sam, proposals=BoxesProposals(boxes, scores), **kw).generate(image), False)
+    # the columns stay aligned through small-region clean-up too
+    check(ObjectAwareMaskGenerator(sam, proposals=fixed, min_mask_region_area=30, **kw).generate(image))
+    with pytest.raises(InputError, match="category id 'cat'"):
+        ObjectAwareMaskGenerator(sam, proposals=lambda im: (np.array(boxes), np.array(scores), ["cat"] * 5)).generate(image)
+    with pytest.raises(InputError, match="5 boxes but 2 category ids"):
+        BoxesProposals(boxes, scores, [1, 2])
+
+
 def test_object_aware_no_proposals(sam, image):
     g = ObjectAwareMaskGenerator(sam, proposals=BoxesProposals(np.zeros((0, 4))))
     assert g.generate(image) == []
@@ -342,6 +375,7 @@ def test_coco_detections(tmp_path):
     src = CocoDetectionsProposals(p, 7)
     boxes, scores = src(np.zeros((100, 100, 3), np.uint8))
     assert boxes.tolist() == [[10, 20, 40, 60], [0, 0, 5, 5]] and scores.tolist() == [0.9, 0.5]
+    assert src.categories == [1, 3]
     assert CocoDetectionsProposals(p, "000000000008.jpg").boxes.tolist() == [[1, 1, 3, 3]]
     assert len(CocoDetectionsProposals(p, 9).boxes) == 0  # no detections: empty, not an error
     with pytest.raises(InputError, match="covers 2 images"):

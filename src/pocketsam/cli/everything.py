@@ -340,8 +340,9 @@ def detections_digest(detections: Any, file: Path) -> dict[str, Any]:
     """The proposals record of one image in boxes mode with a detections file: the SHA-256
     of that image's own detections (so adding detections for other images leaves its
     result valid)."""
-    boxes, scores = detections.select(file.name)
-    text = json.dumps({"boxes": boxes.tolist(), "scores": scores.tolist()}, separators=(",", ":"))
+    source = detections.proposals(file.name)
+    text = json.dumps({"boxes": source.boxes.tolist(), "scores": source.scores.tolist(),
+                       "categories": source.categories}, separators=(",", ":"))
     return {"source": "detections", "file": detections.path.name,
             "sha256": hashlib.sha256(text.encode()).hexdigest()}
 
@@ -442,9 +443,7 @@ def process_one(generator: Any, file: Path, dest: Path, detections: Any, provena
     digest = sha256_file(file)
     image = load_image(file)
     if detections is not None:
-        from pocketsam.everything.proposals import BoxesProposals
-
-        records = generator.generate(image, proposals=BoxesProposals(*detections.select(file.name)))
+        records = generator.generate(image, proposals=detections.proposals(file.name))
     else:
         records = generator.generate(image)
     dest.mkdir(parents=True, exist_ok=True)

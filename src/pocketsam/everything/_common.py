@@ -145,6 +145,8 @@ def decode_and_filter(
 ) -> MaskData:
     """Decode ``prompts`` (``N×2`` points, 3 masks each, or ``N×4`` boxes, 1 mask each) in
     batches and keep what passes the generator's filters. The one loop every generator uses.
+    Box prompts may carry more columns after the box (e.g. the proposal's row): they are
+    not decoded, only kept in ``points`` with each surviving mask.
 
     ``generator`` supplies ``predictor``, ``pred_iou_thresh``, ``stability_score_thresh`` and
     ``stability_score_offset``.
@@ -154,7 +156,7 @@ def decode_and_filter(
     for (batch,) in batch_iterator(batch_size, prompts):
         with stats.stage("decoding"):
             low_res, iou_preds = decode_low_res(
-                generator.predictor, batch if is_points else None, None if is_points else batch, im_size, is_points
+                generator.predictor, batch if is_points else None, None if is_points else batch[:, :4], im_size, is_points
             )
         with stats.stage("filtering"):
             data.cat(

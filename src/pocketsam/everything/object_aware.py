@@ -21,7 +21,7 @@ from pocketsam.everything._common import (
     remove_small_regions_and_dedupe,
     to_records,
 )
-from pocketsam.everything.proposals import as_proposal_source, check_proposals
+from pocketsam.everything.proposals import as_proposal_source, unpack_proposals
 from pocketsam.everything.grid import _empty_data
 from pocketsam.errors import PocketSamError
 from pocketsam.masks import MaskData, batched_nms
@@ -46,7 +46,9 @@ class ObjectAwareMaskGenerator:
             duplicate masks are still removed by mask-box NMS at 0.7 (1.0 disables).
 
     Records are segment_anything's, with ``point_coords`` the centre of the prompting
-    box and an extra ``prompt_box`` (XYXY). ``crop_box`` is the whole image.
+    box and, from the proposal that prompted the mask, ``prompt_box`` (XYXY), ``score``
+    (the detection's score) and ``category_id`` (when the source gives one; see
+    :class:`~pocketsam.everything.proposals.ProposalSource`). ``crop_box`` is the whole image.
     """
 
     name = "boxes"
@@ -92,21 +94,27 @@ class ObjectAwareMaskGenerator:
 
         Returns kept ``N×4`` XYXY boxes and scores, by decreasing score.
         """
+        boxes, scores, _ = self._select(boxes, scores, image_size)
+        return boxes, scores
+
+    def _select(self, boxes: np.ndarray, scores: np.ndarray, image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`select_proposals`, plus the index of each kept proposal in the input."""
         h, w = image_size
         boxes = boxes.copy()
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
         ok = (scores >= self.score_thresh) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        index = np.flatnonzero(ok)
         boxes, scores = boxes[ok], scores[ok]
         if len(boxes) == 0:
-            return boxes, scores
+            return boxes, scores, index
         keep = batched_nms(
             torch.as_tensor(boxes, dtype=torch.float32),
             torch.as_tensor(scores, dtype=torch.float32),
             torch.zeros(len(boxes), dtype=torch.int64),
             self.proposal_nms_thresh,
         ).numpy()
-        return boxes[keep], scores[keep]
+        return boxes[keep], scores[keep], index[keep]
 
     @torch.inference_mode()
     def generate(self, image: np.ndarray, proposals: Any = None) -> list[dict[str, Any]]:
@@ -133,9 +141,12 @@ class ObjectAwareMaskGenerator:
             with stats.stage("embedding"):
                 self.predictor.set_image(image)
         with stats.stage("proposals"):
-            boxes, scores = check_proposals(*(source.from_predictor(self.predictor) if embedded else source(image)))
+            boxes, scores, categories = unpack_proposals(
+                source.from_predictor(self.predictor) if embedded else source(image), source)
             raw = len(boxes)
-            boxes, scores = self.select_proposals(boxes, scores, (h, w))
+            boxes, scores, picked = self._select(boxes, scores, (h, w))
+            scores = scores.astype(np.float64)
+            categories = [categories[i] for i in picked] if categories is not None else None
         stats.extra["proposals"] = {"raw": raw, "after_score_and_nms": len(boxes)}
         stats.add_prompts("boxes", len(boxes))
         data = MaskData()
@@ -143,7 +154,9 @@ class ObjectAwareMaskGenerator:
             if not embedded:
                 with stats.stage("embedding"):
                     self.predictor.set_image(image)
-            data = decode_and_filter(self, boxes, "boxes", self.boxes_per_batch, (h, w), [0, 0, w, h], (h, w), stats)
+            # each prompt carries its proposal's row in column 4, through every filter
+            prompts = np.concatenate([boxes, np.arange(len(boxes), dtype=np.float64)[:, None]], axis=1)
+            data = decode_and_filter(self, prompts, "boxes", self.boxes_per_batch, (h, w), [0, 0, w, h], (h, w), stats)
             with stats.stage("filtering"):
                 if len(data) and self.box_nms_thresh < 1.0:
                     nms_filter(data, torch.as_tensor(data["iou_preds"]), self.box_nms_thresh)
@@ -151,19 +164,29 @@ class ObjectAwareMaskGenerator:
         self.predictor.reset_image()
         if len(data) == 0:
             data = _empty_data()
-            data["points"] = np.zeros((0, 4), np.float64)
+            data["points"] = np.zeros((0, 5), np.float64)
         else:
             data["crop_boxes"] = torch.tensor([[0, 0, w, h]] * len(data), dtype=torch.int64)
         data.to_numpy()
-        prompt_boxes = np.asarray(data["points"], dtype=np.float64).reshape(-1, 4)
-        data["points"] = np.stack([(prompt_boxes[:, 0] + prompt_boxes[:, 2]) / 2, (prompt_boxes[:, 1] + prompt_boxes[:, 3]) / 2], axis=1)
+        prompts = np.asarray(data["points"], dtype=np.float64).reshape(-1, 5)
+        data["prompt_boxes"] = prompts[:, :4]
+        data["proposal"] = prompts[:, 4].astype(np.int64)
+        data["points"] = np.stack([(prompts[:, 0] + prompts[:, 2]) / 2, (prompts[:, 1] + prompts[:, 3]) / 2], axis=1)
         with stats.stage("postprocess"):
             if self.min_mask_region_area > 0 and len(data):
-                data["prompt_boxes"] = prompt_boxes
                 data = remove_small_regions_and_dedupe(data, self.min_mask_region_area, self.box_nms_thresh)
-                prompt_boxes = data["prompt_boxes"]
                 stats.count("after_small_regions", len(data))
-            records = to_records(data, self.output_mode, extra={"prompt_box": np.asarray(prompt_boxes).tolist()})
+            rows = np.asarray(data["proposal"], dtype=np.int64).reshape(-1)
+            extra: dict[str, list[Any]] = {
+                "prompt_box": np.asarray(data["prompt_boxes"]).reshape(-1, 4).tolist(),
+                "score": scores[rows].tolist(),
+            }
+            if categories is not None:
+                extra["category_id"] = [categories[i] for i in rows]
+            records = to_records(data, self.output_mode, extra=extra)
+            for rec in records:
+                if rec.get("category_id", 0) is None:  # a proposal without a category
+                    del rec["category_id"]
         stats.count("returned", len(records))
         self.last_stats = stats.as_dict()
         return records

@@ -1,7 +1,12 @@
 """Object-proposal sources for :class:`~pocketsam.everything.ObjectAwareMaskGenerator`.
 
 A source is anything matching :class:`ProposalSource`: called with the image, it returns
-``(boxes, scores)`` — ``N×4`` float XYXY boxes in image pixels and ``N`` scores. Provided:
+``(boxes, scores)`` — ``N×4`` float XYXY boxes in image pixels and ``N`` scores. A
+source that knows the boxes' categories may return ``(boxes, scores, category_ids)``
+instead (``N`` integer ids, ``None`` for a box without one); the fixed sources below keep
+returning two values and carry theirs as a ``categories`` attribute, so code that calls
+them keeps working. The generator keeps each mask's detection score and category in its
+record (:func:`unpack_proposals` reads every form). Provided:
 
 * :class:`BoxesProposals` — fixed boxes (and optional scores) you already have;
 * any plain callable with that signature (e.g. your own detector);
@@ -27,9 +32,12 @@ from pocketsam.errors import InputError, PocketSamError
 
 @runtime_checkable
 class ProposalSource(Protocol):
-    """``source(image) -> (boxes_xyxy float N×4, scores float N)``."""
+    """``source(image) -> (boxes_xyxy float N×4, scores float N)``, or
+    ``(boxes, scores, category_ids)`` with ``N`` integer category ids (or ``None`` each).
+    A source returning two values may carry the ids of the boxes it returns as a
+    ``categories`` attribute (as :class:`BoxesProposals` does)."""
 
-    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, ...]: ...
 
 
 def check_proposals(boxes: Any, scores: Any, where: str = "proposal source") -> tuple[np.ndarray, np.ndarray]:
@@ -53,12 +61,47 @@ def check_proposals(boxes: Any, scores: Any, where: str = "proposal source") -> 
     return b, s
 
 
+def check_categories(categories: Any, n: int, where: str = "proposal source") -> list[int | None] | None:
+    """Validate per-box category ids: ``N`` integers (``None`` for a box without one), or
+    ``None`` for none at all. Raises :class:`InputError` otherwise."""
+    if categories is None:
+        return None
+    values = list(np.asarray(categories, dtype=object).reshape(-1))
+    if len(values) != n:
+        raise InputError(f"{where} returned {n} boxes but {len(values)} category ids")
+    out: list[int | None] = []
+    for v in values:
+        if v is None:
+            out.append(None)
+        elif isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
+            out.append(int(v))
+        elif isinstance(v, (float, np.floating)) and float(v).is_integer():
+            out.append(int(v))
+        else:
+            raise InputError(f"{where} returned category id {v!r}", "category ids must be integers")
+    return out if any(v is not None for v in out) else None
+
+
+def unpack_proposals(result: Any, source: Any = None, where: str = "proposal source") -> tuple[np.ndarray, np.ndarray, list[int | None] | None]:
+    """What a proposal source returned — ``(boxes, scores)`` or ``(boxes, scores,
+    category_ids)`` — as ``(float64 N×4, float64 N, categories or None)``, validated by
+    :func:`check_proposals` and :func:`check_categories`. With two values, the source's
+    ``categories`` attribute (if any) gives the ids."""
+    if not isinstance(result, (tuple, list)) or len(result) not in (2, 3):
+        raise InputError(f"{where} returned {type(result).__name__}", "return (boxes, scores) or (boxes, scores, category_ids)")
+    boxes, scores = check_proposals(result[0], result[1], where)
+    categories = result[2] if len(result) == 3 else getattr(source, "categories", None)
+    return boxes, scores, check_categories(categories, len(boxes), where)
+
+
 class BoxesProposals:
     """Fixed proposals: ``boxes`` ``N×4`` XYXY in image pixels, optional ``scores`` ``N``
-    (default 1.0 each)."""
+    (default 1.0 each) and ``categories`` ``N`` (integer ids, ``None`` for a box without
+    one; kept as the :attr:`categories` attribute, the call returns ``(boxes, scores)``)."""
 
-    def __init__(self, boxes: Any, scores: Any = None) -> None:
+    def __init__(self, boxes: Any, scores: Any = None, categories: Any = None) -> None:
         self.boxes, self.scores = check_proposals(boxes, scores, "BoxesProposals")
+        self.categories = check_categories(categories, len(self.boxes), "BoxesProposals")
 
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.boxes, self.scores
@@ -102,6 +145,8 @@ class CocoDetections:
         detections: the entries, normalised (``image_id`` or ``file_name``, ``bbox`` as
             floats, ``score`` as a float, ``category_id`` when given), in file order.
         by_image: image key → (XYXY boxes, scores), in file order.
+        categories_by_image: image key → the detections' ``category_id`` (``None`` where
+            an entry has none), in the same order.
     Raises:
         InputError: unreadable, not a detections file, or an entry that breaks a rule
             (the message names the entry and the rule).
@@ -130,12 +175,19 @@ class CocoDetections:
         self.score_required = isinstance(obj, list)
         self.detections = [self.check_entry(i, d) for i, d in enumerate(dets)]
         self.by_image: dict[Any, tuple[list[list[float]], list[float]]] = {}
+        self.categories_by_image: dict[Any, list[int | None]] = {}
         for d in self.detections:
             key = d["image_id"] if "image_id" in d else Path(d["file_name"]).name
             boxes, scores = self.by_image.setdefault(key, ([], []))
             x, y, w, h = d["bbox"]
             boxes.append([x, y, x + w, y + h])
             scores.append(d["score"])
+            self.categories_by_image.setdefault(key, []).append(d.get("category_id"))
+        self.category_names: dict[int, str] = {}
+        if isinstance(obj, dict):
+            for c in obj.get("categories", []) or []:
+                if isinstance(c, dict) and _is_int(c.get("id")) and isinstance(c.get("name"), str):
+                    self.category_names[c["id"]] = c["name"]
 
     def check_entry(self, i: int, d: Any) -> dict[str, Any]:
         """Entry ``i`` of the file, checked against the rules above and normalised."""
@@ -199,6 +251,11 @@ class CocoDetections:
         boxes, scores = self.by_image.get(key, ([], []))
         return check_proposals(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), np.asarray(scores), str(self.path))
 
+    def proposals(self, image: int | str | None) -> BoxesProposals:
+        """One image's detections as a proposal source, with their category ids."""
+        boxes, scores = self.select(image)
+        return BoxesProposals(boxes, scores, self.categories_by_image.get(self.image_key(image)))
+
     def boxes_by_image(self) -> dict[Any, tuple[np.ndarray, np.ndarray]]:
         """Every image's ``(N×4 XYXY, N scores)``, by descending score."""
         out = {}
@@ -254,11 +311,15 @@ class CocoDetectionsProposals:
     Args:
         json_path: the file; parsed (and validated) when this object is made.
         image: ``image_id`` (int) or file name (str); None if the file has one image only.
+    Attributes:
+        boxes, scores, categories: that image's detections (``categories``: their
+            ``category_id``, ``None`` when the file gives none).
     """
 
     def __init__(self, json_path: str | Path, image: int | str | None = None) -> None:
         self.detections = CocoDetections(json_path)
-        self.boxes, self.scores = self.detections.select(image)
+        source = self.detections.proposals(image)
+        self.boxes, self.scores, self.categories = source.boxes, source.scores, source.categories
 
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.boxes, self.scores
