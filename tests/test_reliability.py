@@ -104,3 +104,75 @@ def test_config_limits_admit_every_official_and_preset_architecture():
             sd = create_model(config).state_dict()
         meta = config_metadata(config)
         assert config_from_state_dict(sd, meta).encoder == config.encoder, name
+
+
+# ------------------------------------------------------------- (B) library prompts
+@pytest.fixture(scope="module")
+def predictor():
+    from pocketsam import SamPredictor
+    from pocketsam.models import MODEL_CONFIGS, create_model
+
+    torch.manual_seed(0)
+    p = SamPredictor(create_model(MODEL_CONFIGS["pocketsam_nano"].with_img_size(64)).eval())
+    p.set_image(np.random.default_rng(0).integers(0, 255, (30, 40, 3), dtype=np.uint8))
+    return p
+
+
+NAN = float("nan")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"point_coords": [[10, 10, 1]], "point_labels": [1]}, r"N×2 array of \(x, y\), got shape \(1, 3\)"),
+        ({"point_coords": [[10, 10, 1], [5, 5, 1]], "point_labels": [1, 1, 1]}, r"N×2"),  # 6 numbers: not 3 points
+        ({"point_coords": [[NAN, 10]], "point_labels": [1]}, "NaN or infinite"),
+        ({"point_coords": [[float("inf"), 10]], "point_labels": [1]}, "NaN or infinite"),
+        ({"box": [1, 2, NAN, 20]}, "NaN or infinite"),
+        ({"box": [1, 2, 20]}, "one box of 4 numbers"),
+        ({"point_coords": [[10, 10]], "point_labels": [2]}, "point label 2 is not 0 or 1"),
+        ({"point_coords": [[10, 10]], "point_labels": [-1]}, "point label -1 is not 0 or 1"),
+        ({"point_coords": [[10, 10]], "point_labels": [NAN]}, "point label nan is not 0 or 1"),
+        ({"point_coords": [["a", 10]], "point_labels": [1]}, "must be numbers"),
+        ({"point_labels": [1]}, "without point_coords"),
+        ({"point_coords": [[10, 10]], "point_labels": [1], "mask_input": np.zeros((1, 8, 8))}, r"mask_input must be B×1×16×16"),
+    ],
+)
+def test_predict_refuses_malformed_prompts(predictor, kwargs, match):
+    with pytest.raises(InputError, match=match):
+        predictor.predict(**kwargs)
+
+
+def test_predict_torch_refuses_mismatched_and_invalid_batches(predictor):
+    pts = torch.tensor([[[10.0, 10.0]], [[20.0, 5.0]]])
+    ones = torch.ones(2, 1, dtype=torch.int)
+    cases = [
+        ((pts, torch.ones(3, 1, dtype=torch.int)), r"point_labels must be B×N = \(2, 1\)"),  # batch
+        ((pts, torch.ones(2, 2, dtype=torch.int)), r"point_labels must be B×N"),  # point count
+        ((pts[0], ones[0]), r"point_coords must be B×N×2"),
+        ((pts, torch.full((2, 1), 5, dtype=torch.int)), "point label 5 is not one of -1, 0, 1, 2, 3"),
+        ((pts.masked_fill(pts > 15, NAN), ones), "NaN or infinite"),
+    ]
+    for (coords, labels), match in cases:
+        with pytest.raises(InputError, match=match):
+            predictor.predict_torch(coords, labels)
+    with pytest.raises(InputError, match=r"different batch sizes \(point_coords 2, boxes 3\)"):
+        predictor.predict_torch(pts, ones, boxes=torch.tensor([[1.0, 1, 9, 9]] * 3))
+    with pytest.raises(InputError, match="NaN or infinite"):
+        predictor.predict_torch(None, None, boxes=torch.tensor([[1.0, 1, NAN, 9]]))
+    with pytest.raises(InputError, match=r"boxes must be B×4"):
+        predictor.predict_torch(None, None, boxes=torch.tensor([1.0, 1, 9, 9]))
+    # SAM's own label set is accepted: box corners 2/3 and padding -1
+    masks, scores, _ = predictor.predict_torch(torch.tensor([[[1.0, 1], [30, 20], [5, 5]]]),
+                                               torch.tensor([[2, 3, -1]]))
+    assert masks.shape[0] == 1 and bool(torch.isfinite(scores).all())
+
+
+@pytest.mark.parametrize("mode", ["grid", "hierarchical", "boxes"])
+def test_generators_refuse_grayscale_arrays(predictor, mode):
+    from pocketsam.everything import GENERATORS
+
+    kwargs = {"proposals": np.array([[1.0, 1, 9, 9]])} if mode == "boxes" else {"points_per_side": 2}
+    gen = GENERATORS[mode](predictor.model, **kwargs)
+    with pytest.raises(InputError, match=r"H×W×3 image, got an array of shape \(30, 40\)"):
+        gen.generate(np.zeros((30, 40), np.uint8))

@@ -49,14 +49,7 @@ class SamPredictor:
         """Embed an H×W×3 uint8 image (``image_format`` 'RGB' or 'BGR')."""
         if image_format not in ("RGB", "BGR"):
             raise InputError(f"image_format must be 'RGB' or 'BGR', not {image_format!r}")
-        image = np.asarray(image)
-        if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
-            raise InputError(
-                f"expected an H×W×3 image, got an array of shape {tuple(image.shape)}",
-                "convert grayscale/RGBA images to RGB first (pocketsam.io.load_image does)",
-            )
-        if image.dtype != np.uint8:
-            raise InputError(f"expected a uint8 image, got dtype {image.dtype}", "scale pixels to 0..255 uint8")
+        image = check_image(image)
         if image_format != self.model.image_format:
             image = image[..., ::-1]
         input_image = self.transform.apply_image(image)
@@ -130,20 +123,34 @@ class SamPredictor:
         if point_coords is not None:
             if point_labels is None:
                 raise InputError("point_labels must be supplied with point_coords")
-            coords = np.asarray(point_coords, dtype=float).reshape(-1, 2)
-            labels = np.asarray(point_labels).reshape(-1)
+            coords = _as_array(point_coords, "point_coords")
+            if coords.ndim == 1 and coords.shape == (2,):
+                coords = coords[None]
+            if coords.ndim != 2 or coords.shape[1] != 2:
+                raise InputError(
+                    f"point_coords must be an N×2 array of (x, y), got shape {coords.shape}",
+                    "give the labels separately, in point_labels (1 foreground, 0 background)",
+                )
+            labels = _as_array(point_labels, "point_labels").reshape(-1)
             if len(labels) != len(coords):
                 raise InputError(f"{len(coords)} points but {len(labels)} labels", "give one label per point")
+            if not np.isin(labels, (0, 1)).all():
+                bad = labels[~np.isin(labels, (0, 1))][0]
+                raise InputError(f"point label {bad:g} is not 0 or 1", "use 1 for foreground points, 0 for background")
             coords = self.transform.apply_coords(coords, self.original_size)
             coords_t = torch.as_tensor(coords, dtype=torch.float, device=self.device)[None]
             labels_t = torch.as_tensor(labels, dtype=torch.int, device=self.device)[None]
+        elif point_labels is not None:
+            raise InputError("point_labels given without point_coords")
         if box is not None:
-            box = self.transform.apply_boxes(np.asarray(box, dtype=float), self.original_size)
+            box = _as_array(box, "box")
+            if box.size != 4:
+                raise InputError(f"predict takes one box of 4 numbers (x0, y0, x1, y1), got shape {box.shape}",
+                                 "use predict_torch for a batch of boxes")
+            box = self.transform.apply_boxes(box.reshape(1, 4), self.original_size)
             box_t = torch.as_tensor(box, dtype=torch.float, device=self.device)
-            if box_t.shape[0] != 1:
-                raise InputError("predict takes one box", "use predict_torch for a batch of boxes")
         if mask_input is not None:
-            mask_t = torch.as_tensor(mask_input, dtype=torch.float, device=self.device)[None]
+            mask_t = torch.as_tensor(_as_array(mask_input, "mask_input"), dtype=torch.float, device=self.device)[None]
         masks, scores, low_res = self.predict_torch(
             coords_t, labels_t, box_t, mask_t, multimask_output=multimask_output, return_logits=return_logits
         )
@@ -189,6 +196,7 @@ class SamPredictor:
         """
         self._require_image()
         engine = self._active
+        check_prompts(points, boxes, mask_input, engine.prompt_encoder.mask_input_size)
         sparse, dense = engine.prompt_encoder(points, boxes, mask_input)
         low_res, iou = engine.mask_decoder(self.features, self._dense_pe, sparse, dense, multimask_output)
         check_finite_outputs(low_res, iou)
@@ -206,3 +214,97 @@ def check_finite_outputs(low_res: torch.Tensor, iou: torch.Tensor) -> None:
             "the model produced NaN or infinite mask logits or scores",
             "its weights or this speed mode overflow; try another checkpoint, or SamPredictor(..., mode='reference')",
         )
+
+
+def check_image(image: np.ndarray) -> np.ndarray:
+    """The one image rule of the predictor and the generators: an H×W×3 ``uint8`` array.
+
+    Returns:
+        ``image`` as a numpy array.
+    Raises:
+        InputError: another shape (e.g. a 2-D grayscale array) or dtype.
+    """
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
+        raise InputError(
+            f"expected an H×W×3 image, got an array of shape {tuple(image.shape)}",
+            "convert grayscale/RGBA images to RGB first (pocketsam.io.load_image does; for a 2-D array: "
+            "np.repeat(a[..., None], 3, axis=2))",
+        )
+    if image.dtype != np.uint8:
+        raise InputError(f"expected a uint8 image, got dtype {image.dtype}", "scale pixels to 0..255 uint8")
+    return image
+
+
+def _as_array(value: object, name: str) -> np.ndarray:
+    """``value`` as a float array, or one InputError (strings, ragged lists, None inside...)."""
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be numbers, got {value!r:.80}") from None
+
+
+#: Point labels of SAM's prompt encoder: -1 padding, 0 background, 1 foreground, 2 / 3 the
+#: top-left / bottom-right corner of a box.
+POINT_LABELS = (-1, 0, 1, 2, 3)
+
+
+def check_prompts(
+    points: tuple[torch.Tensor, torch.Tensor] | None,
+    boxes: torch.Tensor | None,
+    mask_input: torch.Tensor | None,
+    mask_input_size: tuple[int, int],
+) -> None:
+    """The batched prompts of :meth:`SamPredictor.predict_torch` (the one check every
+    prediction passes): coordinates ``B×N×2`` with labels ``B×N`` in :data:`POINT_LABELS`,
+    boxes ``B×4``, mask inputs ``B×1×h×w`` (the low-res size), all finite and with one batch
+    size B. Anything else would fail deep in the model, or worse, silently give NaN scores.
+
+    Raises:
+        InputError: naming what is wrong.
+    """
+    sizes: dict[str, int] = {}
+
+    def real(t: object, name: str) -> torch.Tensor:
+        if not isinstance(t, torch.Tensor):
+            raise InputError(f"{name} must be a torch.Tensor, got {type(t).__name__}", "use predict() for numpy arrays")
+        if t.dtype == torch.bool or t.is_complex():
+            raise InputError(f"{name} must hold real numbers, got dtype {t.dtype}")
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise InputError(f"{name}: NaN or infinite values", "give finite pixel coordinates")
+        return t
+
+    if points is not None:
+        if not isinstance(points, (tuple, list)) or len(points) != 2:
+            raise InputError("points must be a (coords, labels) pair")
+        coords, labels = real(points[0], "point coordinates"), real(points[1], "point labels")
+        if coords.ndim != 3 or coords.shape[2] != 2:
+            raise InputError(f"point_coords must be B×N×2, got shape {tuple(coords.shape)}",
+                             "one row of N (x, y) points per prompt; labels go in point_labels")
+        if tuple(labels.shape) != tuple(coords.shape[:2]):
+            raise InputError(f"point_labels must be B×N = {tuple(coords.shape[:2])} to match point_coords, got "
+                             f"shape {tuple(labels.shape)}", "give one label per point, in the same batch order")
+        if labels.numel():
+            ok = torch.zeros_like(labels, dtype=torch.bool)
+            for v in POINT_LABELS:
+                ok |= labels == v
+            if not bool(ok.all()):
+                bad = labels[~ok].flatten()[0].item()
+                raise InputError(f"point label {bad:g} is not one of -1, 0, 1, 2, 3",
+                                 "1 foreground, 0 background, 2/3 box corners, -1 padding")
+        sizes["point_coords"] = coords.shape[0]
+    if boxes is not None:
+        boxes = real(boxes, "boxes")
+        if boxes.ndim != 2 or boxes.shape[1] != 4:
+            raise InputError(f"boxes must be B×4 (x0, y0, x1, y1), got shape {tuple(boxes.shape)}")
+        sizes["boxes"] = boxes.shape[0]
+    if mask_input is not None:
+        mask_input = real(mask_input, "mask_input")
+        h, w = mask_input_size
+        if mask_input.ndim != 4 or tuple(mask_input.shape[1:]) != (1, h, w):
+            raise InputError(f"mask_input must be B×1×{h}×{w} (low-res logits of an earlier call), got shape "
+                             f"{tuple(mask_input.shape)}")
+        sizes["mask_input"] = mask_input.shape[0]
+    if len(set(sizes.values())) > 1:
+        given = ", ".join(f"{k} {v}" for k, v in sizes.items())
+        raise InputError(f"the prompts have different batch sizes ({given})", "give every prompt tensor the same first dimension B")

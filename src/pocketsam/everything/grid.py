@@ -118,7 +118,9 @@ class SamAutomaticMaskGenerator:
             ``output_mode``), ``area`` (int), ``bbox`` (XYWH), ``predicted_iou``,
             ``point_coords`` (``[[x, y]]``), ``stability_score``, ``crop_box`` (XYWH).
         """
-        image = np.asarray(image)
+        from pocketsam.predictor import check_image
+
+        image = check_image(image)
         stats = Stats(self.name)
         data = self._generate_masks(image, stats)
         with stats.stage("postprocess"):

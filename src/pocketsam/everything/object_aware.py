@@ -126,7 +126,9 @@ class ObjectAwareMaskGenerator:
             records as :meth:`SamAutomaticMaskGenerator.generate`; ``[]`` when there
             are no proposals (the image is then not even embedded).
         """
-        image = np.asarray(image)
+        from pocketsam.predictor import check_image
+
+        image = check_image(image)
         source = as_proposal_source(proposals) if proposals is not None else self.proposals
         if source is None:
             raise PocketSamError(
