@@ -388,3 +388,57 @@ def test_boxes_provenance_is_the_images_own_detections(tmp_path, capsys, tiny_ck
     assert "1 finished result in" in err and "proposals.sha256" in err
     assert main([*args, "--overwrite"]) == 0
     assert "1 image(s) segmented, 1 already done" in capsys.readouterr().out
+
+
+def test_format_coco_writes_one_instances_file_for_the_folder(tmp_path, capsys, tiny_ckpt):
+    from pocketsam.eval.metrics import coco_mask_ap
+
+    _write_images(tmp_path / "in", 3)
+    out = tmp_path / "out"
+    args = [*_args(tmp_path / "in", tiny_ckpt, out), "--format", "coco", "--stability-score-thresh", "-100",
+            "--points-per-side", "4"]
+    assert main(args) == 0
+    assert f"wrote {out / 'instances.json'}: 3 image(s), " in capsys.readouterr().out
+    doc = json.loads((out / "instances.json").read_text())
+    assert set(doc) == {"info", "images", "annotations", "categories"}
+    assert doc["info"]["provenance"]["checkpoint"]["file"] == "tiny.safetensors"
+    assert doc["images"] == [{"id": i + 1, "file_name": f"img{i}.png", "height": 40, "width": 56} for i in range(3)]
+    assert doc["categories"] == [{"id": 1, "name": "object"}]
+    per_image = [json.loads((out / f"img{i}" / "annotations.json").read_text())["annotations"] for i in range(3)]
+    assert len(doc["annotations"]) == sum(map(len, per_image)) > 0
+    assert [a["id"] for a in doc["annotations"]] == list(range(1, len(doc["annotations"]) + 1))
+    flat = [(i + 1, r) for i, recs in enumerate(per_image) for r in recs]
+    for ann, (image_id, rec) in zip(doc["annotations"], flat):
+        assert ann["image_id"] == image_id and ann["category_id"] == 1 and ann["iscrowd"] == 0
+        assert ann["score"] == rec["predicted_iou"] and ann["bbox"] == rec["bbox"]
+        mask = decode_rle(ann["segmentation"])
+        assert (mask == decode_rle(rec["segmentation"])).all() and mask.sum() == ann["area"]
+    # pycocotools reads it: scored against itself, every mask is found
+    assert coco_mask_ap(doc, doc["annotations"])["mask_ar100"] == 1.0
+
+    # rebuilt when nothing is left to compute, too
+    (out / "instances.json").unlink()
+    assert main(args) == 0
+    assert "already done" in (said := capsys.readouterr().out) and "wrote" in said
+    assert json.loads((out / "instances.json").read_text()) == doc
+
+
+def test_format_coco_boxes_mode_keeps_detection_ids_categories_and_scores(tmp_path, capsys, tiny_ckpt):
+    _write_images(tmp_path / "in", 2)
+    dets = tmp_path / "dets.json"
+    dets.write_text(json.dumps({
+        "images": [{"id": 11, "file_name": "img0.png"}, {"id": 12, "file_name": "img1.png"}],
+        "categories": [{"id": 3, "name": "cat"}, {"id": 18, "name": "dog"}],
+        "annotations": [{"image_id": 11, "bbox": [10, 5, 20, 20], "score": 0.9, "category_id": 3},
+                        {"image_id": 12, "bbox": [10, 5, 20, 20], "score": 0.8, "category_id": 18},
+                        {"image_id": 12, "bbox": [30, 20, 20, 15], "score": 0.7, "category_id": 3}],
+    }))
+    out = tmp_path / "out"
+    assert main(["everything", str(tmp_path / "in"), "--checkpoint", str(tiny_ckpt), "--mode", "boxes", "--boxes",
+                 str(dets), "--box-nms-thresh", "1", "--out", str(out), "--format", "coco"]) == 0
+    doc = json.loads((out / "instances.json").read_text())
+    assert [im["id"] for im in doc["images"]] == [11, 12]
+    assert doc["categories"] == [{"id": 3, "name": "cat"}, {"id": 18, "name": "dog"}]
+    got = sorted((a["image_id"], a["category_id"], a["score"]) for a in doc["annotations"])
+    assert got == [(11, 3, 0.9), (12, 3, 0.7), (12, 18, 0.8)]
+    assert doc["info"]["provenance"]["proposals"] == {"source": "detections", "file": "dets.json"}

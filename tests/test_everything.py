@@ -427,3 +427,24 @@ def test_coco_detections_dataset_form_rules(tmp_path):
     with pytest.raises(InputError, match="entry 0 has no score"):  # a results list needs scores
         p.write_text(json.dumps([{"image_id": 4, "bbox": [1, 1, 4, 4]}]))
         CocoDetections(p)
+
+
+def test_coco_instances_from_records_in_any_output_mode():
+    from pocketsam.everything.coco import coco_instances, image_ids
+
+    mask = np.zeros((6, 8), bool)
+    mask[1:4, 2:7] = True
+    binary = {"segmentation": mask, "area": 15, "bbox": [2, 1, 5, 3], "predicted_iou": 0.7, "stability_score": 0.9}
+    uncompressed = {**binary, "segmentation": M.mask_to_rle_uncompressed(torch.as_tensor(mask)[None])[0],
+                    "score": 0.4, "category_id": 7}
+    doc = coco_instances([({"id": 5, "file_name": "a.png", "height": 6, "width": 8}, [binary, uncompressed])],
+                         {7: "cup"}, {"description": "test"})
+    assert doc["categories"] == [{"id": 1, "name": "object"}, {"id": 7, "name": "cup"}]
+    a, b = doc["annotations"]
+    assert (a["id"], a["image_id"], a["category_id"], a["score"]) == (1, 5, 1, 0.7)
+    assert (b["id"], b["category_id"], b["score"]) == (2, 7, 0.4)
+    for ann in (a, b):
+        assert isinstance(ann["segmentation"]["counts"], str) and (M.decode_rle(ann["segmentation"]) == mask).all()
+    json.dumps(doc)  # serialisable as is
+    assert image_ids(["000000397133.jpg", "12.png"]) == [397133, 12]
+    assert image_ids(["a.jpg", "12.png"]) == [1, 2] and image_ids(["1.jpg", "1.png"]) == [1, 2]

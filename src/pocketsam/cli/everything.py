@@ -35,6 +35,12 @@ SHA-256, or the checkpoint's proposal head). Re-running:
 
 ``--force`` recomputes every image. Everything checkable without the model is checked
 before the model is loaded.
+
+``--format coco`` also writes ``<out>/instances.json``: one COCO instances file for all
+the images (images, annotations with compressed-RLE segmentation, bbox, area, score,
+category_id; see :mod:`pocketsam.everything.coco`), rebuilt from the per-image results
+after every run. Image ids come from the detections file, else from numeric file stems,
+else 1..N.
 """
 
 from __future__ import annotations
@@ -55,6 +61,8 @@ from pocketsam.cli.segment import warnings_as_lines
 from pocketsam.errors import InputError
 
 MODES = ("grid", "hierarchical", "boxes")
+FORMATS = ("sa1b", "coco")
+COCO_FILE = "instances.json"
 
 
 def register(subparsers: Any) -> None:
@@ -77,6 +85,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--crop-n-layers", type=int, default=0, help="extra crop layers (grid modes; default 0)")
     p.add_argument("--box-score-thresh", type=float, default=0.4, help="boxes: minimum detection score (default 0.4)")
     p.add_argument("--out", "-o", required=True, metavar="DIR", help="output directory (created if needed)")
+    p.add_argument("--format", choices=FORMATS, default="sa1b",
+                   help="sa1b: per-image annotations.json only (default); coco: also one COCO instances file "
+                   f"for all the images, <out>/{COCO_FILE}")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace results made with another checkpoint, mode or settings (default: refuse)")
@@ -498,6 +509,40 @@ def plan(args: argparse.Namespace, ctx: dict[str, Any]) -> tuple[list[tuple[Path
     return todo, counts
 
 
+def write_coco(args: argparse.Namespace, ctx: dict[str, Any]) -> str:
+    """Write ``<out>/instances.json`` from the images' results (:mod:`pocketsam.everything.coco`).
+
+    Only results with this run's provenance go in (an image that failed this time and
+    kept an older result is left out). Returns the summary line.
+    """
+    from pocketsam.everything.coco import image_ids, write_coco_instances
+    from pocketsam.io import read_json
+
+    files, detections = ctx["files"], ctx["detections"]
+    ids = image_ids([f.name for f in files], detections)
+    images, missing = [], []
+    for file, name, image_id in zip(files, ctx["names"], ids):
+        path = ctx["out"] / name / "annotations.json"
+        head = recorded_head(path)
+        if head is None or head[0]["file_name"] != file.name or provenance_differences(head[1], ctx["provenance_of"](file)):
+            missing.append(file.name)
+            continue
+        doc = read_json(path, "annotations file")
+        images.append(({"id": image_id, **doc["image"]}, doc["annotations"]))
+    info = {"description": f"pocketsam everything --mode {args.mode}",
+            "provenance": {**ctx["provenance_of"](files[0]), "proposals": _proposals_kind(args, detections)}}
+    path = ctx["out"] / COCO_FILE
+    doc = write_coco_instances(path, images, detections.category_names if detections is not None else None, info)
+    line = f"wrote {path}: {len(doc['images'])} image(s), {len(doc['annotations'])} annotation(s)"
+    return line + (f" ({len(missing)} image(s) without a result left out)" if missing else "")
+
+
+def _proposals_kind(args: argparse.Namespace, detections: Any) -> dict[str, Any] | None:
+    if args.mode != "boxes":
+        return None
+    return {"source": "detections", "file": detections.path.name} if detections is not None else {"source": "proposal head"}
+
+
 def run(args: argparse.Namespace) -> int:
     ctx = validate(args)
     files, out = ctx["files"], ctx["out"]
@@ -505,6 +550,8 @@ def run(args: argparse.Namespace) -> int:
     skipped = counts["done"]
     if not todo:
         print(f"all {len(files)} image(s) already done in '{out}' (use --force to recompute)")
+        if args.format == "coco":
+            print(write_coco(args, ctx))
         return 0
 
     import torch
@@ -543,4 +590,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{done} image(s) segmented, {skipped} already done, {len(failures)} failed -> {out}")
         for line in failures:
             print(f"  failed: {line}")
+    if args.format == "coco":
+        print(write_coco(args, ctx))
     return 1 if failures else 0
