@@ -1,12 +1,12 @@
 """The distillation evidence table (README, "Distillation"): one command, resumable.
 
-    python bench/distill_table.py --out out/distill            # everything (~2 h on 2 cores)
+    python bench/distill_table.py --out out/distill            # everything (~1.5 h on 2 cores)
     python bench/distill_table.py --out out/distill --eval-only # re-measure finished rows
 
 Teacher: the bundled model (pocketsam_tiny, 256²). Student: pocketsam_nano. Data: 3,000
 synthetic scenes (seed 1, the teacher's own training set) and 100 held-out scenes (seed 7,
 never trained on). Every row gets the same CPU budget (1 thread, steps chosen from its
-measured step time so that each trains for ~20 CPU-minutes):
+measured step time so that each trains for ~10 CPU-minutes):
 
   (a) the student from scratch with `pocketsam train` (the teacher's own recipe)
   (b) decoupled distillation (MobileSAM): `pocketsam distill train --stage encoder`
@@ -32,14 +32,14 @@ import time
 from pathlib import Path
 
 ROWS = {
-    "a": ("from scratch (`pocketsam train`)", ["train", "--arch", "pocketsam_nano", "--steps", "700", "--rounds", "1",
+    "a": ("from scratch (`pocketsam train`)", ["train", "--arch", "pocketsam_nano", "--steps", "350", "--rounds", "1",
                                               "--lr", "8e-4", "--warmup", "50", "--focal-weight", "1", "--dice-weight", "1"]),
-    "b": ("decoupled (stage encoder)", ["distill", "train", "--stage", "encoder", "--steps", "3300", "--lr", "1e-3", "--warmup", "100"]),
-    "c": ("full-stage", ["distill", "train", "--stage", "full", "--steps", "400", "--rounds", "2", "--lr", "1e-3",
+    "b": ("decoupled (stage encoder)", ["distill", "train", "--stage", "encoder", "--steps", "1650", "--lr", "1e-3", "--warmup", "100"]),
+    "c": ("full-stage", ["distill", "train", "--stage", "full", "--steps", "200", "--rounds", "2", "--lr", "1e-3",
                          "--warmup", "20", "--no-hard-prompts", "--no-hard-mask-weighting"]),
-    "d": ("full-stage + hard prompts", ["distill", "train", "--stage", "full", "--steps", "400", "--rounds", "2",
+    "d": ("full-stage + hard prompts", ["distill", "train", "--stage", "full", "--steps", "200", "--rounds", "2",
                                        "--lr", "1e-3", "--warmup", "20", "--no-hard-mask-weighting"]),
-    "e": ("full-stage + hard prompts + hard mask weighting", ["distill", "train", "--stage", "full", "--steps", "400",
+    "e": ("full-stage + hard prompts + hard mask weighting", ["distill", "train", "--stage", "full", "--steps", "200",
                                                               "--rounds", "2", "--lr", "1e-3", "--warmup", "20"]),
 }
 COMMON = ["--batch-size", "8", "--masks-per-image", "8", "--workers", "0", "--val-images", "0", "--log-every", "50",
