@@ -176,3 +176,29 @@ def test_generators_refuse_grayscale_arrays(predictor, mode):
     gen = GENERATORS[mode](predictor.model, **kwargs)
     with pytest.raises(InputError, match=r"H×W×3 image, got an array of shape \(30, 40\)"):
         gen.generate(np.zeros((30, 40), np.uint8))
+
+
+# ------------------------------------------------------------- (C) output paths first
+def _no_work(*_args, **_kwargs):
+    raise AssertionError("the work started before the output path was checked")
+
+
+@pytest.mark.parametrize("bad", ["dir", "missing/parent/out.json"])
+def test_eval_and_bench_check_output_before_the_run(tmp_path, monkeypatch, capsys, bad):
+    import pocketsam.cli.bench as bench
+    import pocketsam.eval.runners as runners
+    from pocketsam.cli import main
+
+    monkeypatch.setattr(runners, "load_model", _no_work)
+    monkeypatch.setattr(bench, "_run_worker", _no_work)
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.json").write_text("{}")
+    out = str(tmp_path / bad)
+    for argv in (["eval", "everything", "--data", str(tmp_path / "data"), "--output", out],
+                 ["eval", "prompts", "--data", str(tmp_path / "data"), "--output", out],
+                 ["bench", "--modes", "default", "--output", out]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: --output"), (argv, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "dir"]

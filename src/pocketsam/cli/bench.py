@@ -64,6 +64,10 @@ def run(args: argparse.Namespace) -> int:
     for img in args.image or []:
         if not Path(img).exists():
             raise InputError(f"image '{img}' does not exist")
+    if args.output:
+        from pocketsam.cli.segment import check_output_file
+
+        check_output_file(args.output, "--output")  # before the modes run, not after
 
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="pocketsam-bench-") as tmp:

@@ -102,8 +102,6 @@ def _finish(title: str, results: dict[str, Any], output: str | None) -> int:
         from pocketsam.io import write_json_atomic
 
         out = Path(output)
-        if not out.parent.exists():
-            raise InputError(f"output directory '{out.parent}' does not exist", "create it first")
         write_json_atomic(results, out)
         print(f"wrote {out}")
     return 0
@@ -116,9 +114,14 @@ def _model(args: argparse.Namespace):
         return load_model(args.checkpoint, args.model_type, args.device)
 
 
-def _check_max_images(args: argparse.Namespace) -> None:
+def _check_common(args: argparse.Namespace) -> None:
+    """The options every benchmark shares, before any work: --max-images and --output."""
+    from pocketsam.cli.segment import check_output_file
+
     if args.max_images is not None and args.max_images < 1:
         raise InputError(f"--max-images must be >= 1, got {args.max_images}")
+    if args.output is not None:
+        check_output_file(args.output, "--output")
 
 
 # ---------------------------------------------------------------------------- commands
@@ -128,7 +131,7 @@ def _run_prompts(args: argparse.Namespace) -> int:
     from pocketsam.data import CocoReader, SA1BReader
     from pocketsam.eval.runners import eval_prompts
 
-    _check_max_images(args)
+    _check_common(args)
     if args.max_masks_per_image is not None and args.max_masks_per_image < 1:
         raise InputError(f"--max-masks-per-image must be >= 1, got {args.max_masks_per_image}")
     samples = CocoReader(args.annotations, args.data) if args.annotations else SA1BReader(args.data)
@@ -151,7 +154,7 @@ def _run_coco(args: argparse.Namespace) -> int:
     from pocketsam.eval.runners import eval_coco
     from pocketsam.everything.proposals import CocoDetections
 
-    _check_max_images(args)
+    _check_common(args)
     if args.max_detections < 1:
         raise InputError(f"--max-detections must be >= 1, got {args.max_detections}")
     reader = CocoReader(args.annotations, args.images, include_crowd=False)
@@ -177,7 +180,7 @@ def _run_everything(args: argparse.Namespace) -> int:
     from pocketsam.everything.proposals import CocoDetections
     from pocketsam.everything import make_generator
 
-    _check_max_images(args)
+    _check_common(args)
     if args.mode != "boxes" and args.boxes:
         raise InputError("--boxes is only used with --mode boxes")
     if args.points_per_side is not None and args.points_per_side < 1:

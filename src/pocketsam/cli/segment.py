@@ -256,6 +256,23 @@ def check_output_dir(out: str) -> Path:
     return path
 
 
+def check_output_file(out: str, option: str = "--output") -> Path:
+    """``out`` must be writable as a file: not a directory, in an existing writable
+    directory. Checked before the work, so a long run never fails only at its end.
+
+    Raises:
+        InputError: naming ``option``.
+    """
+    path = Path(out)
+    if path.is_dir():
+        raise InputError(f"{option} '{out}' is a directory", f"give a file name for {option}, e.g. {Path(out) / 'results.json'}")
+    parent = path.absolute().parent
+    if not parent.is_dir():
+        raise InputError(f"{option} '{out}': directory '{parent}' does not exist", "create it first, or choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise InputError(f"{option} '{out}' is not writable", f"choose another {option}")
+    return path
+
 def check_device(device: str) -> str:
     """Validate a torch device string and that the device exists."""
     import torch
