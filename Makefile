@@ -7,24 +7,38 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+# The torch put into a new .venv (the one the tests run with); a .venv that already has
+# a torch keeps it, since pocketsam only needs torch>=2.4. Any pip requirement works,
+# e.g. TORCH_SPEC='torch --index-url https://download.pytorch.org/whl/cpu'.
+TORCH_SPEC ?= torch==2.13.0
 
+# What the library, the CLI, make demo and make model need: pocketsam and its dependencies.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,onnx]'
+	$(BIN)/python -c 'import torch' 2>/dev/null || $(BIN)/python -m pip install -q $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q -e .
 	touch $(STAMP)
+
+# The test suite also needs pytest and the ONNX extra (speed-mode tests).
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[test,onnx]'
+	touch $(TEST_STAMP)
 
 install: $(STAMP)
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+# a path, or official weights by name after `pocketsam download NAME` (e.g. CHECKPOINT=mobile_sam);
+# the demo's output is replaced when the checkpoint changes (--overwrite), kept otherwise
 CHECKPOINT ?=
 CKPT_ARG := $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT),)
 
 demo: $(STAMP)
 	$(BIN)/pocketsam segment examples/scene.jpg $(CKPT_ARG) --point 190,155 --multimask --out out/demo/segment
-	$(BIN)/pocketsam everything examples/scene.jpg $(CKPT_ARG) --mode hierarchical --out out/demo/everything
+	$(BIN)/pocketsam everything examples/scene.jpg $(CKPT_ARG) --mode hierarchical --out out/demo/everything --overwrite
 
 # The bundled model, end to end: 3,000 synthetic scenes; 4,000 steps from scratch, then
 # 2,000 and 3,600 more, each from the previous weights with a fresh warm-up and cosine
