@@ -10,6 +10,9 @@
 * A checkpoint may also recommend thresholds for automatic mask generation (float tensors
   under ``pocketsam.everything.``): :func:`build_sam` puts them in
   ``Sam.everything_defaults``; official checkpoints have none.
+* Official checkpoints can be named instead of given by path
+  (``build_sam(checkpoint="mobile_sam")``): :func:`build_sam` takes them from the local
+  weights folder, where ``pocketsam download NAME`` puts them (:mod:`pocketsam.weights`).
 """
 
 from __future__ import annotations
@@ -722,6 +725,9 @@ def build_sam(
     if checkpoint is None:
         model = create_model(_resized(MODEL_CONFIGS[key], img_size))
     else:
+        from pocketsam.weights import resolve_checkpoint_name
+
+        checkpoint = resolve_checkpoint_name(checkpoint)  # "mobile_sam": the downloaded official file
         sd, meta = read_checkpoint(checkpoint)
         head = {k[len(HEAD_PREFIX):]: v for k, v in sd.items() if k.startswith(HEAD_PREFIX)}
         sd = {k: v for k, v in sd.items() if not k.startswith(HEAD_PREFIX)}

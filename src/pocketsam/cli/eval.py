@@ -135,8 +135,12 @@ def _run_prompts(args: argparse.Namespace) -> int:
     if args.max_masks_per_image is not None and args.max_masks_per_image < 1:
         raise InputError(f"--max-masks-per-image must be >= 1, got {args.max_masks_per_image}")
     samples = CocoReader(args.annotations, args.data) if args.annotations else SA1BReader(args.data)
-    if args.against is not None and not Path(args.against).is_file():  # before any model is loaded
-        raise InputError(f"teacher checkpoint '{args.against}' does not exist or is not a file", "check the --against path")
+    if args.against is not None:  # before any model is loaded; official weights may be named
+        from pocketsam.weights import resolve_checkpoint_name
+
+        args.against = str(resolve_checkpoint_name(args.against))
+        if not Path(args.against).is_file():
+            raise InputError(f"teacher checkpoint '{args.against}' does not exist or is not a file", "check the --against path")
     sam = _model(args)
     teacher = None
     if args.against is not None:

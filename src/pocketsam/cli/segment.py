@@ -223,7 +223,9 @@ def check_prompts_inside(prompts: Prompts, width: int, height: int) -> None:
 
 
 def resolve_checkpoint(checkpoint: str | None) -> Path:
-    """The checkpoint to use: ``--checkpoint``, else the bundled default if there is one.
+    """The checkpoint to use: ``--checkpoint`` (a path, or the name of official weights in
+    the local weights folder, :func:`pocketsam.weights.resolve_checkpoint_name`), else the
+    bundled default if there is one.
 
     Only checks that the file exists; its contents are validated by ``build_sam``.
     """
@@ -231,7 +233,9 @@ def resolve_checkpoint(checkpoint: str | None) -> Path:
         from pocketsam.checkpoints import default_checkpoint
 
         return default_checkpoint()  # a clear error if this installation has none
-    path = Path(checkpoint)
+    from pocketsam.weights import resolve_checkpoint_name
+
+    path = resolve_checkpoint_name(checkpoint)  # a clear error for a known name not downloaded
     if not path.exists():
         raise CheckpointError(f"checkpoint '{checkpoint}' does not exist", "check the --checkpoint path")
     if path.is_dir():
