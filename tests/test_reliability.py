@@ -202,3 +202,38 @@ def test_eval_and_bench_check_output_before_the_run(tmp_path, monkeypatch, capsy
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: --output"), (argv, err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "dir"]
+
+
+# ------------------------------------------------------------------------ (D) lesser
+@pytest.mark.parametrize("name", ["../x.jpg", "/etc/passwd", "a/../../x.jpg", "C:\\x.jpg", "..\\x.jpg"])
+def test_annotation_file_names_outside_the_data_folder_are_refused(tmp_path, name):
+    import json
+
+    from pocketsam.data import CocoReader, SA1BReader
+
+    (tmp_path / "x.jpg").write_bytes(b"outside")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.json").write_text(json.dumps({"image": {"image_id": 1, "width": 4, "height": 4, "file_name": name},
+                                             "annotations": []}))
+    with pytest.raises(InputError, match="points outside the data folder"):
+        SA1BReader(data)[0]
+    coco = {"images": [{"id": 1, "width": 4, "height": 4, "file_name": name}], "annotations": [],
+            "categories": [{"id": 1, "name": "x"}]}
+    (tmp_path / "inst.json").write_text(json.dumps(coco))
+    with pytest.raises(InputError, match="points outside the data folder"):
+        CocoReader(tmp_path / "inst.json", data)
+
+
+def test_sub_folders_inside_the_data_folder_are_fine(tmp_path):
+    import json
+
+    from PIL import Image
+
+    from pocketsam.data import SA1BReader
+
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "imgs" / "a.png")
+    (tmp_path / "a.json").write_text(json.dumps({"image": {"image_id": 1, "width": 4, "height": 4,
+                                                           "file_name": "imgs/a.png"}, "annotations": []}))
+    assert SA1BReader(tmp_path)[0].image_path == tmp_path / "imgs" / "a.png"

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from pocketsam.data.sample import Instance, Sample, segmentation_to_rle
+from pocketsam.data.sample import Instance, Sample, check_file_name, segmentation_to_rle
 from pocketsam.errors import InputError
 from pocketsam.io import read_json
 
@@ -52,6 +52,7 @@ def load_coco_json(path: str | Path) -> dict[str, Any]:
                 raise InputError(f"{name}: image {img['id']}: '{key}' must be a positive integer", "fix the file")
         if not isinstance(img.get("file_name"), str) or not img["file_name"]:
             raise InputError(f"{name}: image {img['id']}: no 'file_name'", "fix the file")
+        check_file_name(img["file_name"], f"{name}: image {img['id']}: file_name")
         if img["id"] in ids:
             raise InputError(f"{name}: duplicate image id {img['id']}", "fix the file")
         ids.add(img["id"])

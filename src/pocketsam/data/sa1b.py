@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from pocketsam.data.sample import Instance, Sample, segmentation_to_rle
+from pocketsam.data.sample import Instance, Sample, check_file_name, segmentation_to_rle
 from pocketsam.io import read_json
 from pocketsam.errors import InputError
 
@@ -59,6 +59,7 @@ def parse_sa1b(data: Any, json_path: Path, image_dir: Path | None = None) -> Sam
     file_name = img.get("file_name", json_path.with_suffix(".jpg").name)
     if not isinstance(file_name, str) or not file_name:
         raise InputError(f"{name}: image.file_name must be a non-empty string", "fix the file")
+    check_file_name(file_name, f"{name}: image.file_name")
     anns = data.get("annotations", None)
     if not isinstance(anns, list):
         raise InputError(f"{name}: 'annotations' must be a list", "use [] for an image without objects")

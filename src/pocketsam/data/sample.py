@@ -12,13 +12,32 @@ a compressed RLE, validating it on the way.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
 from pocketsam.errors import InputError
+
+
+def check_file_name(file_name: str, where: str) -> None:
+    """An annotation file's image ``file_name`` must name a file inside the data folder:
+    a relative path (on POSIX and Windows alike) without ``..`` parts, so that a data set
+    cannot make a reader open files elsewhere (``../x.jpg``, ``/etc/passwd``).
+
+    Raises:
+        InputError: ``where`` (e.g. "'a.json': image.file_name") and the value.
+    """
+    inside = "\0" not in file_name
+    for flavour in (PurePosixPath, PureWindowsPath):
+        path = flavour(file_name)
+        inside = inside and not (path.is_absolute() or path.anchor or ".." in path.parts)
+    if not inside:
+        raise InputError(
+            f"{where} {file_name!r} points outside the data folder",
+            "file_name must be a path relative to the data folder, without '..' (e.g. \"sa_1.jpg\")",
+        )
 
 
 def segmentation_to_rle(seg: Any, height: int, width: int, where: str) -> dict[str, Any]:
