@@ -205,6 +205,67 @@ def test_eval_and_bench_check_output_before_the_run(tmp_path, monkeypatch, capsy
 
 
 # ------------------------------------------------------------------------ (D) lesser
+@pytest.fixture(scope="module")
+def nano_ckpt(tmp_path_factory):
+    from pocketsam.checkpoints import save_checkpoint
+    from pocketsam.models import MODEL_CONFIGS, create_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "nano64.safetensors"
+    save_checkpoint(create_model(MODEL_CONFIGS["pocketsam_nano"].with_img_size(64)).eval(), path)
+    return path
+
+
+def _images(folder, n=2):
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(3)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(folder / f"img{i}.png")
+    return folder
+
+
+def _everything(images, out, ckpt):
+    return ["everything", str(images), "--checkpoint", str(ckpt), "--points-per-side", "2",
+            "--pred-iou-thresh", "-100", "--stability-score-thresh", "0", "--out", str(out)]
+
+
+def test_everything_removes_what_a_killed_run_left_and_nothing_else(tmp_path, nano_ckpt, capsys):
+    from pocketsam.cli import main
+
+    images, out = _images(tmp_path / "in"), tmp_path / "out"
+    assert main(_everything(images, out, nano_ckpt)) == 0
+    # what SIGKILL during atomic writes leaves: hidden temporaries, a staging folder
+    (out / "img0" / ".annotations.json.0123456789ab.tmp").write_text('{"half')
+    (out / ".instances.json.abcdefabcdef.tmp").write_text("{")
+    (out / ".img1.0123456789ab.tmp").mkdir()
+    (out / ".img1.0123456789ab.tmp" / "overlay.png").write_bytes(b"\x89PNG")
+    # the user's own files, even hidden or ending in .tmp, stay
+    (out / "notes.tmp").write_text("mine")
+    (out / ".cache.tmp").write_text("mine")
+    assert main(_everything(images, out, nano_ckpt)) == 0
+    assert "already done" in capsys.readouterr().out
+    left = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    assert left == [".cache.tmp", "img0", "img0/annotations.json", "img0/overlay.png", "img1",
+                    "img1/annotations.json", "img1/overlay.png", "notes.tmp"]
+
+
+def test_training_removes_a_killed_checkpoint_write(tmp_path):
+    from pocketsam.cli import main
+
+    data, run = tmp_path / "scenes", tmp_path / "run"
+    assert main(["data", "synth", "--out", str(data), "--num-images", "2", "--size", "64,64", "--quiet"]) == 0
+    run.mkdir()
+    (run / ".checkpoint_last.pt.tmp4242").write_bytes(b"half a checkpoint")
+    (run / ".metrics.jsonl.0123456789ab.tmp").write_text('{"step"')
+    assert main(["train", "--data", str(data), "--out", str(run), "--img-size", "64", "--arch", "pocketsam_nano",
+                 "--steps", "1", "--batch-size", "1", "--masks-per-image", "1", "--workers", "0", "--val-images", "0",
+                 "--warmup", "1", "--rounds", "1"]) == 0
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".")]
+    assert (run / "checkpoint_last.pt").is_file()
+
+
 @pytest.mark.parametrize("name", ["../x.jpg", "/etc/passwd", "a/../../x.jpg", "C:\\x.jpg", "..\\x.jpg"])
 def test_annotation_file_names_outside_the_data_folder_are_refused(tmp_path, name):
     import json
@@ -237,3 +298,44 @@ def test_sub_folders_inside_the_data_folder_are_fine(tmp_path):
     (tmp_path / "a.json").write_text(json.dumps({"image": {"image_id": 1, "width": 4, "height": 4,
                                                            "file_name": "imgs/a.png"}, "annotations": []}))
     assert SA1BReader(tmp_path)[0].image_path == tmp_path / "imgs" / "a.png"
+
+
+def test_two_everything_runs_on_one_folder_one_is_told_it_is_in_use(tmp_path, nano_ckpt, capsys):
+    import signal
+    import subprocess
+    import sys
+
+    from pocketsam.cli import main
+
+    images, out = _images(tmp_path / "in"), tmp_path / "out"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom pocketsam.io import folder_lock\n"
+         "with folder_lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(60)\n", str(out)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert main(_everything(images, out, nano_ckpt)) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is in use by another `pocketsam everything` run" in err[0]
+        assert f"pid {holder.pid}" in err[0]
+        assert not (out / "img0").exists()  # the refused run wrote nothing
+    finally:
+        holder.send_signal(signal.SIGKILL)  # a killed holder leaves no stale lock
+        holder.wait()
+    assert main(_everything(images, out, nano_ckpt)) == 0
+    assert (out / "img0" / "annotations.json").is_file() and (out / "img1" / "annotations.json").is_file()
+    assert not (out / ".pocketsam.lock").exists()
+
+
+def test_folder_lock_removes_the_folder_it_created_when_nothing_was_written(tmp_path):
+    from pocketsam.io import folder_lock
+
+    with folder_lock(tmp_path / "new") as d:
+        assert d.is_dir()
+        with pytest.raises(InputError, match="in use"):
+            with folder_lock(tmp_path / "new"):
+                pass
+    assert not (tmp_path / "new").exists()
+    with folder_lock(tmp_path / "kept") as d:
+        (d / "result.json").write_text("{}")
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["result.json"]

@@ -11,6 +11,9 @@
   :class:`~pocketsam.errors.InputError` too (the output path is the user's input).
 * :func:`replace_files_together` replaces a set of outputs (e.g. masks plus the index
   that lists them) as a whole: staged beside the folder, moved in only once all are written.
+* :func:`remove_stale_temporaries` deletes what a killed process left of those (hidden
+  ``.NAME.<12 hex>.tmp`` files and staging folders); :func:`folder_lock` keeps two
+  processes from working in one output folder at once.
 
 Conversion rules of :func:`load_image`:
 
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import threading
 import uuid
@@ -213,6 +217,140 @@ def _scale(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
 # --------------------------------------------------------------------------- writing
 
 
+#: pocketsam's temporaries: ``.NAME.<12 hex digits>.tmp`` (:func:`atomic_write`'s files,
+#: :func:`replace_files_together`'s staging folders).
+TEMPORARY_NAME = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")
+
+
+def _temporary_name(name: str) -> str:
+    return f".{name}.{uuid.uuid4().hex[:12]}.tmp"
+
+
+def remove_stale_temporaries(folder: PathLike, depth: int = 0, also: str | None = None) -> int:
+    """Delete the temporaries a killed pocketsam process left in ``folder`` (and in its
+    sub-folders down to ``depth`` levels): files and staging folders named like
+    :data:`TEMPORARY_NAME`, plus names matching the regular expression ``also``. Nothing
+    else is touched. Call it where no other process can be writing, e.g. under
+    :func:`folder_lock`. A missing folder is no error.
+
+    Returns:
+        how many were removed.
+    """
+    pattern = re.compile(also) if also else None
+    removed = 0
+    folders = [Path(folder)]
+    for level in range(depth + 1):
+        below: list[Path] = []
+        for d in folders:
+            try:
+                entries = list(os.scandir(d))
+            except OSError:
+                continue
+            for e in entries:
+                ours = TEMPORARY_NAME.fullmatch(e.name) or (pattern is not None and pattern.fullmatch(e.name))
+                is_dir = e.is_dir(follow_symlinks=False)
+                if ours:
+                    try:
+                        shutil.rmtree(e.path) if is_dir else os.unlink(e.path)
+                        removed += 1
+                    except OSError:
+                        pass
+                elif is_dir and level < depth:
+                    below.append(Path(e.path))
+        folders = below
+    return removed
+
+
+LOCK_NAME = ".pocketsam.lock"
+
+
+@contextmanager
+def folder_lock(folder: PathLike, what: str = "pocketsam process") -> Iterator[Path]:
+    """Work in ``folder`` (created if needed) with no other process holding its lock.
+
+    The lock is an OS file lock (``flock``) on ``folder/.pocketsam.lock``, so it is released
+    when its process ends in any way, SIGKILL included: a lock is never stale. The lock
+    file is removed on exit, and so is ``folder`` itself if this call created it and
+    nothing was written there.
+
+    Args:
+        what: the kind of process, for the message (e.g. "`pocketsam everything` run").
+    Raises:
+        InputError: another process holds the lock ("in use"), or the folder cannot be
+            created.
+    """
+    dest = Path(folder)
+    created = not dest.exists()
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _write_error(dest, exc) from None
+    path = dest / LOCK_NAME
+    fd = None
+    try:
+        while fd is None:  # the file may be unlinked by its previous holder between open and lock
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as exc:
+                raise _write_error(path, exc) from None
+            if not _try_lock(fd):
+                try:
+                    holder = os.read(fd, 32).decode("ascii", "replace").strip()
+                except OSError:
+                    holder = ""
+                finally:
+                    os.close(fd)
+                    fd = None
+                pid = f" (pid {holder})" if holder.isdigit() else ""
+                raise InputError(
+                    f"'{dest}' is in use by another {what}{pid}",
+                    "wait for it to finish, or choose another output folder",
+                )
+            try:
+                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                fd = None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield dest
+    finally:
+        if fd is not None:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            os.close(fd)  # releases the lock
+            if created:
+                try:
+                    dest.rmdir()  # only if empty: the run wrote nothing
+                except OSError:
+                    pass
+
+
+def _try_lock(fd: int) -> bool:
+    """An exclusive, non-blocking OS lock on ``fd``; False if another process holds one."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    except OSError:  # a file system without locks: go on unlocked rather than refuse
+        return True
+
+
 @contextmanager
 def atomic_write(path: PathLike, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on clean exit, move it over ``path``.
@@ -234,7 +372,7 @@ def atomic_write(path: PathLike, mode: str = "wb", encoding: str | None = None) 
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
     dest = Path(path)
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.tmp")
+    tmp = dest.with_name(_temporary_name(dest.name))
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
     except OSError as exc:
@@ -354,7 +492,7 @@ def replace_files_together(
         InputError: ``out_dir`` or the staging folder cannot be created or written.
     """
     dest = Path(out_dir)
-    stage = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.tmp")
+    stage = dest.with_name(_temporary_name(dest.name))
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         stage.mkdir()

@@ -36,6 +36,11 @@ SHA-256, or the checkpoint's proposal head). Re-running:
 ``--force`` recomputes every image. Everything checkable without the model is checked
 before the model is loaded.
 
+One run per output folder at a time: a second run on the same ``--out`` stops with one
+"in use" error (an OS lock on ``<out>/.pocketsam.lock``, released however the holder
+ends). A run first removes the hidden temporaries a killed run left
+(``.NAME.<hex>.tmp``, :func:`pocketsam.io.remove_stale_temporaries`).
+
 ``--format coco`` also writes ``<out>/instances.json``: one COCO instances file for all
 the images (images, annotations with compressed-RLE segmentation, bbox, area, score,
 category_id; see :mod:`pocketsam.everything.coco`), rebuilt from the per-image results
@@ -544,7 +549,17 @@ def _proposals_kind(args: argparse.Namespace, detections: Any) -> dict[str, Any]
 
 
 def run(args: argparse.Namespace) -> int:
+    """One run per output folder at a time (:func:`pocketsam.io.folder_lock`; a second is
+    refused as "in use"); what a killed run left half-written is removed first."""
+    from pocketsam.io import folder_lock, remove_stale_temporaries
+
     ctx = validate(args)
+    with folder_lock(ctx["out"], "`pocketsam everything` run"):
+        remove_stale_temporaries(ctx["out"], depth=1)
+        return _run(args, ctx)
+
+
+def _run(args: argparse.Namespace, ctx: dict[str, Any]) -> int:
     files, out = ctx["files"], ctx["out"]
     todo, counts = plan(args, ctx)
     skipped = counts["done"]

@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pocketsam.checkpoints import build_sam, export_state_dict, save_checkpoint
 from pocketsam.errors import PocketSamError
+from pocketsam.io import remove_stale_temporaries
 from pocketsam.models import MODEL_CONFIGS, create_model
 from pocketsam.train.sampler import ResumableBatchSampler
 from pocketsam.train.step import SamTrainStep
@@ -188,6 +189,8 @@ class Trainer:
         self.out = Path(cfg.out)
         self.settings = dict(settings or {})
         self._check_run_folder()
+        if self.rank == 0:  # what a killed run left half-written (atomic_torch_save's, pocketsam.io's)
+            remove_stale_temporaries(self.out, also=r"\.checkpoint_last\.pt\.tmp\d+")
 
         torch.manual_seed(cfg.seed)
         self.model = self._build_model().to(self.device)
