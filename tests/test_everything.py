@@ -448,3 +448,15 @@ def test_coco_instances_from_records_in_any_output_mode():
     json.dumps(doc)  # serialisable as is
     assert image_ids(["000000397133.jpg", "12.png"]) == [397133, 12]
     assert image_ids(["a.jpg", "12.png"]) == [1, 2] and image_ids(["1.jpg", "1.png"]) == [1, 2]
+
+
+def test_hierarchical_runs_code_written_for_tinysams_api(sam, image):
+    # TinySAM's positional order: points_per_side, points_per_batch, pred_iou_thresh, high_score_thresh,
+    # stability_score_thresh, ...
+    g = SamHierarchicalMaskGenerator(sam, 8, 16, -100.0, 1.0, 0.2)
+    assert (g.points_per_side, g.points_per_batch, g.pred_iou_thresh, g.high_score_thresh, g.stability_score_thresh) == \
+        (8, 16, -100.0, 1.0, 0.2)
+    recs = g.hierarchical_generate(image)
+    assert g.last_stats["prompts"]["sparse"] == 4 and len(recs) > 0
+    again = SamHierarchicalMaskGenerator(sam, points_per_side=8, high_score_thresh=1.0, **LOOSE).generate(image)
+    assert [r["bbox"] for r in recs] == [r["bbox"] for r in again]

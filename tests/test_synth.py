@@ -108,3 +108,13 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(InputError, match="out of range"):
         generate_dataset(tmp_path, 1, size=(2, 2), progress=False)
     assert main(["data", "synth", "--out", str(tmp_path), "--num-images", "1", "--workers", "0"]) == 2
+
+
+def test_data_help_promises_only_what_exists(capsys):
+    from pocketsam.cli import build_parser
+
+    help_text = build_parser().format_help()
+    line = next(x for x in help_text.splitlines() if x.strip().startswith("data "))
+    assert "inspect" not in line and "generate" in line
+    assert main(["data"]) == 2
+    assert "synth" in capsys.readouterr().out

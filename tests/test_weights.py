@@ -218,3 +218,17 @@ def test_known_names_resolve_from_the_weights_folder_and_never_download(tmp_path
     # tinysam's file name keeps TinySAM's decoder behaviour when resolved by name
     save_checkpoint(create_model(tiny_config()).eval(), folder / "tinysam_42.3.pth")
     assert build_sam(checkpoint="tinysam").mask_decoder.multimask_only
+
+
+def test_download_list_says_what_is_known_and_downloaded(folder, capsys):
+    folder.mkdir()
+    (folder / "sam_vit_b_01ec64.pth").write_bytes(b"x")
+    assert main(["download", "--list"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines() if line and not line.startswith("weights folder")}
+    assert set(rows) == {"sam_vit_h", "sam_vit_l", "sam_vit_b", "mobile_sam", "tinysam"}
+    assert "  downloaded" in rows["sam_vit_b"] and "not downloaded" in rows["mobile_sam"]
+    assert "375 MB" in rows["sam_vit_b"] and "size unknown" in rows["tinysam"]
+    assert f"weights folder: {folder}" in out
+    assert main(["download"]) == 2
+    assert "no weights named" in capsys.readouterr().err

@@ -79,7 +79,8 @@ class SamPredictor:
         self.is_image_set = True
 
     def get_image_embedding(self) -> torch.Tensor:
-        """The current image embedding, 1×C×H×W (1×256×64×64 for SAM)."""
+        """The current image embedding, 1×C×H×W with H = W = ``img_size / 16``
+        (1×256×64×64 for SAM)."""
         self._require_image()
         return self.features
 
@@ -113,10 +114,12 @@ class SamPredictor:
 
         Args:
             point_coords: N×2 (x, y); point_labels: N (1 foreground, 0 background).
-            box: 4 (x0, y0, x1, y1). mask_input: 1×256×256 logits from a previous call.
+            box: 4 (x0, y0, x1, y1). mask_input: 1×L×L low-res logits from a previous call
+            (L = ``img_size / 4``: 256 for SAM's 1024² input, 64 for a 256² model).
         Returns:
             masks C×H×W (bool, or float logits with ``return_logits``), scores C,
-            low-res logits C×256×256; C = 3 with ``multimask_output`` else 1.
+            low-res logits C×L×L with L = ``img_size / 4`` (256 for SAM's 1024² input);
+            C = 3 with ``multimask_output`` else 1.
         """
         self._require_image()
         coords_t = labels_t = box_t = mask_t = None
@@ -169,9 +172,10 @@ class SamPredictor:
         """Batched prediction; prompts already in the resized frame.
 
         Args:
-            point_coords B×N×2, point_labels B×N, boxes B×4, mask_input B×1×256×256.
+            point_coords B×N×2, point_labels B×N, boxes B×4, mask_input B×1×L×L
+            (L = ``img_size / 4``, 256 for SAM).
         Returns:
-            masks B×C×H×W, iou predictions B×C, low-res logits B×C×256×256.
+            masks B×C×H×W, iou predictions B×C, low-res logits B×C×L×L.
         """
         self._require_image()
         points = (point_coords, point_labels) if point_coords is not None else None
@@ -190,7 +194,8 @@ class SamPredictor:
         mask_input: torch.Tensor | None,
         multimask_output: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decoder only: low-res logits B×C×256×256 and IoU predictions B×C (no upsampling).
+        """Decoder only: low-res logits B×C×L×L (L = ``img_size / 4``) and IoU predictions
+        B×C (no upsampling).
 
         Generators use this to filter candidates before paying for full-resolution masks.
         """

@@ -28,7 +28,8 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("data", help="generate and inspect training/evaluation data")
+    parser = subparsers.add_parser("data", help="generate training/evaluation data (synthetic scenes)",
+                                   description="The data engine. One action so far: synth.")
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION")
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 

@@ -508,7 +508,7 @@ def plan(args: argparse.Namespace, ctx: dict[str, Any]) -> tuple[list[tuple[Path
         n = len(stale)
         raise InputError(
             f"{n} finished result{'s' * (n != 1)} in '{ctx['out']}' {'were' if n != 1 else 'was'} made differently ({shown})",
-            "pass --overwrite to replace them, or choose another --out",
+            f"pass --overwrite to replace {'them' if n != 1 else 'it'}, or choose another --out",
         )
     counts["replaced"] = len(stale)
     return todo, counts

@@ -9,8 +9,8 @@
 How the hot loop stays exact *and* cheap
 ----------------------------------------
 segment_anything upsamples *every* decoded mask (3 per prompt) to the full image,
-then filters. We decode a batch to low-res logits (B×C×256×256) and apply the predicted
-IoU filter first — it needs no pixels. Only the survivors are upsampled, a few at a
+then filters. We decode a batch to low-res logits (B×C×L×L, L = img_size/4) and apply
+the predicted IoU filter first — it needs no pixels. Only the survivors are upsampled, a few at a
 time (bounded memory), with :func:`pocketsam.masks.upsample_logits`, which gives the
 same values as ``Sam.postprocess_masks`` bit for bit while skipping the padding. The
 stability score, the binary mask, its box and the crop-edge test are then computed on
@@ -116,7 +116,7 @@ def decode_low_res(
             pixel frame of the image given to ``set_image`` (size ``im_size``), or None.
         boxes: ``B×4`` float64 XYXY box prompts in that frame, or None.
     Returns:
-        low-res logits ``B×C×256×256`` and predicted IoUs ``B×C`` (C = 3 or 1).
+        low-res logits ``B×C×L×L`` (L = ``img_size / 4``) and predicted IoUs ``B×C`` (C = 3 or 1).
     """
     device = predictor.device
     pts = None
@@ -200,7 +200,7 @@ def filter_candidates(
     """Filter one decoded batch exactly as segment_anything's ``_process_batch``.
 
     Args:
-        low_res: ``B×C×256×256`` logits; iou_preds: ``B×C``.
+        low_res: ``B×C×L×L`` logits (L = ``img_size / 4``); iou_preds: ``B×C``.
         prompts: ``B×K`` per-prompt array stored in column ``points`` (crop frame),
             repeated for each of the C masks.
         crop_box: ``[x0, y0, x1, y1]`` of the crop given to ``set_image``.

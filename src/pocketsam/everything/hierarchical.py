@@ -29,7 +29,10 @@ class SamHierarchicalMaskGenerator(SamAutomaticMaskGenerator):
     """Sparse-then-dense grid prompting (TinySAM).
 
     Args: as :class:`SamAutomaticMaskGenerator`, plus ``high_score_thresh``: logit above
-    which a pass-1 mask's pixels count as covered (TinySAM: 8.5).
+    which a pass-1 mask's pixels count as covered (TinySAM: 8.5). The arguments come in
+    TinySAM's order (``high_score_thresh`` fifth, before ``stability_score_thresh``), and
+    :meth:`hierarchical_generate` is TinySAM's name for :meth:`generate`, so code written
+    for ``tinysam.SamHierarchicalMaskGenerator`` runs unchanged.
 
     ``last_stats["prompts"]`` has ``sparse`` and ``dense`` counts;
     ``last_stats["covered_fraction"]`` the share of the image covered after pass 1
@@ -38,8 +41,32 @@ class SamHierarchicalMaskGenerator(SamAutomaticMaskGenerator):
 
     name = "hierarchical"
 
-    def __init__(self, model: Any, points_per_side: int | None = 32, *args: Any, high_score_thresh: float = 8.5, **kwargs: Any) -> None:
-        super().__init__(model, points_per_side, *args, **kwargs)
+    def __init__(
+        self,
+        model: Any,
+        points_per_side: int | None = 32,
+        points_per_batch: int = 64,
+        pred_iou_thresh: float = 0.88,
+        high_score_thresh: float = 8.5,
+        stability_score_thresh: float = 0.95,
+        stability_score_offset: float = 1.0,
+        box_nms_thresh: float = 0.7,
+        crop_n_layers: int = 0,
+        crop_nms_thresh: float = 0.7,
+        crop_overlap_ratio: float = 512 / 1500,
+        crop_n_points_downscale_factor: int = 1,
+        point_grids: list[np.ndarray] | None = None,
+        min_mask_region_area: int = 0,
+        output_mode: str = "binary_mask",
+    ) -> None:
+        super().__init__(
+            model, points_per_side=points_per_side, points_per_batch=points_per_batch,
+            pred_iou_thresh=pred_iou_thresh, stability_score_thresh=stability_score_thresh,
+            stability_score_offset=stability_score_offset, box_nms_thresh=box_nms_thresh,
+            crop_n_layers=crop_n_layers, crop_nms_thresh=crop_nms_thresh, crop_overlap_ratio=crop_overlap_ratio,
+            crop_n_points_downscale_factor=crop_n_points_downscale_factor, point_grids=point_grids,
+            min_mask_region_area=min_mask_region_area, output_mode=output_mode,
+        )
         self.high_score_thresh = high_score_thresh
 
     def _sparse_points(self, crop_size: tuple[int, int], layer: int) -> np.ndarray:
@@ -85,3 +112,8 @@ class SamHierarchicalMaskGenerator(SamAutomaticMaskGenerator):
         records = super().generate(image)
         self.last_stats.pop("_n_cover", None)
         return records
+
+    def hierarchical_generate(self, image: np.ndarray) -> list[dict[str, Any]]:
+        """TinySAM's name for :meth:`generate` (``mask_generator.hierarchical_generate(image)``
+        in TinySAM's demo); the same records, plus ``crop_box`` as the other generators'."""
+        return self.generate(image)
