@@ -23,13 +23,52 @@ $(STAMP): pyproject.toml
 
 # The test suite also needs pytest and the ONNX extra (speed-mode tests).
 $(TEST_STAMP): $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[test,onnx]'
+	$(BIN)/python -m pip install -q -e '.[test,onnx,serve]'
 	touch $(TEST_STAMP)
 
 install: $(STAMP)
 
-test: $(TEST_STAMP)
+test: $(TEST_STAMP) web browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# `pocketsam serve`'s browser decoder: onnxruntime-web from the npm registry (versions
+# pinned by web/package-lock.json), the three files the page loads copied into the
+# package's static folder (git-ignored). Without npm (and no way to install it) the page
+# decodes on the server and the browser-decoder test skips, saying why.
+ORT_DIR := src/pocketsam/web/static/vendor/ort
+ORT_FILES := ort.wasm.min.js ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm
+ORT_STAMP := $(ORT_DIR)/.package-lock.json
+AS_ROOT_APT := [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
+
+web: $(ORT_STAMP)
+
+$(ORT_STAMP): web/package.json web/package-lock.json
+	@if ! command -v npm >/dev/null 2>&1 && $(AS_ROOT_APT); then \
+		echo "make web: installing nodejs and npm (apt-get)"; \
+		$(APT_INSTALL) nodejs npm >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && $(APT_INSTALL) nodejs npm >/dev/null 2>&1; } || true; \
+	fi
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix web --ignore-scripts --no-audit --no-fund --loglevel=error && \
+		mkdir -p $(ORT_DIR) && cp $(addprefix web/node_modules/onnxruntime-web/dist/,$(ORT_FILES)) $(ORT_DIR)/ && \
+		cp web/package-lock.json $(ORT_STAMP) && echo "make web: onnxruntime-web installed into $(ORT_DIR)"; \
+	else \
+		echo "make web: npm not found and not installable here: pocketsam serve will decode on the server"; \
+	fi
+
+# Chromium for the real-browser test (Debian's package; Playwright drives it).
+browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif $(AS_ROOT_APT); then \
+		echo "make browser: installing chromium (apt-get)"; \
+		$(APT_INSTALL) chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && $(APT_INSTALL) chromium >/dev/null 2>&1; } \
+			|| echo "make browser: could not install chromium: the browser test will skip"; \
+	else echo "make browser: chromium not found (and not root with apt-get): the browser test will skip"; fi
+
+# The web app with the model of CHECKPOINT (default: the bundled one) on http://127.0.0.1:8000/
+serve: $(STAMP) web
+	$(BIN)/python -m pip install -q -e '.[serve,onnx]'
+	$(BIN)/pocketsam serve $(CKPT_ARG)
 
 # a path, or official weights by name after `pocketsam download NAME` (e.g. CHECKPOINT=mobile_sam);
 # the demo's output is replaced when the checkpoint changes (--overwrite), kept otherwise
@@ -64,4 +103,4 @@ model: $(STAMP)
 	$(BIN)/pocketsam export $(MODEL_RUN)/finetune2/model.safetensors --dtype fp16 $(EVERYTHING_THRESHOLDS) \
 		--out src/pocketsam/assets/pocketsam_tiny_synth.safetensors
 
-.PHONY: install test demo model
+.PHONY: install test demo model web browser serve

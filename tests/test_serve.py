@@ -1,0 +1,285 @@
+"""`pocketsam serve`'s server: the API (Starlette's test client, no browser), its limits and
+its errors. The real-browser test is tests/test_serve_browser.py; the load test
+tests/test_serve_load.py."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("starlette")
+pytest.importorskip("httpx")
+
+import warnings  # noqa: E402
+
+with warnings.catch_warnings():  # Starlette 1.x suggests httpx2, a fork; httpx works
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient  # noqa: E402
+
+from pocketsam.cli import main  # noqa: E402
+from pocketsam.masks import decode_rle  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SCENE = REPO / "examples" / "scene.jpg"
+CLICK = (190, 155)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    from pocketsam import build_sam
+    from pocketsam.web.app import Engine, ServeSettings
+
+    engine = Engine(build_sam(), ServeSettings(max_upload_bytes=1 << 20, max_pixels=2_000_000, cache_images=3),
+                    onnx_dir=tmp_path_factory.mktemp("serve_onnx"))
+    engine.prepare(log=lambda m: None)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def client(engine):
+    from pocketsam.web.app import create_app, loopback_hosts
+
+    hosts = loopback_hosts() + ["testserver"]
+    with TestClient(create_app(engine, allowed_hosts=hosts), raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture()
+def scene_id(client):
+    """The example scene's id (uploaded again: cheap when its embedding is still cached)."""
+    r = client.post("/api/images?name=scene.jpg", content=SCENE.read_bytes())
+    assert r.status_code == 200, r.text
+    return r.json()["id"]
+
+
+@pytest.fixture(scope="module")
+def segment_mask(tmp_path_factory):
+    """`pocketsam segment`'s best mask for the click (SAM's one-click rule: best of 3)."""
+    out = tmp_path_factory.mktemp("segment")
+    assert main(["segment", str(SCENE), "--point", f"{CLICK[0]},{CLICK[1]}", "--multimask", "--out", str(out)]) == 0
+    return np.array(Image.open(out / "mask_0.png")) > 0
+
+
+def png_bytes(shape, mode="RGB") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, shape).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_page_config_and_headers(client):
+    r = client.get("/")
+    assert r.status_code == 200 and "pocketsam" in r.text and "/static/app.js" in r.text
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["cross-origin-opener-policy"] == "same-origin"
+    assert client.get("/static/app.js").status_code == 200
+    config = client.get("/api/config").json()
+    assert config["input_size"] == 256 and config["embedding_shape"] == [1, 256, 16, 16]
+    assert config["low_res_mask_size"] == [64, 64] and config["everything_mode"] == "hierarchical"
+    assert config["max_upload_bytes"] == 1 << 20 and config["max_pixels"] == 2_000_000
+    from pocketsam.web import browser_decoder_assets
+
+    assert config["browser_decoder"] == browser_decoder_assets()
+    if not config["browser_decoder"]:
+        assert "make web" in config["browser_decoder_unavailable"]
+
+
+def test_upload_embedding_decode(client, engine, scene_id, segment_mask):
+    """The embedding is computed once (cached by content hash); server-side decoding of a
+    click gives `pocketsam segment`'s mask; the served decoder.onnx gives it too."""
+    r = client.post("/api/images?name=again.jpg", content=SCENE.read_bytes())
+    assert r.json()["cached"] is True and r.json()["id"] == scene_id
+    assert (r.json()["width"], r.json()["height"]) == (512, 384)
+
+    r = client.get(f"/api/images/{scene_id}/embedding")
+    assert r.headers["x-embedding-shape"] == "1,256,16,16"
+    embedding = np.frombuffer(r.content, np.float32).reshape(1, 256, 16, 16)
+    from pocketsam import SamPredictor
+    from pocketsam.io import load_image
+
+    predictor = SamPredictor(engine.sam)
+    predictor.set_image(load_image(SCENE))
+    np.testing.assert_allclose(embedding, predictor.get_image_embedding().numpy(), rtol=0, atol=1e-5)
+
+    r = client.post(f"/api/images/{scene_id}/decode", json={"points": [list(CLICK)], "labels": [1], "box": None})
+    assert r.status_code == 200, r.text
+    mask = decode_rle(r.json()["segmentation"])
+    assert mask.shape == (384, 512) and r.json()["area"] == int(mask.sum()) > 0
+    assert (mask != segment_mask).sum() == 0
+
+    # the served decoder.onnx (what the browser runs) gives the server's masks, for every kind of prompt
+    ort = pytest.importorskip("onnxruntime")
+    r = client.get("/api/decoder.onnx")
+    assert r.status_code == 200
+    session = ort.InferenceSession(r.content)
+    prompt_sets = [
+        {"points": [list(CLICK)], "labels": [1], "box": None},
+        {"points": [[200, 160], [10, 10]], "labels": [1, 0], "box": None},
+        {"points": [], "labels": [], "box": [140, 120, 230, 220]},
+        {"points": [[200, 160]], "labels": [1], "box": [140, 120, 230, 220]},
+        {"points": [[100, 300], [420, 200], [300, 330]], "labels": [1, 1, 0], "box": None},
+    ]
+    for prompts in prompt_sets:
+        r = client.post(f"/api/images/{scene_id}/decode", json=prompts)
+        assert r.status_code == 200, r.text
+        server_mask = decode_rle(r.json()["segmentation"])
+        coords, labels = list(prompts["points"]), list(prompts["labels"])
+        if prompts["box"]:
+            coords += [prompts["box"][:2], prompts["box"][2:]]
+            labels += [2, 3]
+        else:
+            coords.append([0, 0])
+            labels.append(-1)
+        coords = predictor.transform.apply_coords(np.asarray(coords, float), (384, 512))
+        masks, scores, _ = session.run(None, {
+            "image_embeddings": embedding, "point_coords": coords[None].astype(np.float32),
+            "point_labels": np.float32([labels]), "mask_input": np.zeros((1, 1, 64, 64), np.float32),
+            "has_mask_input": np.zeros(1, np.float32), "orig_im_size": np.float32([384, 512])})
+        assert ((masks[0, 0] > 0) != server_mask).sum() <= 0.001 * server_mask.size, prompts
+        assert abs(float(scores[0, 0]) - r.json()["score"]) <= 1e-3, prompts
+        if prompts is prompt_sets[0]:
+            assert (server_mask != segment_mask).sum() == 0
+
+
+def test_bad_uploads_keep_the_server_serving(client, scene_id):
+    cases = [
+        (b"this is not an image", 400, "'notes.txt' is not an image"),
+        (b"", 400, "empty"),
+        (png_bytes((2000, 1500)), 400, "decompression bombs"),  # 3 MP > max_pixels 2 MP (a small PNG)
+        (b"\xff\xd8\xff\xe0" + b"\0" * 100, 400, "notes.txt"),  # a truncated JPEG
+    ]
+    for data, status, message in cases:
+        r = client.post("/api/images?name=notes.txt", content=data)
+        assert r.status_code == status and message in r.json()["error"], (r.status_code, r.text)
+        assert "/tmp" not in r.json()["error"] and "pocketsam-serve" not in r.json()["error"]
+    # over the size cap: refused from Content-Length, and while streaming without one
+    r = client.post("/api/images", content=b"\0" * ((1 << 20) + 1))
+    assert r.status_code == 413 and "limit of 1 MiB" in r.json()["error"]
+
+    def chunks():
+        for _ in range(40):
+            yield b"\0" * 65536
+
+    r = client.post("/api/images", content=chunks())
+    assert r.status_code == 413
+    # still serving
+    r = client.post(f"/api/images/{scene_id}/decode", json={"points": [list(CLICK)], "labels": [1]})
+    assert r.status_code == 200
+
+
+def test_bad_prompts(client, scene_id):
+    url = f"/api/images/{scene_id}/decode"
+    bad = [
+        ({"points": [[600, 10]], "labels": [1]}, "outside"),
+        ({"points": [[10, 10]], "labels": [2]}, "labels must be"),
+        ({"points": [[10, 10]], "labels": [0]}, "foreground point"),
+        ({"points": [[10, float("nan")]], "labels": [1]}, "finite numbers"),
+        ({"points": [[10, 10]], "labels": [1], "box": [50, 50, 40, 60]}, "empty or outside"),
+        ({"points": [[1, 1]] * 65, "labels": [1] * 65}, "at most 64"),
+        ([1, 2], "JSON object"),
+    ]
+    for body, message in bad:
+        r = client.post(url, content=json.dumps(body).encode())
+        assert r.status_code == 400 and message in r.json()["error"], (body, r.text)
+    assert client.post(url, content=b"{nope").status_code == 400
+
+
+def test_no_path_traversal(client, scene_id, tmp_path):
+    for path in ["/static/../pyproject.toml", "/static/%2e%2e/app.py", "/static/..%2fapp.py",
+                 "/static/%2e%2e/%2e%2e/%2e%2e/pyproject.toml", "/static//etc/passwd",
+                 "/api/images/..%2f..%2fpyproject.toml/embedding", f"/api/images/{'0' * 64}/embedding",
+                 f"/api/images/{scene_id.upper()}/embedding", "/api/images/../static/app.js/embedding"]:
+        r = client.get(path)
+        assert r.status_code == 404, (path, r.status_code)
+        assert b"[project]" not in r.content and b"root:" not in r.content
+    r = client.post("/api/images?name=../../../../tmp/evil.png", content=png_bytes((8, 8)))
+    assert r.status_code == 200 and r.json()["name"] == "evil.png"
+    assert not (Path("/tmp") / "evil.png").exists() or (Path("/tmp") / "evil.png").stat().st_size != len(png_bytes((8, 8)))
+
+
+def test_host_header_checked_on_loopback(client):
+    r = client.get("/api/config", headers={"Host": "attacker.example"})
+    assert r.status_code == 400
+
+
+def test_cache_is_bounded(client, engine):
+    ids = [client.post("/api/images", content=png_bytes((16 + i, 16))).json()["id"] for i in range(4)]
+    assert len(engine.cache) == 3
+    r = client.get(f"/api/images/{ids[0]}/embedding")
+    assert r.status_code == 404 and "open it again" in r.json()["error"]
+
+
+def test_exports(client, scene_id, segment_mask):
+    from pocketsam.masks import mask_to_rle_uncompressed
+
+    import torch
+
+    counts = mask_to_rle_uncompressed(torch.from_numpy(segment_mask)[None])[0]["counts"]
+    body = {"objects": [{"counts": counts, "score": 0.5, "name": "dog"}, {"counts": [384 * 512]}]}
+    r = client.post(f"/api/images/{scene_id}/export?format=coco", json=body)
+    assert r.status_code == 200 and 'filename="scene_coco.json"' in r.headers["content-disposition"]
+    doc = r.json()
+    assert doc["images"][0]["width"] == 512 and doc["images"][0]["height"] == 384
+    a, b = doc["annotations"]
+    assert (decode_rle(a["segmentation"]) == segment_mask).all() and a["area"] == int(segment_mask.sum())
+    assert a["score"] == 0.5 and a["name"] == "dog" and a["category_id"] == 1 and a["iscrowd"] == 0
+    assert b["area"] == 0 and b["bbox"] == [0, 0, 0, 0]
+
+    r = client.post(f"/api/images/{scene_id}/export?format=png", json=body)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
+        assert zf.namelist() == ["mask_0.png", "mask_1.png"]
+        assert ((np.array(Image.open(zf.open("mask_0.png"))) > 0) == segment_mask).all()
+
+    for bad, message in [({"objects": [{"counts": [5]}]}, "sum to 5"), ({"objects": [{"counts": [-1, 3]}]}, "non-negative"),
+                         ({"nope": 1}, "objects"), ({"objects": [{"counts": "abc"}]}, "run lengths")]:
+        r = client.post(f"/api/images/{scene_id}/export?format=coco", json=bad)
+        assert r.status_code == 400 and message in r.json()["error"], r.text
+    assert client.post(f"/api/images/{scene_id}/export?format=exe", json=body).status_code == 400
+
+
+def test_everything(client, scene_id):
+    r = client.post(f"/api/images/{scene_id}/everything")
+    assert r.status_code == 200, r.text
+    result = r.json()
+    assert result["mode"] == "hierarchical" and len(result["masks"]) > 0
+    areas = [m["area"] for m in result["masks"]]
+    assert areas == sorted(areas, reverse=True)
+    assert all(decode_rle(m["segmentation"]).sum() == m["area"] for m in result["masks"][:5])
+
+
+def test_everything_uses_the_proposal_head(engine, monkeypatch):
+    from pocketsam.models.proposal_head import ProposalHead
+    from pocketsam.web.app import create_app
+
+    monkeypatch.setattr(engine.sam, "proposal_head", ProposalHead(256).eval())
+    with TestClient(create_app(engine)) as c:
+        assert c.get("/api/config").json()["everything_mode"] == "boxes"
+        image_id = c.post("/api/images", content=SCENE.read_bytes()).json()["id"]
+        r = c.post(f"/api/images/{image_id}/everything")
+        assert r.status_code == 200 and r.json()["mode"] == "boxes"
+
+
+def test_cli_refuses_bad_settings(capsys):
+    from pocketsam.cli import build_parser
+
+    args = build_parser().parse_args(["serve"])
+    assert args.host == "127.0.0.1" and args.port == 8000
+    assert main(["serve", "--port", "70000"]) == 2
+    assert capsys.readouterr().err.startswith("error: --port must be")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: cannot listen on 127.0.0.1:") and err.count("\n") == 1
+    assert main(["serve", "--checkpoint", "/nonexistent.pt"]) == 2
+    assert "does not exist" in capsys.readouterr().err
