@@ -7,7 +7,7 @@
 
 (() => {
   const $ = (id) => document.getElementById(id);
-  const COLORS = [[61, 139, 253], [255, 99, 71], [46, 204, 113], [241, 196, 15], [155, 89, 182],
+  const COLORS = [[61, 139, 253], [255, 214, 0], [46, 204, 113], [255, 99, 71], [155, 89, 182],
     [26, 188, 156], [230, 126, 34], [236, 64, 122], [52, 152, 219], [205, 220, 57]];
 
   const S = {
@@ -186,13 +186,22 @@
 
   // ------------------------------------------------------------------ drawing
   function layer(id) { return $(id).getContext("2d"); }
-  function paintMask(ctx, mask, color, alpha) {
+  // Fill a mask into RGBA pixels, its outline (pixels with a 4-neighbour outside it) opaque.
+  function fillMask(d, mask, color, alpha) {
     const { width, height } = S.image;
-    const img = ctx.createImageData(width, height);
-    const d = img.data;
-    for (let i = 0, j = 0; i < mask.length; i++, j += 4) {
-      if (mask[i]) { d[j] = color[0]; d[j + 1] = color[1]; d[j + 2] = color[2]; d[j + 3] = alpha; }
+    for (let y = 0, i = 0; y < height; y++) {
+      for (let x = 0; x < width; x++, i++) {
+        if (!mask[i]) continue;
+        const edge = x === 0 || y === 0 || x === width - 1 || y === height - 1 ||
+          !mask[i - 1] || !mask[i + 1] || !mask[i - width] || !mask[i + width];
+        const j = 4 * i;
+        d[j] = color[0]; d[j + 1] = color[1]; d[j + 2] = color[2]; d[j + 3] = edge ? 255 : alpha;
+      }
     }
+  }
+  function paintMask(ctx, mask, color, alpha) {
+    const img = ctx.createImageData(S.image.width, S.image.height);
+    fillMask(img.data, mask, color, alpha);
     ctx.putImageData(img, 0, 0);
   }
   function drawObjects() {
@@ -201,14 +210,7 @@
     ctx.clearRect(0, 0, width, height);
     if (!S.objects.length) return;
     const img = ctx.createImageData(width, height);
-    const d = img.data;
-    for (const obj of S.objects) {
-      const [r, g, b] = obj.color;
-      const m = obj.mask;
-      for (let i = 0, j = 0; i < m.length; i++, j += 4) {
-        if (m[i]) { d[j] = r; d[j + 1] = g; d[j + 2] = b; d[j + 3] = 110; }
-      }
-    }
+    for (const obj of S.objects) fillMask(img.data, obj.mask, obj.color, 120);
     ctx.putImageData(img, 0, 0);
   }
   function drawCurrent() {
