@@ -55,3 +55,17 @@ def tiny_sam():
 
     torch.manual_seed(0)
     return create_model(tiny_config()).eval()
+
+
+@pytest.fixture(scope="session")
+def golden_int8_artifact(tmp_path_factory, vit_t_checkpoint) -> Path:
+    """The golden vit_t weights quantised by `pocketsam.quant` (default settings) with one
+    photo of ../shared/photos as calibration; made once per test session (~30 s)."""
+    pytest.importorskip("onnxruntime")
+    from pocketsam import build_sam
+    from pocketsam.io import load_image
+    from pocketsam.quant import quantize_model
+
+    out = tmp_path_factory.mktemp("int8") / "vit_t_int8"
+    quantize_model(build_sam(checkpoint=vit_t_checkpoint), [load_image(PHOTOS / "street.jpg")], out, measure=0)
+    return out

@@ -712,14 +712,22 @@ def build_sam(
         model_type: ``vit_h``, ``vit_l``, ``vit_b``, ``vit_t``, ``mobile_sam`` or ``tinysam``;
             ``None`` reads the architecture and hyper-parameters from the checkpoint (a
             file whose name starts with ``tinysam`` then gets TinySAM's decoder behaviour).
-        checkpoint: state_dict file (.pth/.pt/.safetensors). ``None`` with a model_type
-            gives random weights; with neither, the bundled model.
+        checkpoint: state_dict file (.pth/.pt/.safetensors), or an int8 artifact folder
+            written by ``pocketsam quantize`` (the model then prefers ``mode="int8"``).
+            ``None`` with a model_type gives random weights; with neither, the bundled model.
         device: where to put the model (default CPU).
         img_size: run a TinyViT-encoder model at another input size (a multiple of 64).
             Its weights do not depend on the input size, so this is how a model is
             fine-tuned at a higher resolution (``pocketsam train --init CKPT --img-size N``).
     """
     key = _resolve_type(model_type)
+    if checkpoint is not None:
+        from pocketsam.quant.artifact import is_artifact
+
+        if is_artifact(checkpoint):  # `pocketsam quantize` output: float model + int8 encoder
+            from pocketsam.quant import load_int8_model
+
+            return load_int8_model(checkpoint, model_type, device, img_size)
     if checkpoint is None and key is None:
         checkpoint = default_checkpoint()
     if checkpoint is None:

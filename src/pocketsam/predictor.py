@@ -19,14 +19,17 @@ class SamPredictor:
     ``mode`` picks the inference path (see :mod:`pocketsam.speed`): ``"default"`` runs a
     float32 inference copy with BatchNorm folded, channels-last convolutions and fused
     activations (same results as ``"reference"`` within float32 rounding);
-    ``"bf16"``, ``"int8"``, ``"compile"``, ``"onnx"`` are opt-in; ``"reference"`` runs
-    :attr:`model` as is. :attr:`model` itself is never modified; the inference copy is
-    rebuilt when the model's weights change or it is put in training mode.
+    ``"bf16"``, ``"int8"``, ``"fast"``, ``"compile"``, ``"onnx"`` are opt-in;
+    ``"reference"`` runs :attr:`model` as is. ``None`` (the default) is the model's own
+    preference: ``"int8"`` for a model loaded from an int8 artifact (``build_sam(checkpoint=
+    OUT)`` of ``pocketsam quantize``), else ``"default"``. :attr:`model` itself is never
+    modified; the inference copy is rebuilt when the model's weights change or it is put in
+    training mode.
     """
 
-    def __init__(self, sam_model: Sam, mode: str = "default", **speed_options) -> None:
+    def __init__(self, sam_model: Sam, mode: str | None = None, **speed_options) -> None:
         self.model = sam_model
-        self.mode = mode
+        self.mode = mode or getattr(sam_model, "preferred_speed_mode", None) or "default"
         self.speed_options = speed_options
         self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
         self._fast = self._fast_key = None
@@ -43,6 +46,18 @@ class SamPredictor:
             self._fast = optimize(self.model, self.mode, **self.speed_options)
             self._fast_key = key
         return self._fast
+
+    @property
+    def speed_path(self) -> str:
+        """Which inference path runs, in words (for ``fast``: what it chose and why)."""
+        if self.mode == "reference" or self.model.training:
+            return "reference"
+        engine = self.engine
+        choice = getattr(engine, "fast_choice", None)
+        if choice is not None:
+            return f"fast -> {choice.describe()}"
+        art = getattr(engine, "int8_artifact", None)
+        return f"int8: {art.describe()}" if art is not None else engine.speed_mode
 
     # ------------------------------------------------------------------ image
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:

@@ -21,7 +21,7 @@ from typing import Sequence
 from pocketsam.errors import PocketSamError
 
 # Sub-command modules, in the order `pocketsam --help` lists them.
-COMMANDS = ("segment", "everything", "download", "data", "eval", "train", "distill", "proposals", "export", "serve", "bench")
+COMMANDS = ("segment", "everything", "download", "data", "eval", "train", "distill", "proposals", "export", "quantize", "serve", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

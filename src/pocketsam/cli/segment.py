@@ -227,7 +227,8 @@ def resolve_checkpoint(checkpoint: str | None) -> Path:
     the local weights folder, :func:`pocketsam.weights.resolve_checkpoint_name`), else the
     bundled default if there is one.
 
-    Only checks that the file exists; its contents are validated by ``build_sam``.
+    Only checks that the file (or int8 artifact folder) exists; its contents are
+    validated by ``build_sam``.
     """
     if checkpoint is None:
         from pocketsam.checkpoints import default_checkpoint
@@ -239,7 +240,11 @@ def resolve_checkpoint(checkpoint: str | None) -> Path:
     if not path.exists():
         raise CheckpointError(f"checkpoint '{checkpoint}' does not exist", "check the --checkpoint path")
     if path.is_dir():
-        raise CheckpointError(f"checkpoint '{checkpoint}' is a directory", "pass the checkpoint file itself")
+        from pocketsam.quant.artifact import is_artifact
+
+        if not is_artifact(path):
+            raise CheckpointError(f"checkpoint '{checkpoint}' is a directory",
+                                  "pass the checkpoint file itself, or an int8 artifact folder of `pocketsam quantize`")
     return path
 
 

@@ -14,9 +14,14 @@ default      BatchNorm folded into convolutions, channels-last convolutions, GEL
              tolerances. :class:`~pocketsam.SamPredictor` uses it unless told otherwise.
 bf16         default + bfloat16 autocast (AMX/AVX512-BF16 CPUs, CUDA). Slower than float32 on
              CPUs without native bf16 (a warning says so).
-int8         default convolutions + dynamic int8 quantisation of every ``nn.Linear``
-             (``torch.ao.quantization.quantize_dynamic``; weights int8, activations quantised
-             per batch at run time).
+int8         static int8 image encoder run by ONNX Runtime (int8 ``QGemm`` linear layers, VNNI
+             or AMX int8 where the CPU has them) from the model's int8 artifact (``pocketsam
+             quantize``, :mod:`pocketsam.quant`), else from one made once with synthetic
+             calibration and cached (``cache_dir``); the default float32 decoder.
+fast         the fastest of default / bf16 / int8 that keeps mask IoU >= 0.99 against
+             float32 on this CPU (:mod:`pocketsam.speed.select`): chosen from the CPU flags
+             and a one-off micro-measurement cached per machine; ``fast_choice`` on the copy
+             says which and why.
 compile      BatchNorm folded, then ``torch.compile`` (Inductor, max-autotune off) on the image
              encoder and the mask decoder. The first image pays the compile time.
 onnx         encoder and decoder exported with ``torch.onnx`` and run by ONNX Runtime
@@ -41,7 +46,7 @@ from pocketsam.speed.fold import fold_batchnorm, inference_copy, to_channels_las
 from pocketsam.speed.fuse import fuse_gelu
 from pocketsam.speed.postprocess import upscale_masks
 
-MODES = ("reference", "default", "bf16", "int8", "compile", "onnx")
+MODES = ("reference", "default", "bf16", "int8", "compile", "onnx", "fast")
 
 __all__ = [
     "MODES", "configure_threads", "fold_batchnorm", "fuse_gelu", "inference_copy", "optimize",
@@ -83,7 +88,7 @@ def _check_mode(mode: str) -> str:
     from pocketsam.errors import InputError
 
     key = (mode or "default").lower().replace("_", "-")
-    key = {"fp32": "default", "fast": "default", "none": "reference", "ort": "onnx", "bfloat16": "bf16"}.get(key, key)
+    key = {"fp32": "default", "none": "reference", "ort": "onnx", "bfloat16": "bf16"}.get(key, key)
     if key not in MODES:
         raise InputError(f"unknown speed mode '{mode}'", f"use one of {', '.join(MODES)}")
     return key
@@ -97,17 +102,26 @@ def optimize(model: nn.Module, mode: str = "default", **options) -> nn.Module:
     the mode's backend (``cache_dir`` for onnx, ``compile_decoder`` for compile, ...).
     """
     mode = _check_mode(mode)
+    if mode == "fast":
+        from pocketsam.speed.select import choose_fast
+
+        choice = choose_fast(model, cache_dir=options.get("cache_dir"))
+        if choice.mode != "int8":
+            options.pop("cache_dir", None)
+        fast = optimize(model, choice.mode, **options)
+        fast.fast_choice = choice
+        return fast
     fast = inference_copy(model)
     fast.speed_mode = mode
     if mode == "reference":
         return fast
     cpu = fast.device.type == "cpu"
-    if mode in ("default", "bf16", "int8"):
-        enc = fold_batchnorm(fast.image_encoder)
-        if mode == "int8":
-            from pocketsam.speed.backends import quantize_int8
+    if mode == "int8":
+        from pocketsam.speed.backends import int8_model
 
-            quantize_int8(fast, **options)
+        return int8_model(model, fast, **options)
+    if mode in ("default", "bf16"):
+        enc = fold_batchnorm(fast.image_encoder)
         if cpu:
             to_channels_last(enc)
             if mode != "bf16":

@@ -1,4 +1,4 @@
-"""Opt-in inference backends: bfloat16 autocast, dynamic int8 quantisation, torch.compile.
+"""Opt-in inference backends: bfloat16 autocast, static int8 (ONNX Runtime), torch.compile.
 
 Each function rewrites an inference copy made by :func:`pocketsam.speed.optimize` in place.
 """
@@ -57,21 +57,24 @@ def autocast_bf16(fast: nn.Module, decoder: bool = True) -> nn.Module:
     return fast
 
 
-def quantize_int8(fast: nn.Module, decoder: bool = True) -> nn.Module:
-    """Dynamic int8 quantisation (int8 weights, per-batch int8 activations) of every
-    ``nn.Linear`` in the image encoder (and the mask decoder's transformer). Convolutions
-    stay float32. CPU only."""
+def int8_model(model: nn.Module, fast: nn.Module, cache_dir=None, threads: int | None = None) -> nn.Module:
+    """Static int8 image encoder (ONNX Runtime ``QLinearConv``/``QGemm`` kernels) from the
+    model's int8 artifact (:mod:`pocketsam.quant`), or from one made once per machine with
+    synthetic calibration; the float32 fast mask decoder. CPU only."""
+    from pocketsam.errors import InputError
+    from pocketsam.quant import artifact_for
+    from pocketsam.speed.decoder import fast_mask_decoder
+    from pocketsam.speed.onnx_backend import OrtImageEncoder
+
     if fast.device.type != "cpu":
-        from pocketsam.errors import InputError
-
         raise InputError("int8 mode runs on CPU only", "use mode='bf16' on CUDA")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notices
-        from torch.ao.quantization import quantize_dynamic
-
-        quantize_dynamic(fast.image_encoder, {nn.Linear}, dtype=torch.qint8, inplace=True)
-        if decoder:
-            quantize_dynamic(fast.mask_decoder.transformer, {nn.Linear}, dtype=torch.qint8, inplace=True)
+    art = artifact_for(model, cache_dir)
+    if art.img_size != fast.img_size:
+        raise InputError(f"the int8 encoder was quantised for {art.img_size}² inputs, this model runs at {fast.img_size}²",
+                         "quantise the model at its input size")
+    fast.image_encoder = OrtImageEncoder(art.encoder_path, fast.img_size, threads)
+    fast.mask_decoder = fast_mask_decoder(fast.mask_decoder)
+    fast.int8_artifact = art
     return fast
 
 

@@ -82,10 +82,8 @@ def export_onnx(model: nn.Module, cache_dir: str | Path | None = None) -> tuple[
     enc_path, dec_path = folder / "encoder.onnx", folder / "decoder.onnx"
     if not (enc_path.exists() and dec_path.exists()):
         copy = inference_copy(model).cpu().float()
-        encoder = fold_batchnorm(copy.image_encoder)
-        size = copy.img_size
         if not enc_path.exists():
-            _export(encoder, (torch.zeros(1, 3, size, size),), enc_path, ["image"], ["embedding"], None)
+            export_encoder(model, enc_path)
         if not dec_path.exists():
             emb_h, emb_w = copy.prompt_encoder.image_embedding_size
             dim = copy.prompt_encoder.embed_dim
@@ -101,6 +99,18 @@ def export_onnx(model: nn.Module, cache_dir: str | Path | None = None) -> tuple[
                  "masks": {0: "prompts"}, "iou_pred": {0: "prompts"}},
             )
     return enc_path, dec_path
+
+
+def export_encoder(model: nn.Module, path: Path, opset: int = OPSET) -> Path:
+    """The image encoder of ``model`` (BatchNorm folded, float32, CPU) as ONNX at ``path``:
+    input ``image`` (1×3×S×S, normalised and padded), output ``embedding``."""
+    from pocketsam.speed.fold import inference_copy
+
+    copy = inference_copy(model).cpu().float()
+    size = copy.img_size
+    _export(fold_batchnorm(copy.image_encoder), (torch.zeros(1, 3, size, size),), path, ["image"], ["embedding"],
+            None, opset)
+    return path
 
 
 def _session(path: Path, threads: int | None = None):

@@ -1,0 +1,318 @@
+"""Post-training 8-bit quantisation (TinySAM's "Q-TinySAM", W8A8) with real int8 kernels.
+
+:func:`quantize_model` / :func:`quantize_checkpoint` (CLI: ``pocketsam quantize CKPT --calib
+DIR --out OUT``) write an :mod:`int8 artifact <pocketsam.quant.artifact>`: the image
+encoder as a static int8 QDQ ONNX model for ONNX Runtime, plus the float32 model and JSON
+metadata. ``build_sam(checkpoint=OUT)`` loads it (no pickle, no code) and
+``SamPredictor(sam)`` then runs ``mode="int8"``: ONNX Runtime's ``QLinearConv`` / ``QGemm``
+kernels for the encoder, the float32 fast decoder for prompts.
+
+* **Weights:** per-channel symmetric int8, every convolution and linear layer of the encoder.
+* **Activations:** per-tensor uint8, calibrated on a few images; every range is chosen by
+  a clipping search against the distortion of the output of the layer that reads it
+  (:mod:`pocketsam.quant.numerics`, :mod:`pocketsam.quant.onnx_int8`).
+* **Post-softmax:** attention's two activation-by-activation products and the softmax stay
+  float32. **Post-GELU:** uint8 with the searched range (ONNX Runtime has no twin-uniform
+  kernels). Both were decided by measurement (README, "Speed modes").
+* **Decoder:** stays float32 in the re-associated fast decoder: ONNX Runtime's int8
+  decoder (QDQ of the plain decoder) measured slower than it.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from pocketsam.errors import CheckpointError, InputError
+from pocketsam.quant.artifact import (
+    ENCODER_NAME,
+    FORMAT,
+    META_NAME,
+    VERSION,
+    WEIGHTS_NAME,
+    Int8Artifact,
+    is_artifact,
+    load_artifact,
+    sha256_file,
+)
+
+__all__ = [
+    "Int8Artifact", "artifact_for", "calibration_images", "is_artifact", "load_artifact", "load_int8_model",
+    "mask_agreement", "quantize_checkpoint", "quantize_model", "synthetic_images",
+]
+
+FLOAT_LAYER_CHOICES = ("first", "last")
+
+
+def _inputs(model, images: Iterable[np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """The encoder inputs (resized, normalised, padded) for ``images``."""
+    from pocketsam.transforms import ResizeLongestSide
+
+    transform = ResizeLongestSide(model.img_size)
+    feeds = []
+    with torch.inference_mode():
+        for image in images:
+            x = torch.as_tensor(np.array(transform.apply_image(image))).permute(2, 0, 1)[None].float()
+            feeds.append({"image": np.ascontiguousarray(model.preprocess(x.to(model.device)).cpu().numpy())})
+    return feeds
+
+
+def calibration_images(folder: str | Path, num_images: int = 32) -> tuple[list[np.ndarray], list[str]]:
+    """Up to ``num_images`` images of ``folder`` (sorted by name), loaded as RGB.
+
+    Raises:
+        InputError: the folder does not exist or holds no image.
+    """
+    from pocketsam.io import IMAGE_SUFFIXES, list_images, load_image
+
+    p = Path(folder)
+    if not p.is_dir():
+        raise InputError(f"calibration folder '{p}' does not exist" if not p.exists()
+                         else f"calibration folder '{p}' is not a folder", "pass a folder of images with --calib")
+    if num_images < 1:
+        raise InputError(f"--num-images must be at least 1, got {num_images}")
+    files = list_images(p)[:num_images]
+    if not files:
+        raise InputError(f"calibration folder '{p}' holds no images",
+                         f"put a few images like the ones you will segment there ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return [load_image(f) for f in files], [f.name for f in files]
+
+
+def synthetic_images(n: int, size: int, seed: int = 0) -> list[np.ndarray]:
+    """``n`` scenes of pocketsam's generator (deterministic), for calibration without images."""
+    from pocketsam.data.synth import image_rng, render_scene
+
+    return [render_scene(image_rng(seed, i), size, size).image for i in range(n)]
+
+
+def _float_nodes(plan, float_layers: Sequence[str]) -> list[str]:
+    bad = [f for f in float_layers if f not in FLOAT_LAYER_CHOICES]
+    if bad:
+        raise InputError(f"unknown float layer choice(s) {', '.join(bad)}", f"use {' / '.join(FLOAT_LAYER_CHOICES)}")
+    nodes: list[str] = []
+    if "first" in float_layers:
+        nodes += plan.first
+    if "last" in float_layers:
+        nodes += plan.last
+    return nodes
+
+
+def quantize_model(
+    model,
+    images: Sequence[np.ndarray],
+    out: str | Path,
+    *,
+    search: bool = True,
+    int8_layers: str = "linear",
+    float_layers: Sequence[str] = ("first", "last"),
+    threads: int | None = None,
+    measure: int = 4,
+    image_names: Sequence[str] | None = None,
+    source: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Int8Artifact:
+    """Quantise ``model``'s image encoder to int8 and write the artifact folder ``out``.
+
+    Args:
+        images: calibration images (H×W×3 uint8 RGB); a few suffice (TinySAM uses 8).
+        search: clipping-range search (else plain min/max ranges).
+        int8_layers: ``"linear"`` (the encoder's linear layers; its convolutions stay
+            float32) or ``"all"`` (convolutions too). See the module docstring for why
+            ``"linear"`` is the default.
+        float_layers: keep the ``"first"`` and/or ``"last"`` quantisable layer in float32.
+        measure: images (of ``images``) on which to record the mask IoU against float32.
+        source: where the weights came from (recorded in the metadata).
+    Returns:
+        the checked artifact (as :func:`load_artifact` returns it).
+    """
+    from pocketsam.checkpoints import save_checkpoint, weights_sha256
+    from pocketsam.io import replace_files_together, write_json_atomic
+    from pocketsam.quant.numerics import ALPHAS
+    from pocketsam.quant.onnx_int8 import OP_TYPES, QUANT_OPSET, calibrate, make_plan, quantize_onnx, simplify
+    from pocketsam.speed.onnx_backend import export_encoder
+
+    import onnx
+
+    if not images:
+        raise InputError("no calibration images", "pass at least one image")
+    if int8_layers not in OP_TYPES:
+        raise InputError(f"unknown int8_layers '{int8_layers}'", f"use one of {', '.join(OP_TYPES)}")
+    op_types = OP_TYPES[int8_layers]
+    model = model.eval()
+    say = log or (lambda msg: None)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="pocketsam-quant-") as work:
+        work = Path(work)
+        say("exporting the float32 encoder to ONNX")
+        simple = simplify(export_encoder(model, work / "encoder.fp32.onnx", QUANT_OPSET), work / "encoder.fp32.basic.onnx")
+        plan = make_plan(onnx.load(str(simple)), op_types)
+        feeds = _inputs(model, images)
+        say(f"calibrating on {len(feeds)} image(s), {len(plan.tensors)} activations, "
+            f"{'with' if search else 'without'} the clipping-range search")
+        ranges, report = calibrate(simple, feeds, plan=plan, search=search, threads=threads, log=say)
+        excluded = _float_nodes(plan, float_layers)
+        out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise InputError(f"--out '{out}' is a file", "pass a folder for the int8 artifact")
+        with replace_files_together(out, last=(META_NAME,),
+                                    stale=lambda n: n in (WEIGHTS_NAME, ENCODER_NAME, META_NAME)) as stage:
+            say("writing the int8 encoder")
+            quantize_onnx(simple, stage / ENCODER_NAME, ranges, excluded, op_types)
+            save_checkpoint(model, stage / WEIGHTS_NAME)
+            searched = list(report.values())
+            meta = {
+                "format": FORMAT, "version": VERSION, "img_size": int(model.img_size),
+                "model_sha256": weights_sha256(model), "source": source,
+                "files": {n: {"sha256": sha256_file(stage / n), "bytes": (stage / n).stat().st_size}
+                          for n in (WEIGHTS_NAME, ENCODER_NAME)},
+                "versions": _versions(),
+                "quantization": {
+                    "encoder": "static int8 QDQ (ONNX Runtime): per-channel symmetric int8 weights, per-tensor "
+                               "asymmetric uint8 activations",
+                    "int8_layers": int8_layers, "quantized_ops": list(op_types),
+                    "float32": ["attention MatMul (q·k, softmax·v)", "softmax", "LayerNorm", "GELU", "residual adds"]
+                               + (["convolutions"] if "Conv" not in op_types else [])
+                               + [f"{f} quantisable layer" for f in float_layers],
+                    "float_nodes": excluded,
+                    "decoder": "float32 (the re-associated fast decoder)",
+                    "opset": QUANT_OPSET,
+                },
+                "calibration": {
+                    "images": len(images), "image_names": list(image_names or []),
+                    "range_search": (f"clipping search: alpha * [min, max], alpha in {list(ALPHAS)}, "
+                                     "by the squared error of the reading layer's output (int8 weights, uint8 input "
+                                     "vs float32)") if search else "min/max",
+                    "tensors": len(ranges), "searched": len(searched),
+                    "mean_rel_err_minmax": float(np.mean([r["rel_err_minmax"] for r in searched])) if searched else None,
+                    "mean_rel_err_searched": float(np.mean([r["rel_err_searched"] for r in searched])) if searched else None,
+                    "clipped": sum(r["alpha"] < 1 for r in searched),
+                    "per_tensor": report,
+                },
+                "seconds": None,
+            }
+            art = Int8Artifact(stage, meta)
+            if measure:
+                say(f"measuring mask IoU against float32 on {min(measure, len(images))} calibration image(s)")
+                meta["quality"] = mask_agreement(model, art, images[:measure])
+                meta["quality"]["measured_on"] = "calibration images, bench prompts (9 points, 3 boxes, 1 point+box)"
+            meta["seconds"] = round(time.perf_counter() - start, 1)
+            write_json_atomic(meta, stage / META_NAME)
+    say(f"wrote {out} in {time.perf_counter() - start:.0f} s")
+    return load_artifact(out)
+
+
+def _versions() -> dict:
+    import onnxruntime
+
+    import pocketsam
+
+    return {"pocketsam": pocketsam.__version__, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+def quantize_checkpoint(checkpoint: str | Path | None, calib: str | Path, out: str | Path, num_images: int = 32,
+                        model_type: str | None = None, log: Callable[[str], None] | None = None,
+                        **options) -> Int8Artifact:
+    """:func:`quantize_model` for a checkpoint file (``None``: the bundled model) and a
+    folder of calibration images."""
+    from pocketsam.checkpoints import build_sam
+
+    images, names = calibration_images(calib, num_images)  # before the (slow) model load
+    model = build_sam(model_type, checkpoint)
+    if getattr(model, "int8_artifact", None) is not None:
+        raise InputError(f"'{checkpoint}' is already an int8 artifact",
+                         f"quantize the float checkpoint it was made from (its {WEIGHTS_NAME} will do)")
+    return quantize_model(model, images, out, image_names=names, source=str(checkpoint) if checkpoint else "bundled",
+                          log=log, **options)
+
+
+def load_int8_model(path: str | Path, model_type: str | None = None, device=None, img_size: int | None = None):
+    """``build_sam`` for an artifact: the float model from its ``model.safetensors``, with
+    the artifact attached (``model.int8_artifact``) and ``int8`` as its preferred speed mode."""
+    from pocketsam.checkpoints import build_sam, weights_sha256
+
+    art = load_artifact(path)
+    if img_size is not None and img_size != art.img_size:
+        raise InputError(f"this int8 artifact's encoder was quantised for {art.img_size}² inputs, not {img_size}²",
+                         "leave img_size out, or quantise the float model at that size")
+    model = build_sam(model_type, art.weights_path, device=device)
+    if model.img_size != art.img_size:
+        raise CheckpointError(f"int8 artifact '{art.folder}' is damaged: its metadata and its weights disagree on "
+                              "the input size", "re-create it with `pocketsam quantize`")
+    art.model_sha256 = weights_sha256(model)
+    model.int8_artifact = art
+    model.preferred_speed_mode = "int8"
+    return model
+
+
+def artifact_for(model, cache_dir: str | Path | None = None, log: Callable[[str], None] | None = None,
+                 num_images: int = 4) -> Int8Artifact:
+    """The int8 artifact ``mode="int8"`` runs for ``model``: its own (loaded from an
+    artifact, weights unchanged since), else one made once per machine with
+    :func:`synthetic_images` as calibration and cached under ``cache_dir`` (default
+    ``$POCKETSAM_CACHE/int8``), keyed by the weights' hash."""
+    from pocketsam.checkpoints import weights_sha256
+
+    sha = weights_sha256(model)
+    art = getattr(model, "int8_artifact", None)
+    if art is not None and getattr(art, "model_sha256", None) == sha:
+        return art
+    from pocketsam.speed.onnx_backend import default_cache_dir
+
+    folder = Path(cache_dir or default_cache_dir().parent / "int8") / sha[:24]
+    if is_artifact(folder):
+        try:
+            cached = load_artifact(folder)
+            cached.model_sha256 = sha
+            return cached
+        except Exception:  # noqa: BLE001 - a damaged cache entry is rebuilt
+            pass
+    (log or (lambda m: print(m, file=sys.stderr)))(
+        f"int8: no calibrated artifact for this model; quantising it once with {num_images} synthetic scenes "
+        f"(cached in {folder}; for your own images run `pocketsam quantize CKPT --calib DIR --out OUT`)")
+    art = quantize_model(model, synthetic_images(num_images, model.img_size), folder, measure=0,
+                         source="auto (synthetic calibration)")
+    art.model_sha256 = sha
+    return art
+
+
+def mask_agreement(model, artifact: Int8Artifact | None, images: Sequence[np.ndarray], mode: str = "int8") -> dict:
+    """Mean mask IoU of ``mode`` (with ``artifact`` for int8) against the float32 ``default``
+    path, on ``images`` with the bench's prompt set; also the embedding's relative L2 error."""
+    from pocketsam.cli.bench import accuracy_prompts
+    from pocketsam.predictor import SamPredictor
+    from pocketsam.speed.fold import inference_copy
+
+    target = inference_copy(model)
+    if artifact is not None:
+        artifact.model_sha256 = getattr(artifact, "model_sha256", None) or _sha(model)
+        target.int8_artifact = artifact
+    ref, test = SamPredictor(model, mode="default"), SamPredictor(target, mode=mode)
+    kinds: dict[str, list[float]] = {"point": [], "box": [], "point+box": []}
+    errs = []
+    for image in images:
+        ref.set_image(image)
+        test.set_image(image)
+        errs.append(float((test.features - ref.features).norm() / ref.features.norm()))
+        for kw in accuracy_prompts(*image.shape[:2]):
+            a = ref.predict(**kw)[0]
+            b = test.predict(**kw)[0]
+            kind = "point+box" if "box" in kw and "point_coords" in kw else ("box" if "box" in kw else "point")
+            for x, y in zip(a, b):
+                union = (x | y).sum()
+                kinds[kind].append(float((x & y).sum() / union) if union else 1.0)
+    every = [v for vs in kinds.values() for v in vs]
+    return {"mask_iou_vs_fp32": float(np.mean(every)),
+            **{f"mask_iou_{k}": float(np.mean(v)) for k, v in kinds.items() if v},
+            "embedding_rel_l2": float(np.mean(errs)), "images": len(images)}
+
+
+def _sha(model) -> str:
+    from pocketsam.checkpoints import weights_sha256
+
+    return weights_sha256(model)

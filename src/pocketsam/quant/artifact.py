@@ -1,0 +1,142 @@
+"""The int8 artifact: a folder that loads without running code.
+
+::
+
+    OUT/
+      pocketsam_int8.json   metadata: format, versions, SHA-256 of every file, how it was
+                            quantised (policy, calibration images, range search), quality
+      model.safetensors     the float32 model (official layout + pocketsam metadata): prompt
+                            encoder, mask decoder, and the float path (mode="default")
+      encoder.int8.onnx     the image encoder, static int8 QDQ (ONNX Runtime)
+
+Loading (:func:`load_artifact`) parses JSON, reads safetensors and hands the ONNX file to
+ONNX Runtime: none of them can execute code (no pickle anywhere). Before that, every file is
+checked against the SHA-256 recorded in the JSON, the ONNX graph is checked to use only the
+standard ONNX and ONNX Runtime operator domains and no external data files, so a damaged or
+edited artifact is one clear :class:`~pocketsam.errors.CheckpointError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pocketsam.errors import CheckpointError
+
+META_NAME = "pocketsam_int8.json"
+WEIGHTS_NAME = "model.safetensors"
+ENCODER_NAME = "encoder.int8.onnx"
+FORMAT = "pocketsam-int8"
+VERSION = 1
+#: operator domains an artifact's graph may use: standard ONNX and ONNX Runtime's built-in
+#: contrib kernels (custom-op libraries are never registered).
+ALLOWED_DOMAINS = frozenset({"", "ai.onnx", "com.microsoft"})
+
+
+@dataclass
+class Int8Artifact:
+    """A checked artifact: where its files are and what its metadata says."""
+
+    folder: Path
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def weights_path(self) -> Path:
+        return self.folder / WEIGHTS_NAME
+
+    @property
+    def encoder_path(self) -> Path:
+        return self.folder / ENCODER_NAME
+
+    @property
+    def img_size(self) -> int:
+        return int(self.meta["img_size"])
+
+    def describe(self) -> str:
+        q = self.meta.get("quality", {})
+        iou = q.get("mask_iou_vs_fp32")
+        return (f"int8 encoder from '{self.folder}'"
+                + (f" (mask IoU vs float32 {iou:.3f} on its calibration images)" if isinstance(iou, float) else ""))
+
+
+def is_artifact(path: str | Path) -> bool:
+    """Whether ``path`` is an artifact folder (or its metadata file)."""
+    p = Path(path)
+    return (p.is_dir() and (p / META_NAME).is_file()) or (p.name == META_NAME and p.is_file())
+
+
+def _damaged(folder: Path, what: str) -> CheckpointError:
+    return CheckpointError(f"int8 artifact '{folder}' is damaged: {what}",
+                           "re-create it with `pocketsam quantize CKPT --calib DIR --out OUT`")
+
+
+def load_artifact(path: str | Path, verify: bool = True) -> Int8Artifact:
+    """Read and check an artifact folder (or its ``pocketsam_int8.json``).
+
+    Raises:
+        CheckpointError: not an artifact, unreadable/invalid metadata, a missing file, a
+            checksum mismatch, or a graph with unknown operator domains / external data.
+    """
+    import json
+
+    p = Path(path)
+    folder = p.parent if p.name == META_NAME and p.is_file() else p
+    meta_path = folder / META_NAME
+    if not meta_path.is_file():
+        raise CheckpointError(f"'{folder}' is not an int8 artifact (no {META_NAME})",
+                              "pass the folder written by `pocketsam quantize`")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _damaged(folder, f"{META_NAME} is not readable JSON ({type(exc).__name__})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise _damaged(folder, f"{META_NAME} does not describe a {FORMAT} artifact")
+    if meta.get("version") != VERSION:
+        raise CheckpointError(f"int8 artifact '{folder}' has format version {meta.get('version')!r}; "
+                              f"this pocketsam reads version {VERSION}", "re-create it with this pocketsam's `quantize`")
+    files = meta.get("files")
+    if not isinstance(files, dict) or set(files) != {WEIGHTS_NAME, ENCODER_NAME}:
+        raise _damaged(folder, f"{META_NAME} does not list {WEIGHTS_NAME} and {ENCODER_NAME}")
+    if not isinstance(meta.get("img_size"), int):
+        raise _damaged(folder, f"{META_NAME} has no input size")
+    art = Int8Artifact(folder, meta)
+    if verify:
+        for name, info in files.items():
+            f = folder / name
+            if not f.is_file():
+                raise _damaged(folder, f"{name} is missing")
+            if not isinstance(info, dict) or sha256_file(f) != info.get("sha256"):
+                raise _damaged(folder, f"{name} does not match the checksum recorded in {META_NAME}")
+        check_graph(art.encoder_path, folder)
+    return art
+
+
+def sha256_file(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_graph(path: Path, folder: Path | None = None) -> None:
+    """The ONNX graph uses only :data:`ALLOWED_DOMAINS` and no external data."""
+    try:
+        import onnx
+    except ImportError as exc:  # pragma: no cover - optional dependency
+        from pocketsam.errors import InputError
+
+        raise InputError("int8 artifacts need onnx and onnxruntime", "pip install 'pocketsam[onnx]'") from exc
+    folder = folder or path.parent
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - any parse failure of an untrusted file
+        raise _damaged(folder, f"{path.name} is not a readable ONNX model ({type(exc).__name__})") from None
+    domains = {n.domain for n in model.graph.node}
+    bad = sorted(d for d in domains if d not in ALLOWED_DOMAINS)
+    if bad:
+        raise _damaged(folder, f"{path.name} uses operator domain(s) {', '.join(bad)}, which pocketsam never writes")
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+        raise _damaged(folder, f"{path.name} refers to external data files, which pocketsam never writes")

@@ -1,0 +1,248 @@
+"""``mode="fast"``: the fastest inference path that keeps masks within IoU 0.99 of float32
+on this machine.
+
+Candidates, from the CPU flags (``/proc/cpuinfo``) and what the model carries:
+
+* ``bf16`` where bfloat16 runs natively (AVX512-BF16 or AMX-BF16 CPUs, CUDA);
+* ``int8`` where the model was loaded from an int8 artifact whose recorded mask IoU against
+  float32 is at least :data:`IOU_FLOOR`, on a CPU with int8 dot-product instructions
+  (AVX-VNNI, AVX512-VNNI or AMX-INT8) and with onnxruntime installed;
+* ``default`` always.
+
+Speed comes from a one-off micro-measurement per machine (:func:`machine_speedups`: the
+TinyViT-5M encoder of MobileSAM/TinySAM with seeded random weights at 256², each path
+timed alternately), cached in ``$POCKETSAM_CACHE/fast_mode.json`` under a key made of the
+CPU model, its flags, the thread count and the torch/onnxruntime versions. A path must be
+:data:`MIN_GAIN` times faster than ``default`` to be chosen. Quality: ``bf16`` is checked
+once per model (mask IoU against ``default`` on a generated scene with the bench's 13
+prompts, cached by the weights' hash); ``int8`` uses the IoU its artifact recorded. Where
+nothing qualifies, ``fast`` is ``default``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+IOU_FLOOR = 0.99
+MIN_GAIN = 1.1
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+CACHE_NAME = "fast_mode.json"
+
+
+@dataclass
+class FastChoice:
+    """What ``fast`` chose and why."""
+
+    mode: str
+    reason: str
+    speedups: dict[str, float] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        return f"{self.mode} ({self.reason})"
+
+
+def cpu_flags() -> set[str]:
+    """The CPU feature flags (Linux ``/proc/cpuinfo``; empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def relevant_flags(flags: set[str] | None = None) -> list[str]:
+    flags = cpu_flags() if flags is None else flags
+    return sorted(f for f in flags if f in (*VNNI_FLAGS, *BF16_FLAGS, "avx512f", "avx2", "amx_tile"))
+
+
+def _cache_path(cache_dir: str | Path | None) -> Path:
+    from pocketsam.speed.onnx_backend import default_cache_dir
+
+    return Path(cache_dir or default_cache_dir().parent) / CACHE_NAME
+
+
+def _machine_key() -> str:
+    try:
+        import onnxruntime
+
+        ort = onnxruntime.__version__
+    except ImportError:
+        ort = "none"
+    text = f"{cpu_name()}|{','.join(relevant_flags())}|threads={torch.get_num_threads()}|torch={torch.__version__}|ort={ort}"
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _load(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _store(path: Path, key: str, section: str, value) -> None:
+    """Merge one entry into the cache file (atomically; a concurrent writer may win, which
+    only costs a re-measurement)."""
+    from pocketsam.io import write_json_atomic
+
+    data = _load(path)
+    data.setdefault(key, {}).setdefault(section, {})
+    if isinstance(value, dict) and section == "machine":
+        data[key][section] = value
+    else:
+        data[key][section].update(value)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(data, path)
+    except Exception:  # noqa: BLE001 - a read-only cache only costs a re-measurement
+        pass
+
+
+def _micro_model():
+    from pocketsam.models import create_model
+    from pocketsam.models.registry import MODEL_CONFIGS
+
+    gen = torch.random.fork_rng()
+    with gen:
+        torch.manual_seed(0)
+        model = create_model(MODEL_CONFIGS["vit_t"].with_img_size(256)).eval()
+    return model
+
+
+def measure_speedups(modes: list[str], repeats: int = 5) -> dict[str, float]:
+    """Encoder speed-up over ``default`` of each of ``modes`` on the micro-workload (best of
+    ``repeats`` alternating runs each)."""
+    import tempfile
+    import warnings
+
+    from pocketsam.speed import optimize
+
+    model = _micro_model()
+    engines = {"default": optimize(model, "default")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with tempfile.TemporaryDirectory(prefix="pocketsam-fast-") as tmp:
+            for mode in modes:
+                if mode == "int8":
+                    from pocketsam.checkpoints import weights_sha256
+                    from pocketsam.quant import quantize_model, synthetic_images
+
+                    art = quantize_model(model, synthetic_images(1, 256), Path(tmp) / "int8", search=False, measure=0)
+                    art.model_sha256 = weights_sha256(model)
+                    model.int8_artifact = art
+                    engines["int8"] = optimize(model, "int8")
+                elif mode != "default":
+                    engines[mode] = optimize(model, mode)
+            x = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+            times: dict[str, list[float]] = {m: [] for m in engines}
+            with torch.inference_mode():
+                for e in engines.values():
+                    e.image_encoder(x)
+                for _ in range(repeats):
+                    for m, e in engines.items():
+                        t = time.perf_counter()
+                        e.image_encoder(x)
+                        times[m].append(time.perf_counter() - t)
+    base = min(times["default"])
+    return {m: base / min(ts) for m, ts in times.items() if m != "default"}
+
+
+def machine_speedups(modes: list[str], cache_dir: str | Path | None = None) -> dict[str, float]:
+    """:func:`measure_speedups`, once per machine (cached)."""
+    path, key = _cache_path(cache_dir), _machine_key()
+    cached = _load(path).get(key, {}).get("speedups", {})
+    missing = [m for m in modes if m not in cached]
+    if missing:
+        measured = measure_speedups(missing)
+        cached.update(measured)
+        _store(path, key, "speedups", measured)
+        _store(path, key, "machine", {"cpu": cpu_name(), "flags": relevant_flags(), "threads": torch.get_num_threads(),
+                                      "measured": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                      "workload": "TinyViT-5M encoder (seeded random weights) at 256², best of 5"})
+    return {m: float(cached[m]) for m in modes}
+
+
+def bf16_quality(model, cache_dir: str | Path | None = None) -> float:
+    """Mask IoU of ``bf16`` against ``default`` for ``model`` (once per model and machine)."""
+    from pocketsam.checkpoints import weights_sha256
+
+    path, key = _cache_path(cache_dir), _machine_key()
+    sha = weights_sha256(model)[:24]
+    cached = _load(path).get(key, {}).get("bf16_iou", {})
+    if sha in cached:
+        return float(cached[sha])
+    from pocketsam.quant import mask_agreement, synthetic_images
+
+    size = model.img_size
+    iou = mask_agreement(model, None, synthetic_images(1, size, seed=1), mode="bf16")["mask_iou_vs_fp32"]
+    _store(path, key, "bf16_iou", {sha: iou})
+    return iou
+
+
+def choose_fast(model, cache_dir: str | Path | None = None) -> FastChoice:
+    """The path ``fast`` runs for ``model`` on this machine."""
+    from pocketsam.speed.backends import native_bf16
+
+    flags = cpu_flags()
+    shown = relevant_flags(flags)
+    notes: list[str] = []
+    candidates: list[str] = []
+    device = model.device
+    if native_bf16(device):
+        candidates.append("bf16")
+    else:
+        notes.append("no native bf16")
+    art = getattr(model, "int8_artifact", None)
+    if device.type == "cpu" and art is not None:
+        iou = (art.meta.get("quality") or {}).get("mask_iou_vs_fp32")
+        if not any(f in flags for f in VNNI_FLAGS):
+            notes.append("int8: no VNNI/AMX-int8")
+        elif not isinstance(iou, float) or iou < IOU_FLOOR:
+            notes.append(f"int8: its artifact's mask IoU {iou if iou is None else round(iou, 4)} < {IOU_FLOOR}")
+        else:
+            candidates.append("int8")
+    if device.type != "cpu":  # speed on a GPU is not what the CPU micro-measurement says
+        return FastChoice("bf16" if "bf16" in candidates else "default", f"{device.type} device", {}, shown)
+    if not candidates:
+        return FastChoice("default", "nothing faster on this CPU: " + "; ".join(notes), {}, shown)
+    speedups = machine_speedups(candidates, cache_dir)
+    for mode in sorted(candidates, key=lambda m: -speedups[m]):
+        gain = speedups[mode]
+        if gain < MIN_GAIN:
+            break
+        if mode == "bf16":
+            iou = bf16_quality(model, cache_dir)
+            if iou < IOU_FLOOR:
+                notes.append(f"bf16: mask IoU {iou:.3f} < {IOU_FLOOR}")
+                continue
+        else:
+            iou = float(art.meta["quality"]["mask_iou_vs_fp32"])
+        skipped = f"; not {', '.join(notes)}" if notes else ""
+        return FastChoice(mode, f"encoder {gain:.2f}x default in this machine's micro-measurement, mask IoU "
+                                f"{iou:.3f} vs float32{skipped}; CPU flags {', '.join(shown) or 'none'}", speedups, shown)
+    best = ", ".join(f"{m} {g:.2f}x" for m, g in speedups.items())
+    return FastChoice("default", f"nothing at least {MIN_GAIN}x faster with mask IoU >= {IOU_FLOOR} "
+                                 f"({best}{'; ' + '; '.join(notes) if notes else ''})", speedups, shown)
