@@ -339,3 +339,15 @@ def test_folder_lock_removes_the_folder_it_created_when_nothing_was_written(tmp_
     with folder_lock(tmp_path / "kept") as d:
         (d / "result.json").write_text("{}")
     assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["result.json"]
+
+
+@pytest.mark.parametrize("make", [lambda: torch.sparse_coo_tensor(torch.zeros(2, 0, dtype=torch.long), torch.zeros(0), (300000, 100000)), lambda: torch.zeros(4, dtype=torch.complex64)],
+                         ids=["sparse", "complex"])
+def test_sparse_and_complex_tensors_are_refused(tmp_path, nano_state, make):
+    """A sparse tensor declares its size without storing it (densifying allocates it all);
+    complex weights would be cast with a stray warning."""
+    from pocketsam.checkpoints import build_sam
+
+    torch.save({**nano_state, "mask_decoder.iou_token.weight": make()}, tmp_path / "odd.pt")
+    with pytest.raises(CheckpointError, match="not a dense real one"):
+        build_sam(checkpoint=tmp_path / "odd.pt")

@@ -225,6 +225,12 @@ def _check_stored(key: str, value: torch.Tensor, path: Path) -> None:
     checking it for NaN) would then allocate them all."""
     if value.device.type == "meta":
         raise CheckpointError(f"checkpoint '{path}': tensor '{key}' holds no data (meta tensor)", "use another checkpoint")
+    if value.layout != torch.strided or value.is_complex() or value.is_quantized:
+        kind = value.layout if value.layout != torch.strided else value.dtype
+        raise CheckpointError(
+            f"checkpoint '{path}': tensor '{key}' is a {str(kind).removeprefix('torch.')} tensor, not a dense real one",
+            "a SAM checkpoint holds plain float tensors; use another checkpoint",
+        )
     stored = value.untyped_storage().nbytes() // max(1, value.element_size())
     if value.numel() > stored:
         raise CheckpointError(
