@@ -168,6 +168,17 @@ def test_predict_torch_refuses_mismatched_and_invalid_batches(predictor):
     assert masks.shape[0] == 1 and bool(torch.isfinite(scores).all())
 
 
+@pytest.mark.parametrize("shape", [(1, 300, 3), (300, 2, 3)])
+def test_very_elongated_images_work(predictor, shape):
+    """Resized to a 64-pixel long side, a 1×300 image was 0 rows high: a ValueError traceback."""
+    from pocketsam import SamPredictor
+
+    p = SamPredictor(predictor.model)
+    p.set_image(np.zeros(shape, np.uint8))
+    masks, scores, _ = p.predict(point_coords=[[0, 0]], point_labels=[1])
+    assert masks.shape == (3, *shape[:2]) and np.isfinite(scores).all()
+
+
 @pytest.mark.parametrize("mode", ["grid", "hierarchical", "boxes"])
 def test_generators_refuse_grayscale_arrays(predictor, mode):
     from pocketsam.everything import GENERATORS

@@ -20,7 +20,8 @@ class ResizeLongestSide:
     def get_preprocess_shape(oldh: int, oldw: int, long_side_length: int) -> tuple[int, int]:
         scale = long_side_length * 1.0 / max(oldh, oldw)
         newh, neww = oldh * scale, oldw * scale
-        return int(newh + 0.5), int(neww + 0.5)
+        # at least one pixel: a very elongated image (e.g. 1×300) would otherwise resize to nothing
+        return max(1, int(newh + 0.5)), max(1, int(neww + 0.5))
 
     def apply_image(self, image: np.ndarray) -> np.ndarray:
         """uint8 H×W×3 → uint8 h×w×3 with max(h, w) = target_length."""
