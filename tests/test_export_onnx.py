@@ -295,3 +295,50 @@ def test_cli_errors(tmp_path, capsys, golden_dir):
         assert main(["export", ckpt, *extra]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+
+
+def test_int8_encoder_from_an_int8_artifact(golden_int8_artifact, golden_cases, tmp_path):
+    """--int8 with a `pocketsam quantize` artifact as the checkpoint: its int8 encoder, with
+    encoder.onnx's interface, close to the float embedding."""
+    assert main(["export", str(golden_int8_artifact), "--format", "onnx", "--int8", "--parts", "decoder",
+                 "--out", str(tmp_path)]) == 0
+    config = json.loads((tmp_path / "config.json").read_text())
+    entry = config["files"]["encoder_int8"]
+    assert entry["file"] == "encoder_int8.onnx" and entry["inputs"] == ["image"] and entry["calibration_images"] == 1
+    model = onnx.load(str(tmp_path / "encoder_int8.onnx"))
+    assert [o.name for o in model.graph.output] == ["image_embeddings"]
+    assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+    sam = build_sam(checkpoint=golden_int8_artifact)
+    image = golden_cases["vit_t/0/image"]
+    resized = SamPredictor(sam).transform.apply_image(image)
+    pre = sam.preprocess(torch.as_tensor(resized).permute(2, 0, 1)[None].float()).numpy()
+    (embedding,) = session(tmp_path / "encoder_int8.onnx").run(None, {"image": pre})
+    assert embedding.shape == (1, 256, 64, 64)
+    assert rel_l2(embedding, golden_cases["vit_t/0/embedding"]) <= 0.1
+
+
+def test_int8_encoder_calibrated_on_a_folder(tmp_path, tiny_sam, capsys):
+    from PIL import Image as PILImage
+
+    from pocketsam.checkpoints import save_checkpoint
+
+    ckpt = save_checkpoint(tiny_sam, tmp_path / "tiny.safetensors")
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        PILImage.fromarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)).save(calib / f"{i}.png")
+    assert main(["export", str(ckpt), "--format", "onnx", "--calib", str(calib), "--parts", "decoder",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "add --int8" in capsys.readouterr().err
+    assert main(["export", str(ckpt), "--format", "onnx", "--int8", "--calib", str(tmp_path / "none"),
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    out = tmp_path / "onnx"
+    assert main(["export", str(ckpt), "--format", "onnx", "--int8", "--calib", str(calib), "--parts", "decoder",
+                 "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert set(config["files"]) == {"decoder", "encoder_int8"}
+    assert config["files"]["encoder_int8"]["calibration_images"] == 2
+    (embedding,) = session(out / "encoder_int8.onnx").run(None, {"image": np.zeros((1, 3, 256, 256), np.float32)})
+    assert embedding.shape == (1, 32, 16, 16) and np.isfinite(embedding).all()

@@ -45,7 +45,7 @@ META_PREFIX = "pocketsam."
 EVERYTHING_PREFIX = "everything."
 HEAD_PREFIX = "proposal_head."
 """Key prefix of an object-proposal head (:attr:`Sam.proposal_head`) in pocketsam checkpoints."""
-EVERYTHING_KEYS = ("pred_iou_thresh", "stability_score_thresh", "high_score_thresh")
+from pocketsam.thresholds import EVERYTHING_KEYS  # noqa: E402  (torch-free home, for the CLI parsers)
 """Settings a checkpoint may recommend to the "segment everything" generators."""
 OFFICIAL_TYPES = ("vit_h", "vit_l", "vit_b", "vit_t")
 ASSETS = Path(__file__).resolve().parent / "assets"

@@ -11,11 +11,12 @@ import argparse
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 FORMATS = ("safetensors", "pth", "onnx")
-ONNX_PARTS = ("decoder", "encoder", "encoder_rgb")
+ONNX_PARTS = ("decoder", "encoder", "encoder_rgb", "encoder_int8")
+DEFAULT_ONNX_PARTS = ("decoder", "encoder", "encoder_rgb")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from pocketsam.checkpoints import EVERYTHING_KEYS
+    from pocketsam.thresholds import EVERYTHING_KEYS  # no torch at parse time
 
     p = sub.add_parser(
         "export",
@@ -45,8 +46,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--drop-proposal-head", action="store_true",
                    help="leave out the checkpoint's proposal head (an official-architecture .pth never carries it)")
     o = p.add_argument_group("ONNX (--format onnx)")
-    o.add_argument("--parts", default=",".join(ONNX_PARTS), metavar="LIST",
-                   help=f"comma-separated files to write (default {','.join(ONNX_PARTS)})")
+    o.add_argument("--parts", default=",".join(DEFAULT_ONNX_PARTS), metavar="LIST",
+                   help=f"comma-separated files to write, of {','.join(ONNX_PARTS)} "
+                   f"(default {','.join(DEFAULT_ONNX_PARTS)})")
+    o.add_argument("--int8", action="store_true",
+                   help="also write encoder_int8.onnx, pocketsam.quant's static int8 encoder (ONNX Runtime): the "
+                   "checkpoint's own if it is an int8 artifact, else calibrated on --calib or on synthetic scenes")
+    o.add_argument("--calib", default=None, metavar="DIR", help="calibration images for --int8")
+    o.add_argument("--calib-images", type=int, default=8, metavar="N", help="use the first N images of --calib (8)")
     o.add_argument("--all-masks", action="store_true",
                    help="decoder returns all 4 masks (SAM's return_single_mask=False) instead of the best one")
     p.set_defaults(func=run)
@@ -65,6 +72,14 @@ def run(args: argparse.Namespace) -> int:
         if args.dtype != "fp32":
             raise InputError(f"--dtype {args.dtype} is not available for ONNX exports", "leave --dtype out (float32)")
         _require_onnx()
+        if args.int8 and "encoder_int8" not in parts:
+            parts.append("encoder_int8")
+        if args.calib is not None and "encoder_int8" not in parts:
+            raise InputError("--calib is for the int8 encoder", "add --int8")
+        if args.calib is not None:  # checked and loaded before the model
+            from pocketsam.quant import calibration_images
+
+            args.calib_loaded, _ = calibration_images(args.calib, args.calib_images)
         from pocketsam.cli.segment import check_output_dir
 
         check_output_dir(args.out)  # before the model loads
@@ -117,8 +132,10 @@ def _run_onnx(model, args: argparse.Namespace, parts: list[str]) -> int:
 
     from pocketsam.export.onnx_sam import export_sam_onnx
 
+    images = getattr(args, "calib_loaded", None)
     start = time.perf_counter()
-    config = export_sam_onnx(model, args.out, parts, return_single_mask=not args.all_masks, source=str(args.checkpoint))
+    config = export_sam_onnx(model, args.out, parts, return_single_mask=not args.all_masks, source=str(args.checkpoint),
+                             calib_images=images, log=lambda m: print(m, flush=True))
     files = ", ".join(f"{f['file']} ({f['bytes'] / 2**20:.1f} MiB)" for f in config["files"].values())
     print(f"wrote {args.out}/: {files}, config.json ({config['model_type']}, input {config['input_size']}, "
           f"opset {config['opset']}, {time.perf_counter() - start:.1f} s)")

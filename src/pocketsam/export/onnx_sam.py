@@ -34,6 +34,12 @@ its best multimask output, since its single-mask token was never trained. Withou
 ``encoder_rgb.onnx`` takes ``input_image`` (H×W×3 uint8 RGB, any size) and does the resize
 (long side S, bilinear with antialiasing like PIL), the normalisation and the padding inside
 (opset 18, for Resize's ``antialias``).
+
+``encoder_int8.onnx`` (``--int8``) is :mod:`pocketsam.quant`'s static int8 (W8A8, QDQ)
+image encoder with ``encoder.onnx``'s interface, for ONNX Runtime (it uses ONNX Runtime's
+``com.microsoft`` kernels): the checkpoint's own int8 artifact when it is one (made by
+``pocketsam quantize``), else one calibrated on ``--calib`` images, else on pocketsam's
+synthetic scenes (cached per machine).
 """
 
 from __future__ import annotations
@@ -53,8 +59,10 @@ from pocketsam.models.sam import Sam
 
 OPSET = 17
 RGB_OPSET = 18  # Resize's antialias attribute
-PARTS = ("decoder", "encoder", "encoder_rgb")
-FILES = {"decoder": "decoder.onnx", "encoder": "encoder.onnx", "encoder_rgb": "encoder_rgb.onnx"}
+PARTS = ("decoder", "encoder", "encoder_rgb", "encoder_int8")
+DEFAULT_PARTS = ("decoder", "encoder", "encoder_rgb")
+FILES = {"decoder": "decoder.onnx", "encoder": "encoder.onnx", "encoder_rgb": "encoder_rgb.onnx",
+         "encoder_int8": "encoder_int8.onnx"}
 DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size")
 DECODER_OUTPUTS = ("masks", "iou_predictions", "low_res_masks")
 
@@ -271,6 +279,38 @@ def export_encoder_rgb(sam: Sam, path: str | Path) -> Path:
     return path
 
 
+def export_encoder_int8(sam: Sam, path: str | Path, calib_images: list | None = None,
+                        log: Any = None) -> dict[str, Any]:
+    """Write ``encoder_int8.onnx`` (see the module docstring). Returns what config.json
+    records about it (calibration, measured quality when known)."""
+    import onnx
+
+    from pocketsam.quant import artifact_for, quantize_model
+
+    path = Path(path)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        if calib_images:
+            art = quantize_model(sam, calib_images, Path(tmp) / "int8", measure=0, source="export --calib", log=log)
+        else:
+            art = artifact_for(sam, log=log)
+        model = onnx.load(str(art.encoder_path))
+        _rename(model.graph, "embedding", "image_embeddings")
+        staged = Path(tmp) / "encoder_int8.onnx"
+        onnx.save(model, str(staged))
+        os.chmod(staged, 0o644)
+        os.replace(staged, path)
+    meta = art.meta
+    calibration = meta.get("calibration", {})
+    return {
+        "inputs": ["image"], "outputs": ["image_embeddings"],
+        "opset": max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+        "runtime": "ONNX Runtime (static int8 QDQ; com.microsoft kernels)",
+        "quantization": meta.get("quantization", {}).get("encoder"),
+        "calibration_images": calibration.get("images"), "calibration_source": meta.get("source"),
+        "quality": meta.get("quality"),
+    }
+
+
 def _rename(graph: Any, old: str, new: str) -> None:
     for node in graph.node:
         node.input[:] = [new if n == old else n for n in node.input]
@@ -319,11 +359,14 @@ def sam_onnx_config(sam: Sam, return_single_mask: bool = True, source: str | Non
 def export_sam_onnx(
     sam: Sam,
     out_dir: str | Path,
-    parts: Iterable[str] = PARTS,
+    parts: Iterable[str] = DEFAULT_PARTS,
     return_single_mask: bool = True,
     source: str | None = None,
+    calib_images: list | None = None,
+    log: Any = None,
 ) -> dict[str, Any]:
-    """Write the chosen ``parts`` (``decoder``, ``encoder``, ``encoder_rgb``) and
+    """Write the chosen ``parts`` (``decoder``, ``encoder``, ``encoder_rgb``, ``encoder_int8``
+    calibrated on ``calib_images`` when given) and
     ``config.json`` into ``out_dir`` (created if needed). Each file is written to a
     temporary name and renamed; ``config.json`` comes last and lists the files with their
     SHA-256, so a folder with a config is complete.
@@ -357,10 +400,12 @@ def export_sam_onnx(
         elif part == "encoder":
             export_encoder(sam, path)
             files[part] = {"file": path.name, "inputs": ["image"], "outputs": ["image_embeddings"]}
-        else:
+        elif part == "encoder_rgb":
             export_encoder_rgb(sam, path)
             files[part] = {"file": path.name, "inputs": ["input_image"], "outputs": ["image_embeddings"],
                            "opset": RGB_OPSET}
+        else:
+            files[part] = {"file": path.name, **export_encoder_int8(sam, path, calib_images, log)}
         files[part]["sha256"] = _sha256(path)
         files[part]["bytes"] = path.stat().st_size
     config["files"] = files
@@ -377,6 +422,6 @@ def read_config(out_dir: str | Path) -> dict[str, Any]:
 
 __all__ = [
     "DECODER_INPUTS", "DECODER_OUTPUTS", "SamOnnxDecoder", "export_decoder", "export_encoder",
-    "export_encoder_rgb", "export_sam_onnx", "model_type_name", "preprocess_graph", "read_config",
+    "export_encoder_int8", "export_encoder_rgb", "export_sam_onnx", "model_type_name", "preprocess_graph", "read_config",
     "sam_onnx_config",
 ]
