@@ -211,7 +211,7 @@ def test_recommended_everything_thresholds_travel_with_the_weights(tmp_path, cap
     from pocketsam.cli import export as export_cli
     from pocketsam.cli import main
 
-    assert "torch" not in __import__("pocketsam.thresholds").thresholds.__dict__  # the CLI parsers import it, not torch
+    assert export_cli.EVERYTHING_KEYS is EVERYTHING_KEYS  # one home (pocketsam.thresholds), no copy
     torch.manual_seed(4)
     model = create_model(tiny_config()).eval()
     assert model.everything_defaults == {}

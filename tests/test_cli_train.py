@@ -115,3 +115,12 @@ def test_training_options_are_checked_before_any_work(tmp_path, capsys):
     # too little data to hold validation images out: said, not silent
     assert main(_quick(data, tmp_path / "v", "--val-images", "2")) == 0
     assert "validation is off" in capsys.readouterr().out
+
+
+def test_the_command_line_parses_without_importing_torch():
+    """`pocketsam --help` stays instant: the parsers (and the defaults they read from
+    TrainConfig and pocketsam.thresholds) import no torch."""
+    code = ("import sys, pocketsam.cli; pocketsam.cli.build_parser(); "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out

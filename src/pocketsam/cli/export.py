@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from pocketsam.thresholds import EVERYTHING_KEYS  # torch-free: the parser is built without torch
+
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 FORMATS = ("safetensors", "pth", "onnx")
 ONNX_PARTS = ("decoder", "encoder", "encoder_rgb", "encoder_int8")
@@ -16,8 +18,6 @@ DEFAULT_ONNX_PARTS = ("decoder", "encoder", "encoder_rgb")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from pocketsam.thresholds import EVERYTHING_KEYS  # no torch at parse time
-
     p = sub.add_parser(
         "export",
         help="convert a checkpoint to safetensors or .pth (optionally fp16), or to SAM-interface ONNX files",

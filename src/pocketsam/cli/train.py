@@ -2,7 +2,7 @@
 
 The optimisation and run options are shared with ``pocketsam distill train``
 (:func:`add_engine_options`, :func:`engine_config`); their defaults are
-:class:`~pocketsam.train.engine.TrainConfig`'s.
+:class:`~pocketsam.train.config.TrainConfig`'s.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 
 def _defaults() -> dict[str, Any]:
-    from pocketsam.train.engine import TrainConfig
+    from pocketsam.train.config import TrainConfig
 
     return {f.name: f.default for f in fields(TrainConfig) if not callable(f.default_factory)}
 
