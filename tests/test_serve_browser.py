@@ -216,6 +216,12 @@ def test_click_box_download(server, browser, segment_mask, decoder, tmp_path):
             page.wait_for_timeout(1000)
             page.screenshot(path=os.environ["POCKETSAM_SCREENSHOT"])
 
+        if decoder == "server":  # Everything (on the server either way): its masks join the list, one undo step
+            page.click("#everything")
+            _wait_idle(page, "pocketsam.objects().length > 2")
+            page.click("#undo")
+            assert len(page.evaluate("pocketsam.objects()")) == 2
+
         page.click("#clear")
         assert page.evaluate("pocketsam.objects()") == [] and page.evaluate("pocketsam.currentCounts()") is None
         assert errors == []

@@ -25,6 +25,7 @@
     hover: { running: false, next: null, seq: 0 },
     drag: null,
     lastError: null,
+    lastDecodeMs: null,
   };
 
   // ------------------------------------------------------------------ UI helpers
@@ -310,7 +311,10 @@
     const prompts = { points: S.prompts.points.slice(), labels: S.prompts.labels.slice(), box: S.prompts.box };
     busy(+1);
     try {
+      const start = performance.now();
       const result = await decode(prompts);
+      S.lastDecodeMs = performance.now() - start;
+      $("decode-time").textContent = `Last mask: ${S.lastDecodeMs.toFixed(0)} ms (${S.mode === "browser" ? "in the browser" : "server round trip"}).`;
       if (seq === S.decodeSeq) { S.current = result; drawCurrent(); drawPreview(null); }
     } catch (err) {
       showError(`Decoding failed: ${err.message}`);
@@ -624,6 +628,7 @@
     prompts: () => JSON.parse(JSON.stringify(S.prompts)),
     objects: () => S.objects.map((o) => ({ name: o.name, area: o.area, score: o.score })),
     lastError: () => S.lastError,
+    lastDecodeMs: () => S.lastDecodeMs,
     // the mask shown for the current object, as uncompressed COCO RLE counts (null if none)
     currentCounts: () => (S.current ? countsFromMask(S.current.mask, S.image.width, S.image.height) : null),
   };
