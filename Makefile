@@ -51,7 +51,8 @@ $(ORT_STAMP): web/package.json web/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then \
 		npm ci --prefix web --ignore-scripts --no-audit --no-fund --loglevel=error && \
 		mkdir -p $(ORT_DIR) && cp $(addprefix web/node_modules/onnxruntime-web/dist/,$(ORT_FILES)) $(ORT_DIR)/ && \
-		cp web/package-lock.json $(ORT_STAMP) && echo "make web: onnxruntime-web installed into $(ORT_DIR)"; \
+		cp web/package-lock.json $(ORT_STAMP) && echo "make web: onnxruntime-web installed into $(ORT_DIR)" \
+		|| echo "make web: npm could not install onnxruntime-web: pocketsam serve will decode on the server"; \
 	else \
 		echo "make web: npm not found and not installable here: pocketsam serve will decode on the server"; \
 	fi
