@@ -84,7 +84,7 @@ demo: $(STAMP)
 # 2,000 and 3,600 more, each from the previous weights with a fresh warm-up and cosine
 # (~4.5 h on 2 CPU cores in all); exported as fp16 safetensors into the package with
 # the "everything" thresholds chosen by bench/everything_thresholds.py on held-out
-# scenes (see README).
+# scenes (see README); then a proposal head for 'everything --mode boxes' (SAM frozen).
 MODEL_RUN ?= out/model
 EVERYTHING_THRESHOLDS ?= --pred-iou-thresh 0.4 --stability-score-thresh 0.6 --high-score-thresh 1
 model: $(STAMP)
@@ -101,7 +101,10 @@ model: $(STAMP)
 		--steps 3600 --batch-size 8 --masks-per-image 8 --rounds 1 --lr 4e-4 --warmup 80 \
 		--focal-weight 1 --dice-weight 1 --workers 1 --threads 2 --eval-every 600 --save-every 100 \
 		--log-every 25 --val-images 32 --seed 2 --resume
-	$(BIN)/pocketsam export $(MODEL_RUN)/finetune2/model.safetensors --dtype fp16 $(EVERYTHING_THRESHOLDS) \
+	$(BIN)/pocketsam train-proposals --checkpoint $(MODEL_RUN)/finetune2/model.safetensors --data $(MODEL_RUN)/scenes \
+		--out $(MODEL_RUN)/proposals --steps 1500 --batch-size 16 --lr 2e-3 --warmup 50 --val-images 32 \
+		--eval-every 250 --log-every 50 --save-every 100 --workers 0 --threads 2 --seed 0 --resume
+	$(BIN)/pocketsam export $(MODEL_RUN)/proposals/model.safetensors --dtype fp16 $(EVERYTHING_THRESHOLDS) \
 		--out src/pocketsam/assets/pocketsam_tiny_synth.safetensors
 
 .PHONY: install test demo model web browser serve
