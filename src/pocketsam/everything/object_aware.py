@@ -37,7 +37,8 @@ class ObjectAwareMaskGenerator:
             May instead be given to :meth:`generate`. Left out, a model with a proposal
             head (:attr:`Sam.has_proposal_head`) proposes its own boxes from the image
             embedding (:class:`pocketsam.proposals.HeadProposals`).
-        score_thresh: keep proposals with score ``>=`` this (MobileSAMv2: 0.4).
+        score_thresh: keep proposals with score ``>=`` this. ``None``: the recommendation of
+            the model's proposal head when it is the source, else 0.4 (MobileSAMv2's).
         proposal_nms_thresh: box-IoU threshold for de-duplicating proposals (0.9).
         boxes_per_batch: boxes decoded together (MobileSAMv2: 320).
         pred_iou_thresh, stability_score_thresh, stability_score_offset, box_nms_thresh,
@@ -57,7 +58,7 @@ class ObjectAwareMaskGenerator:
         self,
         model: Any,
         proposals: Any = None,
-        score_thresh: float = 0.4,
+        score_thresh: float | None = None,
         proposal_nms_thresh: float = 0.9,
         boxes_per_batch: int = 320,
         pred_iou_thresh: float = 0.0,
@@ -78,6 +79,8 @@ class ObjectAwareMaskGenerator:
             from pocketsam.proposals import HeadProposals
 
             self.proposals = HeadProposals(model.proposal_head)
+        if score_thresh is None:
+            score_thresh = getattr(self.proposals, "score_thresh", 0.4)
         self.score_thresh = score_thresh
         self.proposal_nms_thresh = proposal_nms_thresh
         self.boxes_per_batch = boxes_per_batch
