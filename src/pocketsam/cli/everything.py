@@ -88,7 +88,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--box-nms-thresh", type=float, default=0.7, help="box NMS IoU threshold (default 0.7)")
     p.add_argument("--min-mask-region-area", type=int, default=0, help="remove holes/islands smaller than this (px)")
     p.add_argument("--crop-n-layers", type=int, default=0, help="extra crop layers (grid modes; default 0)")
-    p.add_argument("--box-score-thresh", type=float, default=0.4, help="boxes: minimum detection score (default 0.4)")
+    p.add_argument("--box-score-thresh", type=float, default=None,
+                   help="boxes: minimum proposal score (default: the proposal head's recommendation, else 0.4)")
     p.add_argument("--out", "-o", required=True, metavar="DIR", help="output directory (created if needed)")
     p.add_argument("--format", choices=FORMATS, default="sa1b",
                    help="sa1b: per-image annotations.json only (default); coco: also one COCO instances file "
