@@ -80,6 +80,9 @@ def test_a_head_round_trips_and_official_exports_drop_it(tmp_path):
     path = save_checkpoint(sam, tmp_path / "with_head.safetensors")
     back = build_sam(checkpoint=path)
     assert back.has_proposal_head
+    from pocketsam.proposals import HeadProposals
+
+    assert HeadProposals(back.proposal_head).score_thresh == 0.4  # its recommendation travels with it
     for k, v in sam.proposal_head.state_dict().items():
         assert torch.equal(back.proposal_head.state_dict()[k], v)
     # an official architecture's .pth keeps exactly the official keys
@@ -98,6 +101,9 @@ def test_boxes_mode_uses_the_head_and_says_so(tmp_path, capsys):
     with torch.no_grad():  # one confident centre in the middle, a 24-px box
         sam.proposal_head.out.bias.copy_(torch.tensor([-10.0, np.log(1.5), np.log(1.5), 0.5, 0.5]))
         sam.proposal_head.out.weight.zero_()
+    sam.proposal_head.score_thresh.fill_(0.25)
+    assert ObjectAwareMaskGenerator(sam).score_thresh == 0.25  # the head's recommendation
+    assert ObjectAwareMaskGenerator(sam, proposals=[[0, 0, 8, 8]]).score_thresh == 0.4  # other sources: 0.4
     generator = ObjectAwareMaskGenerator(sam, score_thresh=0.0)
     image = np.zeros((64, 64, 3), np.uint8)
     generator.generate(image)

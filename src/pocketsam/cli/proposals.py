@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-flip", action="store_true", help="no horizontal flips (halves the cache)")
     p.add_argument("--hidden", type=int, default=64, help="head width (default 64)")
     p.add_argument("--upsample", type=int, default=2, help="2x upsamplings of the embedding grid (default 2: stride 4 px at 16-px cells)")
+    p.add_argument("--score-thresh", type=float, default=0.1,
+                   help="proposal score threshold recorded in the head for 'everything --mode boxes' (default 0.1)")
     add_engine_options(p, rounds_help="(unused by this command)")
     p.set_defaults(func=run, lr=2e-3, steps=1500, batch_size=16)
 
@@ -38,10 +40,11 @@ def run(args: argparse.Namespace) -> int:
     from pocketsam.errors import InputError
     from pocketsam.proposals.train import ProposalConfig, train_proposals
 
-    if args.hidden < 1 or not 0 <= args.upsample <= 4:
-        raise InputError("--hidden must be >= 1 and --upsample from 0 to 4")
+    if args.hidden < 1 or not 0 <= args.upsample <= 4 or not 0 <= args.score_thresh <= 1:
+        raise InputError("--hidden must be >= 1, --upsample from 0 to 4 and --score-thresh from 0 to 1")
     args.teacher = args.checkpoint
     init = _teacher(args)
     cfg = engine_config(args, data=list(args.data), init=init)
-    report(train_proposals(cfg, ProposalConfig(args.hidden, args.upsample, args.cache, not args.no_flip)), args.out)
+    head = ProposalConfig(args.hidden, args.upsample, args.cache, not args.no_flip, args.score_thresh)
+    report(train_proposals(cfg, head), args.out)
     return 0

@@ -23,9 +23,12 @@ class ProposalHead(nn.Module):
         upsample: u, the number of 2× upsamplings (2: stride 4 px at a 16-px grid cell).
     """
 
-    def __init__(self, in_dim: int = 256, hidden: int = 64, upsample: int = 2) -> None:
+    def __init__(self, in_dim: int = 256, hidden: int = 64, upsample: int = 2, score_thresh: float = 0.4) -> None:
         super().__init__()
         self.upsample = upsample
+        #: the centre score from which a proposal is worth decoding (chosen when the head
+        #: is trained; travels with its weights)
+        self.register_buffer("score_thresh", torch.tensor(float(score_thresh)))
         layers: list[nn.Module] = [nn.Conv2d(in_dim, hidden, 3, padding=1), nn.GELU()]
         for _ in range(upsample):
             layers += [nn.ConvTranspose2d(hidden, hidden, 2, stride=2), nn.GELU()]
@@ -47,5 +50,5 @@ class ProposalHead(nn.Module):
         convs = sorted(int(k.split(".")[1]) for k in sd if k.startswith("body.") and k.endswith(".weight"))
         upsample = sum(1 for i in convs if sd[f"body.{i}.weight"].shape[-1] == 2)
         head = cls(sd["body.0.weight"].shape[1], sd["out.weight"].shape[1], upsample)
-        head.load_state_dict(sd)
+        head.load_state_dict({**head.state_dict(), **sd})  # heads saved before score_thresh existed: 0.4
         return head

@@ -28,6 +28,12 @@ class HeadProposals:
     def __init__(self, head: torch.nn.Module, top_k: int = 100, min_score: float = 0.05) -> None:
         self.head, self.top_k, self.min_score = head, top_k, min_score
 
+    @property
+    def score_thresh(self) -> float:
+        """The score threshold the head was trained for (its recommendation to the generator),
+        rounded to 4 decimals: it is stored in the head's dtype, e.g. fp16 on disk."""
+        return round(float(getattr(self.head, "score_thresh", 0.4)), 4)
+
     @torch.inference_mode()
     def from_predictor(self, predictor) -> tuple[np.ndarray, np.ndarray]:
         emb = predictor.get_image_embedding()
