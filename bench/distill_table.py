@@ -103,42 +103,53 @@ def encoder_ms(models: dict[str, object], repeats: int = 20) -> dict[str, float]
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def evaluate(out: Path) -> list[dict]:
+def evaluate(out: Path, keys: str, max_images: int | None) -> None:
+    """Held-out mIoU of the teacher ("t") and rows ``keys``, merged into ``table.json``."""
     import torch
 
     from pocketsam import build_sam
     from pocketsam.data import SA1BReader
     from pocketsam.eval.runners import eval_prompts
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # several evaluations may run side by side
     teacher = build_sam()
     held = SA1BReader(out / "held_default")
     cpu = json.loads((out / "cpu_seconds.json").read_text()) if (out / "cpu_seconds.json").exists() else {}
-    models = {"teacher": teacher}
-    rows = []
-    for key, (name, _) in ROWS.items():
-        ckpt = out / f"row_{key}" / "model.safetensors"
-        if ckpt.exists():
-            models[key] = build_sam(checkpoint=ckpt)
-    ms = encoder_ms(models)
-    for key, model in models.items():
-        point = eval_prompts(model, held, prompt="point", progress=False, teacher=None if key == "teacher" else teacher)
-        box = eval_prompts(model, held, prompt="box", progress=False, teacher=None if key == "teacher" else teacher)
-        rows.append({
-            "row": key, "name": "teacher (bundled pocketsam_tiny)" if key == "teacher" else ROWS[key][0],
-            "cpu_min": cpu.get(key, float("nan")) / 60, "point_miou": point["miou"], "box_miou": box["miou"],
-            "box_miou_vs_teacher": box.get("miou_vs_teacher", 1.0), "point_miou_vs_teacher": point.get("miou_vs_teacher", 1.0),
-            "encoder_ms": ms[key],
-        })
-        print(json.dumps(rows[-1]), flush=True)
-    return rows
+    path = out / "table.json"
+    for key in keys:
+        model = teacher if key == "t" else build_sam(checkpoint=out / f"row_{key}" / "model.safetensors")
+        against = None if key == "t" else teacher
+        point = eval_prompts(model, held, prompt="point", max_images=max_images, progress=False, teacher=against)
+        box = eval_prompts(model, held, prompt="box", max_images=max_images, progress=False, teacher=against)
+        row = {
+            "name": "teacher: the bundled pocketsam_tiny" if key == "t" else ROWS[key][0],
+            "cpu_min": cpu.get(key, float("nan")) / 60, "masks": box["num_masks"], "point_miou": point["miou"],
+            "box_miou": box["miou"], "point_miou_vs_teacher": point.get("miou_vs_teacher", 1.0),
+            "box_miou_vs_teacher": box.get("miou_vs_teacher", 1.0),
+        }
+        table = json.loads(path.read_text()) if path.exists() else {}
+        table[key] = {**table.get(key, {}), **row}
+        path.write_text(json.dumps(table, indent=1))
+        print(json.dumps({key: row}), flush=True)
+
+
+def time_encoders(out: Path) -> None:
+    from pocketsam import build_sam
+
+    path = out / "table.json"
+    table = json.loads(path.read_text())
+    models = {k: build_sam() if k == "t" else build_sam(checkpoint=out / f"row_{k}" / "model.safetensors") for k in table}
+    for k, ms in encoder_ms(models).items():
+        table[k]["encoder_ms"] = ms
+    path.write_text(json.dumps(table, indent=1))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="out/distill")
     p.add_argument("--rows", default="abcde")
-    p.add_argument("--eval-only", action="store_true")
+    p.add_argument("--eval-only", action="store_true", help="measure finished rows (and the teacher, row t)")
+    p.add_argument("--max-images", type=int, default=None, help="held-out scenes to evaluate (default all 100)")
     a = p.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -146,12 +157,14 @@ def main() -> None:
         prepare(out)
         for key in a.rows:
             run_row(out, key)
-    rows = evaluate(out)
-    (out / "table.json").write_text(json.dumps(rows, indent=1))
+        a.rows = "t" + a.rows
+    evaluate(out, a.rows, a.max_images)
+    time_encoders(out)
+    table = json.loads((out / "table.json").read_text())
     print("\n| row | CPU min | point mIoU | box mIoU | box mIoU vs teacher | encoder ms @256² |\n|---|---|---|---|---|---|")
-    for r in rows:
+    for r in table.values():
         print(f"| {r['name']} | {r['cpu_min']:.0f} | {r['point_miou']:.3f} | {r['box_miou']:.3f} | "
-              f"{r['box_miou_vs_teacher']:.3f} | {r['encoder_ms']:.1f} |")
+              f"{r['box_miou_vs_teacher']:.3f} | {r.get('encoder_ms', float('nan')):.1f} |")
 
 
 if __name__ == "__main__":
