@@ -26,6 +26,18 @@ from pocketsam.quant.numerics import (
 ort = pytest.importorskip("onnxruntime")
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    """int8 / fast measure and cache per machine under $POCKETSAM_CACHE: keep it per test."""
+    monkeypatch.setenv("POCKETSAM_CACHE", str(tmp_path / "pocketsam-cache"))
+
+
+def _backends() -> list[str]:
+    from pocketsam.quant.torch_int8 import available
+
+    return ["torch", "onnxruntime"] if available() else ["onnxruntime"]
+
+
 # ------------------------------------------------------------------ arithmetic
 def test_weight_round_trip_per_channel():
     g = torch.Generator().manual_seed(0)
@@ -255,10 +267,12 @@ def test_quantize_cli_empty_calibration_folder(tmp_path, capsys):
 
 
 # --------------------------------------------------------------- golden vit_t
-def test_quantized_golden_vit_t_iou_floor(golden_int8_artifact, golden_cases):
+@pytest.mark.parametrize("backend", _backends())
+def test_quantized_golden_vit_t_iou_floor(golden_int8_artifact, golden_cases, backend):
     """The golden vit_t weights, quantised with one photo as calibration, against the
-    reference float32 masks of the golden cases (a held-out image). Measured 0.98; floor 0.95."""
-    predictor = SamPredictor(build_sam(checkpoint=golden_int8_artifact))
+    reference float32 masks of the golden cases (a held-out image), with each int8 backend.
+    Measured 0.98 (both); floor 0.95."""
+    predictor = SamPredictor(build_sam(checkpoint=golden_int8_artifact), backend=backend)
     assert predictor.mode == "int8"
     predictor.set_image(golden_cases["vit_t/0/image"])
     ious = []
@@ -270,18 +284,30 @@ def test_quantized_golden_vit_t_iou_floor(golden_int8_artifact, golden_cases):
         for a, b in zip(masks, golden_cases[prefix + "out/masks"]):
             union = (a | b).sum()
             ious.append((a & b).sum() / union if union else 1.0)
+    assert backend in predictor.speed_path.lower().replace(" ", "")
     assert np.mean(ious) >= 0.95, ious
 
 
 # ----------------------------------------------------------------- int8 / fast
 def test_int8_mode_without_artifact_quantises_once(tiny_sam, tmp_path, capsys):
+    """No artifact: int8 quantises with generated scenes once (cached by the weights' hash),
+    then runs whichever backend a one-off measurement found faster (also cached)."""
+    from pocketsam.speed import select
+
     predictor = SamPredictor(tiny_sam, mode="int8", cache_dir=tmp_path)
     predictor.set_image(np.zeros((64, 96, 3), np.uint8))
     assert "synthetic scenes" in capsys.readouterr().err
     assert len(list(tmp_path.rglob("encoder.int8.onnx"))) == 1
+    if len(_backends()) == 2:
+        measured = json.loads((tmp_path / "fast_mode.json").read_text())
+        (entry,) = measured.values()
+        (speedups,) = entry["speedups"].values()
+        faster = max(("torch", "onnxruntime"), key=lambda b: speedups[f"int8:{b}"])
+        assert faster in predictor.speed_path.lower().replace(" ", "")
     again = SamPredictor(tiny_sam, mode="int8", cache_dir=tmp_path)
     again.set_image(np.zeros((64, 96, 3), np.uint8))
     assert capsys.readouterr().err == ""  # cached per weights
+    assert select._load(tmp_path / "fast_mode.json")  # and the backend choice too
 
 
 def test_fast_falls_back_to_default_where_nothing_is_faster(tiny_sam, tmp_path, monkeypatch):
@@ -293,14 +319,14 @@ def test_fast_falls_back_to_default_where_nothing_is_faster(tiny_sam, tmp_path, 
     assert choice.mode == "default" and "nothing faster" in choice.reason
     # native bf16, but the machine's micro-measurement finds it slower
     monkeypatch.setattr(backends, "native_bf16", lambda device="cpu": True)
-    monkeypatch.setattr(select, "measure_speedups", lambda modes, repeats=5: {m: 0.7 for m in modes})
+    monkeypatch.setattr(select, "measure_speedups", lambda model, modes, repeats=3, cache_dir=None: {m: 0.7 for m in modes})
     choice = select.choose_fast(tiny_sam, cache_dir=tmp_path)
     assert choice.mode == "default" and "bf16 0.70x" in choice.reason
     predictor = SamPredictor(tiny_sam, mode="fast", cache_dir=tmp_path)
     predictor.set_image(np.zeros((64, 64, 3), np.uint8))
     assert predictor.speed_path.startswith("fast -> default")
-    # the measurement is cached per machine: not repeated
-    monkeypatch.setattr(select, "measure_speedups", lambda modes, repeats=5: pytest.fail("measured twice"))
+    # the measurement is cached per machine and model: not repeated
+    monkeypatch.setattr(select, "measure_speedups", lambda model, modes, repeats=3, cache_dir=None: pytest.fail("measured twice"))
     assert select.choose_fast(tiny_sam, cache_dir=tmp_path).mode == "default"
 
 
@@ -308,9 +334,48 @@ def test_fast_picks_a_faster_path_that_keeps_quality(tiny_sam, tmp_path, monkeyp
     from pocketsam.speed import backends, select
 
     monkeypatch.setattr(backends, "native_bf16", lambda device="cpu": True)
-    monkeypatch.setattr(select, "measure_speedups", lambda modes, repeats=5: {m: 2.0 for m in modes})
+    monkeypatch.setattr(select, "measure_speedups", lambda model, modes, repeats=3, cache_dir=None: {m: 2.0 for m in modes})
     monkeypatch.setattr(select, "bf16_quality", lambda model, cache_dir=None: 0.995)
     assert select.choose_fast(tiny_sam, cache_dir=tmp_path).mode == "bf16"
     monkeypatch.setattr(select, "bf16_quality", lambda model, cache_dir=None: 0.95)  # too lossy for this model
     choice = select.choose_fast(tiny_sam, cache_dir=tmp_path)
     assert choice.mode == "default" and "mask IoU 0.950" in choice.reason
+
+
+def test_bench_rows_for_int8_and_fast(tiny_artifact, tmp_path, capsys, monkeypatch):
+    """`pocketsam bench --checkpoint OUT` times int8 (the artifact) and fast, each with its
+    mask IoU against the float32 reference, and says what fast chose."""
+    from pocketsam.cli import main
+
+    monkeypatch.setenv("POCKETSAM_CACHE", str(tmp_path / "cache"))  # fast's per-machine measurement
+    _, out = tiny_artifact
+    result = tmp_path / "bench.json"
+    assert main(["bench", "--checkpoint", str(out), "--modes", "default,int8,fast", "--repeats", "1",
+                 "--prompt-repeats", "1", "--batch", "2", "--points-per-side", "0", "--threads", "1",
+                 "--output", str(result)]) == 0
+    table = capsys.readouterr().out
+    assert "flags" in table and "# int8: int8 (" in table and "# fast: fast -> " in table
+    modes = json.loads(result.read_text())["modes"]
+    for mode in ("int8", "fast"):
+        assert modes[mode]["error"] is None and modes[mode]["encoder_ms"] > 0
+        assert 0.5 < modes[mode]["mask_iou"] <= 1.0
+    assert modes["default"]["mask_iou"] > 0.999
+
+
+def test_segment_and_everything_take_speed(tiny_artifact, tmp_path, capsys, monkeypatch):
+    from pocketsam.cli import main
+    from pocketsam.io import save_png_atomic
+    from pocketsam.quant import synthetic_images
+
+    monkeypatch.setenv("POCKETSAM_CACHE", str(tmp_path / "cache"))
+    _, out = tiny_artifact
+    image = tmp_path / "scene.png"
+    save_png_atomic(synthetic_images(1, 96)[0], image)
+    assert main(["segment", str(image), "--checkpoint", str(out), "--point", "40,40", "--out", str(tmp_path / "a")]) == 0
+    assert "speed: int8 (" in capsys.readouterr().out  # the artifact's own path
+    assert main(["segment", str(image), "--checkpoint", str(out), "--speed", "default", "--point", "40,40",
+                 "--out", str(tmp_path / "b")]) == 0
+    assert "speed:" not in capsys.readouterr().out  # exact float32: nothing to say
+    assert main(["everything", str(image), "--checkpoint", str(out), "--speed", "fast", "--mode", "grid",
+                 "--points-per-side", "4", "--out", str(tmp_path / "c")]) == 0
+    assert "speed: fast -> " in capsys.readouterr().out

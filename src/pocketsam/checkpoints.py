@@ -135,7 +135,9 @@ def peek_checkpoint(path: str | Path) -> tuple[list[str], dict[str, float]]:
     Raises:
         CheckpointError: as :func:`read_checkpoint`.
     """
-    path = Path(path)
+    from pocketsam.quant.artifact import weights_file
+
+    path = weights_file(path)  # an int8 artifact folder: the file of its float model
     if not path.is_file() or path.stat().st_size == 0:
         sd, meta = read_checkpoint(path)  # the same clear errors
         return list(sd), meta

@@ -57,7 +57,9 @@ class SamPredictor:
         if choice is not None:
             return f"fast -> {choice.describe()}"
         art = getattr(engine, "int8_artifact", None)
-        return f"int8: {art.describe()}" if art is not None else engine.speed_mode
+        if engine.speed_mode != "int8" or art is None:
+            return engine.speed_mode
+        return f"int8 ({getattr(engine, 'int8_backend', 'int8')}): {art.describe()}"
 
     # ------------------------------------------------------------------ image
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:

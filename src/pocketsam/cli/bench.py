@@ -12,6 +12,10 @@ threads never colour another's numbers). Columns:
 * ``peak MB``   — RSS high-water mark after the encoder and prompt timings,
 * ``IoU``       — mean mask IoU against the float32 reference path on a fixed prompt set
   (a 3×3 point grid, three boxes and a point+box, 3 masks each) on every bench image.
+
+``int8`` uses the checkpoint's int8 artifact (``--checkpoint OUT`` of ``pocketsam quantize``),
+else quantises it once with synthetic calibration (cached); ``fast`` says below the table
+which path it chose. The header names the CPU's vector/matrix flags that decide them.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-DEFAULT_MODES = "reference,default,bf16,int8,onnx,compile"
+DEFAULT_MODES = "reference,default,bf16,int8,fast,onnx,compile"
 
 
 def register(subparsers) -> None:
@@ -148,7 +152,10 @@ def _machine() -> dict:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
-    return {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
+    from pocketsam.speed.select import relevant_flags
+
+    return {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "flags": relevant_flags(),
+            "torch": torch.__version__,
             "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
             "loadavg": load, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
 
@@ -175,13 +182,16 @@ def format_table(results: dict, meta: dict, points_per_side: int, batch: int = 6
         rows.append(row)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(heads)]
     lines = [
-        f"# {meta['cpu']} ({meta['cpu_capability']}), torch {meta['torch']}, "
+        f"# {meta['cpu']} ({meta['cpu_capability']}; flags {' '.join(meta.get('flags') or []) or '-'}), "
+        f"torch {meta['torch']}, "
         f"threads {next((r.get('threads') for r in results.values() if r.get('threads')), '?')}, "
         f"load {tuple(round(x, 2) for x in meta['loadavg']) if meta['loadavg'] else '?'}, "
         f"everything grid {points_per_side}²",
         "  ".join(h.rjust(w) for h, w in zip(heads, widths)),
     ]
     lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
+    lines += [f"# {mode}: {res['path']}" for mode, res in results.items()
+              if res.get("path") and res["path"] != mode and not res.get("error")]
     return "\n".join(lines)
 
 
@@ -253,6 +263,7 @@ def worker(job: dict) -> dict:
     start = time.perf_counter()
     predictor.set_image(images[0])
     out["first_set_image_s"] = time.perf_counter() - start
+    out["path"] = predictor.speed_path
 
     masks: dict[str, np.ndarray] = {}
     for i, image in enumerate(images):

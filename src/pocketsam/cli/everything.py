@@ -72,6 +72,8 @@ COCO_FILE = "instances.json"
 
 def register(subparsers: Any) -> None:
     """Add the ``everything`` sub-command."""
+    from pocketsam.cli.segment import add_speed_argument
+
     p = subparsers.add_parser(
         "everything",
         help="segment everything in an image or a folder (grid, hierarchical or box prompts)",
@@ -95,6 +97,7 @@ def register(subparsers: Any) -> None:
                    help="sa1b: per-image annotations.json only (default); coco: also one COCO instances file "
                    f"for all the images, <out>/{COCO_FILE}")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    add_speed_argument(p)
     p.add_argument("--overwrite", action="store_true",
                    help="replace results made with another checkpoint, mode or settings (default: refuse)")
     p.add_argument("--force", action="store_true", help="recompute every image, even finished ones")
@@ -405,7 +408,9 @@ def validate(args: argparse.Namespace) -> dict[str, Any]:
                 "pass --boxes DETECTIONS.json (COCO results), or add a head with `pocketsam train-proposals`",
             )
     kwargs, from_model = generator_settings(args, checkpoint)
-    base = provenance(args, checkpoint, kwargs, sha256_file(checkpoint), None)
+    from pocketsam.quant.artifact import identity_file
+
+    base = provenance(args, checkpoint, kwargs, sha256_file(identity_file(checkpoint)), None)
 
     def provenance_of(file: Path) -> dict[str, Any]:
         if args.mode != "boxes":
@@ -580,7 +585,10 @@ def _run(args: argparse.Namespace, ctx: dict[str, Any]) -> int:
         sam = build_sam(model_type=args.model_type, checkpoint=ctx["checkpoint"], device=ctx["device"])
     if args.mode == "boxes" and not args.boxes:
         print("proposals: the checkpoint's own proposal head (pass --boxes FILE to use a detector's)")
-    generator = make_generator(args, sam, ctx["generator_kwargs"], ctx["from_model"])
+    generator = make_generator(args, sam, {**ctx["generator_kwargs"], "speed": args.speed}, ctx["from_model"])
+    from pocketsam.cli.segment import say_speed
+
+    say_speed(generator.predictor)
     out.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []
     t0 = time.perf_counter()

@@ -50,6 +50,8 @@ class SamAutomaticMaskGenerator:
         point_grids: explicit normalised ``N×2`` grids, one per layer.
         min_mask_region_area: fill holes / drop islands smaller than this (px); 0 = off.
         output_mode: ``"binary_mask"`` | ``"uncompressed_rle"`` | ``"coco_rle"``.
+        speed: the predictor's speed mode (``SamPredictor(model, mode=speed)``: e.g.
+            ``"fast"``, ``"int8"``; ``None`` is the model's own preference).
 
     After :meth:`generate`, :attr:`last_stats` holds prompts, candidate counts after
     each filter and seconds per stage.
@@ -73,6 +75,7 @@ class SamAutomaticMaskGenerator:
         point_grids: list[np.ndarray] | None = None,
         min_mask_region_area: int = 0,
         output_mode: str = "binary_mask",
+        speed: str | None = None,
     ) -> None:
         from pocketsam.predictor import SamPredictor
 
@@ -91,7 +94,7 @@ class SamAutomaticMaskGenerator:
         if points_per_batch < 1:
             raise ValueError(f"points_per_batch must be >= 1, got {points_per_batch}")
         check_output_mode(output_mode)
-        self.predictor = SamPredictor(model)
+        self.predictor = SamPredictor(model, mode=speed)
         self.points_per_side = points_per_side
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh

@@ -58,6 +58,7 @@ class SamHierarchicalMaskGenerator(SamAutomaticMaskGenerator):
         point_grids: list[np.ndarray] | None = None,
         min_mask_region_area: int = 0,
         output_mode: str = "binary_mask",
+        speed: str | None = None,
     ) -> None:
         super().__init__(
             model, points_per_side=points_per_side, points_per_batch=points_per_batch,
@@ -65,7 +66,7 @@ class SamHierarchicalMaskGenerator(SamAutomaticMaskGenerator):
             stability_score_offset=stability_score_offset, box_nms_thresh=box_nms_thresh,
             crop_n_layers=crop_n_layers, crop_nms_thresh=crop_nms_thresh, crop_overlap_ratio=crop_overlap_ratio,
             crop_n_points_downscale_factor=crop_n_points_downscale_factor, point_grids=point_grids,
-            min_mask_region_area=min_mask_region_area, output_mode=output_mode,
+            min_mask_region_area=min_mask_region_area, output_mode=output_mode, speed=speed,
         )
         self.high_score_thresh = high_score_thresh
 

@@ -42,7 +42,7 @@ class ObjectAwareMaskGenerator:
         proposal_nms_thresh: box-IoU threshold for de-duplicating proposals (0.9).
         boxes_per_batch: boxes decoded together (MobileSAMv2: 320).
         pred_iou_thresh, stability_score_thresh, stability_score_offset, box_nms_thresh,
-        min_mask_region_area, output_mode: as :class:`SamAutomaticMaskGenerator`.
+        min_mask_region_area, output_mode, speed: as :class:`SamAutomaticMaskGenerator`.
             MobileSAMv2 keeps every mask, so the two score thresholds default to 0 (off);
             duplicate masks are still removed by mask-box NMS at 0.7 (1.0 disables).
 
@@ -67,13 +67,14 @@ class ObjectAwareMaskGenerator:
         box_nms_thresh: float = 0.7,
         min_mask_region_area: int = 0,
         output_mode: str = "binary_mask",
+        speed: str | None = None,
     ) -> None:
         from pocketsam.predictor import SamPredictor
 
         check_output_mode(output_mode)
         if boxes_per_batch < 1:
             raise ValueError(f"boxes_per_batch must be >= 1, got {boxes_per_batch}")
-        self.predictor = SamPredictor(model)
+        self.predictor = SamPredictor(model, mode=speed)
         self.proposals = as_proposal_source(proposals) if proposals is not None else None
         if self.proposals is None and getattr(model, "proposal_head", None) is not None:
             from pocketsam.proposals import HeadProposals

@@ -157,6 +157,7 @@ def quantize_model(
             f"{'with' if search else 'without'} the clipping-range search")
         ranges, report = calibrate(simple, feeds, plan=plan, search=search, threads=threads, log=say)
         excluded = _float_nodes(plan, float_layers)
+        torch_part = _torch_calibration(model, feeds, search, float_layers, say)
         out = Path(out)
         if out.exists() and not out.is_dir():
             raise InputError(f"--out '{out}' is a file", "pass a folder for the int8 artifact")
@@ -194,17 +195,38 @@ def quantize_model(
                     "clipped": sum(r["alpha"] < 1 for r in searched),
                     "per_tensor": report,
                 },
+                "torch": torch_part,
                 "seconds": None,
             }
             art = Int8Artifact(stage, meta)
             if measure:
                 say(f"measuring mask IoU against float32 on {min(measure, len(images))} calibration image(s)")
-                meta["quality"] = mask_agreement(model, art, images[:measure])
+                from pocketsam.quant.torch_int8 import available
+
+                backend = "torch" if available() else "onnxruntime"
+                meta["quality"] = mask_agreement(model, art, images[:measure], backend=backend)
+                meta["quality"]["backend"] = backend
                 meta["quality"]["measured_on"] = "calibration images, bench prompts (9 points, 3 boxes, 1 point+box)"
             meta["seconds"] = round(time.perf_counter() - start, 1)
             write_json_atomic(meta, stage / META_NAME)
     say(f"wrote {out} in {time.perf_counter() - start:.0f} s")
     return load_artifact(out)
+
+
+def _torch_calibration(model, feeds, search: bool, float_layers: Sequence[str], say) -> dict:
+    """Ranges for the torch (oneDNN) backend: the same layers, hooked in the ``default``
+    copy (:mod:`pocketsam.quant.torch_int8`)."""
+    from pocketsam.quant.torch_int8 import calibrate_torch, linear_sites
+    from pocketsam.speed import optimize
+
+    say("calibrating the torch (oneDNN int8) backend's linear layers")
+    encoder = optimize(model, "default").image_encoder
+    ranges, report = calibrate_torch(encoder, [torch.from_numpy(f["image"]) for f in feeds], search)
+    names = [n for n, _, _ in linear_sites(encoder)]
+    keep = ([names[0]] if "first" in float_layers and names else []) + ([names[-1]] if "last" in float_layers and names else [])
+    return {"ranges": ranges, "float": keep,
+            "mean_rel_err_minmax": float(np.mean([r["rel_err_minmax"] for r in report.values()])) if report else None,
+            "mean_rel_err_searched": float(np.mean([r["rel_err_searched"] for r in report.values()])) if report else None}
 
 
 def _versions() -> dict:
@@ -281,9 +303,11 @@ def artifact_for(model, cache_dir: str | Path | None = None, log: Callable[[str]
     return art
 
 
-def mask_agreement(model, artifact: Int8Artifact | None, images: Sequence[np.ndarray], mode: str = "int8") -> dict:
-    """Mean mask IoU of ``mode`` (with ``artifact`` for int8) against the float32 ``default``
-    path, on ``images`` with the bench's prompt set; also the embedding's relative L2 error."""
+def mask_agreement(model, artifact: Int8Artifact | None, images: Sequence[np.ndarray], mode: str = "int8",
+                   **speed_options) -> dict:
+    """Mean mask IoU of ``mode`` (with ``artifact`` for int8; ``speed_options`` such as
+    ``backend``) against the float32 ``default`` path, on ``images`` with the bench's prompt
+    set; also the embedding's relative L2 error."""
     from pocketsam.cli.bench import accuracy_prompts
     from pocketsam.predictor import SamPredictor
     from pocketsam.speed.fold import inference_copy
@@ -292,7 +316,7 @@ def mask_agreement(model, artifact: Int8Artifact | None, images: Sequence[np.nda
     if artifact is not None:
         artifact.model_sha256 = getattr(artifact, "model_sha256", None) or _sha(model)
         target.int8_artifact = artifact
-    ref, test = SamPredictor(model, mode="default"), SamPredictor(target, mode=mode)
+    ref, test = SamPredictor(model, mode="default"), SamPredictor(target, mode=mode, **speed_options)
     kinds: dict[str, list[float]] = {"point": [], "box": [], "point+box": []}
     errs = []
     for image in images:

@@ -14,14 +14,15 @@ default      BatchNorm folded into convolutions, channels-last convolutions, GEL
              tolerances. :class:`~pocketsam.SamPredictor` uses it unless told otherwise.
 bf16         default + bfloat16 autocast (AMX/AVX512-BF16 CPUs, CUDA). Slower than float32 on
              CPUs without native bf16 (a warning says so).
-int8         static int8 image encoder run by ONNX Runtime (int8 ``QGemm`` linear layers, VNNI
-             or AMX int8 where the CPU has them) from the model's int8 artifact (``pocketsam
-             quantize``, :mod:`pocketsam.quant`), else from one made once with synthetic
-             calibration and cached (``cache_dir``); the default float32 decoder.
+int8         static int8 linear layers in the image encoder (VNNI / AMX-INT8 kernels) from the
+             model's int8 artifact (``pocketsam quantize``, :mod:`pocketsam.quant`), else from
+             one made once with synthetic calibration and cached (``cache_dir``); run by
+             torch's oneDNN int8 kernels or by ONNX Runtime, whichever measured faster for the
+             model on this machine (``backend=`` forces one); the default float32 decoder.
 fast         the fastest of default / bf16 / int8 that keeps mask IoU >= 0.99 against
-             float32 on this CPU (:mod:`pocketsam.speed.select`): chosen from the CPU flags
-             and a one-off micro-measurement cached per machine; ``fast_choice`` on the copy
-             says which and why.
+             float32 on this CPU (:mod:`pocketsam.speed.select`): candidates from the CPU
+             flags, speed from a one-off measurement of the model's encoder cached per machine;
+             ``fast_choice`` on the copy says which and why.
 compile      BatchNorm folded, then ``torch.compile`` (Inductor, max-autotune off) on the image
              encoder and the mask decoder. The first image pays the compile time.
 onnx         encoder and decoder exported with ``torch.onnx`` and run by ONNX Runtime
@@ -106,9 +107,12 @@ def optimize(model: nn.Module, mode: str = "default", **options) -> nn.Module:
         from pocketsam.speed.select import choose_fast
 
         choice = choose_fast(model, cache_dir=options.get("cache_dir"))
-        if choice.mode != "int8":
+        name, _, backend = choice.mode.partition(":")  # e.g. "int8:torch"
+        if name != "int8":
             options.pop("cache_dir", None)
-        fast = optimize(model, choice.mode, **options)
+        elif backend:
+            options["backend"] = backend
+        fast = optimize(model, name, **options)
         fast.fast_choice = choice
         return fast
     fast = inference_copy(model)

@@ -57,23 +57,55 @@ def autocast_bf16(fast: nn.Module, decoder: bool = True) -> nn.Module:
     return fast
 
 
-def int8_model(model: nn.Module, fast: nn.Module, cache_dir=None, threads: int | None = None) -> nn.Module:
-    """Static int8 image encoder (ONNX Runtime ``QLinearConv``/``QGemm`` kernels) from the
-    model's int8 artifact (:mod:`pocketsam.quant`), or from one made once per machine with
-    synthetic calibration; the float32 fast mask decoder. CPU only."""
+def int8_model(model: nn.Module, fast: nn.Module, cache_dir=None, threads: int | None = None,
+               backend: str | None = None) -> nn.Module:
+    """Static int8 image encoder from the model's int8 artifact (:mod:`pocketsam.quant`), or
+    from one made once per machine with synthetic calibration; the float32 fast decoder.
+
+    ``backend``: ``"torch"`` (oneDNN int8 linear layers inside the default path) or
+    ``"onnxruntime"`` (the artifact's int8 ONNX encoder); ``None``: whichever a one-off
+    measurement of this model on this machine found faster (cached;
+    :func:`pocketsam.speed.select.int8_backend`). CPU only."""
     from pocketsam.errors import InputError
     from pocketsam.quant import artifact_for
+    from pocketsam.quant.torch_int8 import available, check_ranges, convert
     from pocketsam.speed.decoder import fast_mask_decoder
     from pocketsam.speed.onnx_backend import OrtImageEncoder
 
     if fast.device.type != "cpu":
         raise InputError("int8 mode runs on CPU only", "use mode='bf16' on CUDA")
+    if backend not in (None, "torch", "onnxruntime"):
+        raise InputError(f"unknown int8 backend '{backend}'", "use 'torch' or 'onnxruntime'")
     art = artifact_for(model, cache_dir)
     if art.img_size != fast.img_size:
         raise InputError(f"the int8 encoder was quantised for {art.img_size}² inputs, this model runs at {fast.img_size}²",
                          "quantise the model at its input size")
-    fast.image_encoder = OrtImageEncoder(art.encoder_path, fast.img_size, threads)
-    fast.mask_decoder = fast_mask_decoder(fast.mask_decoder)
+    part = art.meta.get("torch") or {}
+    if backend is None and available() and part.get("ranges"):
+        from pocketsam.speed.select import int8_backend
+
+        backend = int8_backend(model, cache_dir)  # whichever measured faster for this model here
+    use_torch = backend == "torch"
+    if use_torch:
+        if not available():
+            raise InputError("torch's oneDNN int8 kernels are not available here", "use backend='onnxruntime'")
+        from pocketsam.speed import optimize
+
+        try:
+            ranges = check_ranges(part.get("ranges"))
+        except ValueError as exc:
+            from pocketsam.errors import CheckpointError
+
+            raise CheckpointError(f"int8 artifact '{art.folder}' is damaged: its torch ranges are invalid ({exc})",
+                                  "re-create it with `pocketsam quantize`") from None
+        fast = optimize(model, "default")
+        fast.speed_mode = "int8"
+        convert(fast.image_encoder, ranges, part.get("float") or ())
+        fast.int8_backend = "torch oneDNN int8 linear layers"
+    else:
+        fast.image_encoder = OrtImageEncoder(art.encoder_path, fast.img_size, threads)
+        fast.mask_decoder = fast_mask_decoder(fast.mask_decoder)
+        fast.int8_backend = "ONNX Runtime QDQ encoder"
     fast.int8_artifact = art
     return fast
 

@@ -1,22 +1,23 @@
 """``mode="fast"``: the fastest inference path that keeps masks within IoU 0.99 of float32
-on this machine.
+on this machine; and which int8 backend is faster for a model.
 
 Candidates, from the CPU flags (``/proc/cpuinfo``) and what the model carries:
 
 * ``bf16`` where bfloat16 runs natively (AVX512-BF16 or AMX-BF16 CPUs, CUDA);
-* ``int8`` where the model was loaded from an int8 artifact whose recorded mask IoU against
-  float32 is at least :data:`IOU_FLOOR`, on a CPU with int8 dot-product instructions
-  (AVX-VNNI, AVX512-VNNI or AMX-INT8) and with onnxruntime installed;
+* ``int8`` (torch's oneDNN kernels or ONNX Runtime) where the model was loaded from an int8
+  artifact whose recorded mask IoU against float32 is at least :data:`IOU_FLOOR`, on a CPU
+  with int8 dot-product instructions (AVX-VNNI, AVX512-VNNI or AMX-INT8);
 * ``default`` always.
 
-Speed comes from a one-off micro-measurement per machine (:func:`machine_speedups`: the
-TinyViT-5M encoder of MobileSAM/TinySAM with seeded random weights at 256², each path
-timed alternately), cached in ``$POCKETSAM_CACHE/fast_mode.json`` under a key made of the
-CPU model, its flags, the thread count and the torch/onnxruntime versions. A path must be
-:data:`MIN_GAIN` times faster than ``default`` to be chosen. Quality: ``bf16`` is checked
-once per model (mask IoU against ``default`` on a generated scene with the bench's 13
-prompts, cached by the weights' hash); ``int8`` uses the IoU its artifact recorded. Where
-nothing qualifies, ``fast`` is ``default``.
+Speed comes from a one-off measurement (:func:`model_speedups`: the model's own image
+encoder at its input size, every candidate timed alternately, best of 3), cached in
+``$POCKETSAM_CACHE/fast_mode.json`` per machine (CPU model, flags, thread count,
+torch/onnxruntime versions) and model (weights' hash): which path wins depends on both
+(on this project's 2-core Sapphire Rapids VM bf16 won for the 1024² vit_t encoder and int8
+through ONNX Runtime for the 256² bundled model). A path must be :data:`MIN_GAIN` times
+faster than ``default`` to be chosen. Quality: ``bf16`` is checked once per model (mask IoU
+against ``default`` on a generated scene with the bench's 13 prompts, cached); ``int8``
+uses the IoU its artifact recorded. Where nothing qualifies, ``fast`` is ``default``.
 """
 
 from __future__ import annotations
@@ -121,68 +122,68 @@ def _store(path: Path, key: str, section: str, value) -> None:
         pass
 
 
-def _micro_model():
-    from pocketsam.models import create_model
-    from pocketsam.models.registry import MODEL_CONFIGS
-
-    gen = torch.random.fork_rng()
-    with gen:
-        torch.manual_seed(0)
-        model = create_model(MODEL_CONFIGS["vit_t"].with_img_size(256)).eval()
-    return model
+def measure_speedups(model, modes: list[str], repeats: int = 3, cache_dir: str | Path | None = None) -> dict[str, float]:
+    """Image-encoder speed-up over ``default`` of each of ``modes`` (``"bf16"``,
+    ``"int8:torch"``, ``"int8:onnxruntime"``) for ``model`` at its input size: best of
+    ``repeats`` runs, all paths timed alternately. ``cache_dir``: where int8 finds or makes
+    the model's artifact (as ``mode="int8"``)."""
+    with torch.inference_mode(False), torch.no_grad():  # may be called from inside set_image
+        return _measure(model, modes, repeats, cache_dir)
 
 
-def measure_speedups(modes: list[str], repeats: int = 5) -> dict[str, float]:
-    """Encoder speed-up over ``default`` of each of ``modes`` on the micro-workload (best of
-    ``repeats`` alternating runs each)."""
-    import tempfile
+def _measure(model, modes: list[str], repeats: int, cache_dir) -> dict[str, float]:
     import warnings
 
     from pocketsam.speed import optimize
 
-    model = _micro_model()
     engines = {"default": optimize(model, "default")}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with tempfile.TemporaryDirectory(prefix="pocketsam-fast-") as tmp:
-            for mode in modes:
-                if mode == "int8":
-                    from pocketsam.checkpoints import weights_sha256
-                    from pocketsam.quant import quantize_model, synthetic_images
-
-                    art = quantize_model(model, synthetic_images(1, 256), Path(tmp) / "int8", search=False, measure=0)
-                    art.model_sha256 = weights_sha256(model)
-                    model.int8_artifact = art
-                    engines["int8"] = optimize(model, "int8")
-                elif mode != "default":
-                    engines[mode] = optimize(model, mode)
-            x = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
-            times: dict[str, list[float]] = {m: [] for m in engines}
-            with torch.inference_mode():
-                for e in engines.values():
-                    e.image_encoder(x)
-                for _ in range(repeats):
-                    for m, e in engines.items():
-                        t = time.perf_counter()
-                        e.image_encoder(x)
-                        times[m].append(time.perf_counter() - t)
+        for mode in modes:
+            name, _, backend = mode.partition(":")
+            options = {"backend": backend, "cache_dir": cache_dir} if name == "int8" else {}
+            engines[mode] = optimize(model, name, **options)
+    size = model.img_size
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(model.device)
+    times: dict[str, list[float]] = {m: [] for m in engines}
+    for e in engines.values():
+        e.image_encoder(x)
+    for _ in range(repeats):
+        for m, e in engines.items():
+            t = time.perf_counter()
+            e.image_encoder(x)
+            times[m].append(time.perf_counter() - t)
     base = min(times["default"])
     return {m: base / min(ts) for m, ts in times.items() if m != "default"}
 
 
-def machine_speedups(modes: list[str], cache_dir: str | Path | None = None) -> dict[str, float]:
-    """:func:`measure_speedups`, once per machine (cached)."""
+def model_speedups(model, modes: list[str], cache_dir: str | Path | None = None) -> dict[str, float]:
+    """:func:`measure_speedups`, once per machine and model (cached by the weights' hash)."""
+    from pocketsam.checkpoints import weights_sha256
+
     path, key = _cache_path(cache_dir), _machine_key()
-    cached = _load(path).get(key, {}).get("speedups", {})
+    sha = weights_sha256(model)[:24]
+    cached = dict(_load(path).get(key, {}).get("speedups", {}).get(sha, {}))
     missing = [m for m in modes if m not in cached]
     if missing:
-        measured = measure_speedups(missing)
+        measured = measure_speedups(model, missing, cache_dir=cache_dir)
         cached.update(measured)
-        _store(path, key, "speedups", measured)
+        _store(path, key, "speedups", {sha: cached})
         _store(path, key, "machine", {"cpu": cpu_name(), "flags": relevant_flags(), "threads": torch.get_num_threads(),
                                       "measured": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                      "workload": "TinyViT-5M encoder (seeded random weights) at 256², best of 5"})
+                                      "workload": "the model's image encoder at its input size, best of 3"})
     return {m: float(cached[m]) for m in modes}
+
+
+def int8_backend(model, cache_dir: str | Path | None = None) -> str:
+    """The faster int8 backend for ``model`` on this machine (measured once, cached):
+    ``"torch"`` (oneDNN int8 linear layers) or ``"onnxruntime"``."""
+    from pocketsam.quant.torch_int8 import available
+
+    if not available():
+        return "onnxruntime"
+    s = model_speedups(model, ["int8:torch", "int8:onnxruntime"], cache_dir)
+    return "torch" if s["int8:torch"] >= s["int8:onnxruntime"] else "onnxruntime"
 
 
 def bf16_quality(model, cache_dir: str | Path | None = None) -> float:
@@ -228,8 +229,13 @@ def choose_fast(model, cache_dir: str | Path | None = None) -> FastChoice:
         return FastChoice("bf16" if "bf16" in candidates else "default", f"{device.type} device", {}, shown)
     if not candidates:
         return FastChoice("default", "nothing faster on this CPU: " + "; ".join(notes), {}, shown)
-    speedups = machine_speedups(candidates, cache_dir)
-    for mode in sorted(candidates, key=lambda m: -speedups[m]):
+    measured = [c for c in candidates if c != "int8"]
+    if "int8" in candidates:
+        from pocketsam.quant.torch_int8 import available
+
+        measured += ["int8:torch", "int8:onnxruntime"] if available() else ["int8:onnxruntime"]
+    speedups = model_speedups(model, measured, cache_dir)
+    for mode in sorted(speedups, key=lambda m: -speedups[m]):
         gain = speedups[mode]
         if gain < MIN_GAIN:
             break
@@ -241,8 +247,9 @@ def choose_fast(model, cache_dir: str | Path | None = None) -> FastChoice:
         else:
             iou = float(art.meta["quality"]["mask_iou_vs_fp32"])
         skipped = f"; not {', '.join(notes)}" if notes else ""
-        return FastChoice(mode, f"encoder {gain:.2f}x default in this machine's micro-measurement, mask IoU "
-                                f"{iou:.3f} vs float32{skipped}; CPU flags {', '.join(shown) or 'none'}", speedups, shown)
+        return FastChoice(mode, f"encoder {gain:.2f}x default in a one-off measurement of this model on this machine, "
+                                f"mask IoU {iou:.3f} vs float32{skipped}; CPU flags {', '.join(shown) or 'none'}",
+                          speedups, shown)
     best = ", ".join(f"{m} {g:.2f}x" for m, g in speedups.items())
     return FastChoice("default", f"nothing at least {MIN_GAIN}x faster with mask IoU >= {IOU_FLOOR} "
                                  f"({best}{'; ' + '; '.join(notes) if notes else ''})", speedups, shown)
