@@ -1,21 +1,27 @@
 """Post-training 8-bit quantisation (TinySAM's "Q-TinySAM", W8A8) with real int8 kernels.
 
 :func:`quantize_model` / :func:`quantize_checkpoint` (CLI: ``pocketsam quantize CKPT --calib
-DIR --out OUT``) write an :mod:`int8 artifact <pocketsam.quant.artifact>`: the image
-encoder as a static int8 QDQ ONNX model for ONNX Runtime, plus the float32 model and JSON
-metadata. ``build_sam(checkpoint=OUT)`` loads it (no pickle, no code) and
-``SamPredictor(sam)`` then runs ``mode="int8"``: ONNX Runtime's ``QLinearConv`` / ``QGemm``
-kernels for the encoder, the float32 fast decoder for prompts.
+DIR --out OUT``) write an :mod:`int8 artifact <pocketsam.quant.artifact>`: the float32 model,
+the image encoder as a static int8 QDQ ONNX model, the calibrated ranges for torch's int8
+kernels, and JSON metadata with checksums. ``build_sam(checkpoint=OUT)`` loads it (no pickle,
+no code) and ``SamPredictor(sam)`` then runs ``mode="int8"``: the encoder's linear layers on
+torch's oneDNN int8 kernels (:mod:`pocketsam.quant.torch_int8`) or ONNX Runtime's ``QGemm``
+(:mod:`pocketsam.quant.onnx_int8`), whichever a one-off measurement found faster for the
+model on the machine; the float32 fast decoder for prompts.
 
-* **Weights:** per-channel symmetric int8, every convolution and linear layer of the encoder.
-* **Activations:** per-tensor uint8, calibrated on a few images; every range is chosen by
-  a clipping search against the distortion of the output of the layer that reads it
-  (:mod:`pocketsam.quant.numerics`, :mod:`pocketsam.quant.onnx_int8`).
-* **Post-softmax:** attention's two activation-by-activation products and the softmax stay
-  float32. **Post-GELU:** uint8 with the searched range (ONNX Runtime has no twin-uniform
-  kernels). Both were decided by measurement (README, "Speed modes").
-* **Decoder:** stays float32 in the re-associated fast decoder: ONNX Runtime's int8
-  decoder (QDQ of the plain decoder) measured slower than it.
+* **Weights:** per-channel symmetric int8.
+* **Activations:** per-tensor uint8, calibrated on a few images; every range is chosen by a
+  clipping search against the squared error of the output of the layer that reads it
+  (:mod:`pocketsam.quant.numerics`).
+* **What stays float32** (each decided by measurement; README, "Speed modes"): the
+  convolutions (int8 convolutions multiplied the embedding error by ~12 on the bundled
+  model for no measurable speed), attention's two activation-by-activation products and the
+  softmax (post-softmax kept in higher precision: quantising them was slower and no more
+  accurate), the first and last linear layer (lower error at ~1 % of the encoder's time),
+  and the mask decoder (ONNX Runtime's int8 decoder measured slower than the re-associated
+  float32 one). **Post-GELU** activations are uint8 with the searched range (no runtime
+  here has twin-uniform kernels); on torch they never exist in float32 (``fc1`` writes them
+  as uint8).
 """
 
 from __future__ import annotations

@@ -19,11 +19,12 @@ Pipeline (:func:`quantize_onnx`):
    Runtime fuses the QDQ pairs into ``QLinearConv`` / ``QGemm`` kernels (VNNI/AMX int8
    where the CPU has them).
 
-What is quantised is a measured choice (see README "Speed modes"): convolutions and
-``Gemm`` (linear layers). Attention's activation-by-activation ``MatMul``s and the
-softmax stay float32 (quantising them made the encoder slower and less accurate here), and
-``Gemm`` outputs stay float32 (``QGemm`` writes float directly, which saves a
-dequantisation pass before LayerNorm / GELU / residual adds).
+What is quantised is a measured choice (see :mod:`pocketsam.quant` and README "Speed
+modes"): ``Gemm`` (linear layers) by default, convolutions too with ``int8_layers="all"``.
+Attention's activation-by-activation ``MatMul``s and the softmax stay float32 (quantising
+them made the encoder slower and no more accurate here), and ``Gemm`` outputs stay float32
+(``QGemm`` writes float directly, which saves a dequantisation pass before LayerNorm / GELU
+/ residual adds).
 """
 
 from __future__ import annotations
