@@ -163,7 +163,8 @@ def quantize_model(
             f"{'with' if search else 'without'} the clipping-range search")
         ranges, report = calibrate(simple, feeds, plan=plan, search=search, threads=threads, log=say)
         excluded = _float_nodes(plan, float_layers)
-        torch_part = _torch_calibration(model, feeds, search, float_layers, say)
+        # the torch backend quantises linear layers only: an "all" artifact runs on ONNX Runtime
+        torch_part = _torch_calibration(model, feeds, search, float_layers, say) if int8_layers == "linear" else None
         out = Path(out)
         if out.exists() and not out.is_dir():
             raise InputError(f"--out '{out}' is a file", "pass a folder for the int8 artifact")
@@ -209,7 +210,7 @@ def quantize_model(
                 say(f"measuring mask IoU against float32 on {min(measure, len(images))} calibration image(s)")
                 from pocketsam.quant.torch_int8 import available
 
-                backend = "torch" if available() else "onnxruntime"
+                backend = "torch" if available() and torch_part else "onnxruntime"
                 meta["quality"] = mask_agreement(model, art, images[:measure], backend=backend)
                 meta["quality"]["backend"] = backend
                 meta["quality"]["measured_on"] = "calibration images, bench prompts (9 points, 3 boxes, 1 point+box)"
