@@ -271,7 +271,7 @@ def test_quantize_cli_empty_calibration_folder(tmp_path, capsys):
 def test_quantized_golden_vit_t_iou_floor(golden_int8_artifact, golden_cases, backend):
     """The golden vit_t weights, quantised with one photo as calibration, against the
     reference float32 masks of the golden cases (a held-out image), with each int8 backend.
-    Measured 0.98 (both); floor 0.95."""
+    Measured 0.973 (torch) and 0.972 (ONNX Runtime) over the 9 masks; floor 0.95."""
     predictor = SamPredictor(build_sam(checkpoint=golden_int8_artifact), backend=backend)
     assert predictor.mode == "int8"
     predictor.set_image(golden_cases["vit_t/0/image"])
