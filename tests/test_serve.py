@@ -82,7 +82,7 @@ def test_page_config_and_headers(client):
     assert client.get("/static/app.js").status_code == 200
     config = client.get("/api/config").json()
     assert config["input_size"] == 256 and config["embedding_shape"] == [1, 256, 16, 16]
-    assert config["low_res_mask_size"] == [64, 64] and config["everything_mode"] == "hierarchical"
+    assert config["low_res_mask_size"] == [64, 64] and config["everything_mode"] == "boxes"  # the bundled head
     assert config["max_upload_bytes"] == 1 << 20 and config["max_pixels"] == 2_000_000
     from pocketsam.web import browser_decoder_assets
 
@@ -249,22 +249,21 @@ def test_everything(client, scene_id):
     r = client.post(f"/api/images/{scene_id}/everything")
     assert r.status_code == 200, r.text
     result = r.json()
-    assert result["mode"] == "hierarchical" and len(result["masks"]) > 0
+    assert result["mode"] == "boxes" and len(result["masks"]) > 0  # the bundled model's proposal head
     areas = [m["area"] for m in result["masks"]]
     assert areas == sorted(areas, reverse=True)
     assert all(decode_rle(m["segmentation"]).sum() == m["area"] for m in result["masks"][:5])
 
 
-def test_everything_uses_the_proposal_head(engine, monkeypatch):
-    from pocketsam.models.proposal_head import ProposalHead
+def test_everything_without_a_proposal_head_is_hierarchical(engine, monkeypatch):
     from pocketsam.web.app import create_app
 
-    monkeypatch.setattr(engine.sam, "proposal_head", ProposalHead(256).eval())
+    monkeypatch.setattr(engine.sam, "proposal_head", None)
     with TestClient(create_app(engine)) as c:
-        assert c.get("/api/config").json()["everything_mode"] == "boxes"
+        assert c.get("/api/config").json()["everything_mode"] == "hierarchical"
         image_id = c.post("/api/images", content=SCENE.read_bytes()).json()["id"]
         r = c.post(f"/api/images/{image_id}/everything")
-        assert r.status_code == 200 and r.json()["mode"] == "boxes"
+        assert r.status_code == 200 and r.json()["mode"] == "hierarchical"
 
 
 def test_cli_refuses_bad_settings(capsys):

@@ -290,7 +290,9 @@ def generator_settings(args: argparse.Namespace, checkpoint: Path) -> tuple[dict
         **threshold_settings(args),
     }
     if args.mode == "boxes":
-        settings["score_thresh"] = args.box_score_thresh
+        # recorded as applied: detections use 0.4 unless told; the head's own threshold
+        # travels in the checkpoint (hashed into the provenance)
+        settings["score_thresh"] = 0.4 if args.box_score_thresh is None and args.boxes else args.box_score_thresh
     else:
         settings.update(points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
                         crop_n_layers=args.crop_n_layers)
