@@ -96,6 +96,23 @@ def fill_cache(cache: TeacherCache, teacher: Sam, images: Sequence[DistillImage]
     return build_cache(cache, [(im.path, im.sha256) for im in images], encode, batch_size=batch_size, progress=progress)
 
 
+def cached_embeddings(
+    model: Sam, images: Sequence[DistillImage], root: str | Path, flip: bool, progress: bool = True
+) -> TeacherCache:
+    """``model``'s embeddings of ``images`` in the cache under ``root``: rank 0 computes the
+    missing ones, other ranks wait for it. Used by distillation (the teacher) and by
+    proposal-head training (the frozen model itself)."""
+    cache = open_cache(root, model, flip)
+    if int(os.environ.get("RANK", "0")) == 0:
+        fill_cache(cache, model, images, progress=progress)
+        return cache
+    return wait_for_cache(cache, images)
+
+
+def default_device(train: TrainConfig) -> str:
+    return train.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def wait_for_cache(cache: TeacherCache, images: Sequence[DistillImage], poll_s: float = 2.0) -> TeacherCache:
     """Ranks other than 0 wait until rank 0 has filled the cache, then reopen it."""
     while True:
@@ -129,14 +146,9 @@ def distill(train: TrainConfig, cfg: DistillConfig, progress: bool = True) -> di
     cfg.validate()
     train.validate()
     rank = int(os.environ.get("RANK", "0"))
-    device = train.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    teacher = load_teacher(cfg.teacher, device)
+    teacher = load_teacher(cfg.teacher, default_device(train))
     images = collect_images(train.data)
-    cache = open_cache(cfg.cache_root(train.out), teacher, cfg.flip)
-    if rank == 0:
-        fill_cache(cache, teacher, images, progress=progress)
-    else:
-        cache = wait_for_cache(cache, images)
+    cache = cached_embeddings(teacher, images, cfg.cache_root(train.out), cfg.flip, progress)
     if cfg.stage == "encoder":
         train.freeze = sorted(set(train.freeze) | {"prompt_encoder", "mask_decoder"})
     dataset = DistillDataset(images, cache, train.input_size(), train.masks_per_image, flip=cfg.flip, seed=train.seed)

@@ -10,7 +10,6 @@ under ``proposal_head.``).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -129,29 +128,23 @@ def train_proposals(train, cfg: ProposalConfig, progress: bool = True) -> dict:
     from pathlib import Path
 
     from pocketsam.distill.data import collect_images
-    from pocketsam.distill.run import fill_cache, load_teacher, open_cache, wait_for_cache
+    from pocketsam.distill.run import cached_embeddings, default_device, load_teacher
     from pocketsam.models.proposal_head import ProposalHead
     from pocketsam.train.engine import Trainer
 
     train.freeze = ["image_encoder", "prompt_encoder", "mask_decoder"]
     train.validate()
-    rank = int(os.environ.get("RANK", "0"))
-    device = train.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    sam = load_teacher(train.init, device)
-    images = collect_images(train.data)
-    if not any(im.labeled for im in images):
+    sam = load_teacher(train.init, default_device(train))
+    labeled = [im for im in collect_images(train.data) if im.labeled]
+    if not labeled:
         from pocketsam.errors import InputError
 
         raise InputError(
             "the proposal head learns from ground-truth boxes, and these folders have no SA-1B annotations",
             "give SA-1B-layout folders (image + .json), e.g. from `pocketsam data synth`",
         )
-    cache = open_cache(Path(cfg.cache) if cfg.cache else Path(train.out) / "embedding_cache", sam, cfg.flip)
-    if rank == 0:
-        fill_cache(cache, sam, images, progress=progress)
-    else:
-        cache = wait_for_cache(cache, images)
-    labeled = [im for im in images if im.labeled]
+    root = Path(cfg.cache) if cfg.cache else Path(train.out) / "embedding_cache"
+    cache = cached_embeddings(sam, labeled, root, cfg.flip, progress)  # only what the head trains on
     dataset = EmbeddingBoxes(labeled, cache, train.input_size(), flip=cfg.flip, seed=train.seed)
 
     def make_step(model):
