@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import random
@@ -207,7 +208,7 @@ def test_export_cli_writes_loadable_fp16_safetensors_and_pth(tmp_path, capsys):
 
 
 def test_recommended_everything_thresholds_travel_with_the_weights(tmp_path, capsys):
-    from pocketsam.checkpoints import EVERYTHING_KEYS, save_checkpoint
+    from pocketsam.checkpoints import EVERYTHING_KEYS, CheckpointWarning, save_checkpoint
     from pocketsam.cli import export as export_cli
     from pocketsam.cli import main
 
@@ -232,7 +233,9 @@ def test_recommended_everything_thresholds_travel_with_the_weights(tmp_path, cap
     # an official architecture saved as .pth keeps exactly the official keys (strict loaders)
     official = create_model("vit_t")
     official.everything_defaults = {"pred_iou_thresh": 0.5}
-    sd, meta = read_checkpoint(save_checkpoint(official, tmp_path / "vit_t.pth"))
+    with pytest.warns(CheckpointWarning, match=r"'vit_t.pth' holds only the reference keys .* does not record the "
+                                               r"recommended 'everything' thresholds: write a .safetensors"):
+        sd, meta = read_checkpoint(save_checkpoint(official, tmp_path / "vit_t.pth"))
     assert meta == {} and set(sd) == set(official.state_dict())
     assert build_sam(checkpoint=save_checkpoint(official, tmp_path / "vit_t.safetensors")).everything_defaults == {
         "pred_iou_thresh": 0.5}
@@ -255,6 +258,7 @@ def test_non_finite_weights_are_refused_at_load_naming_the_tensor(tmp_path, tiny
 def test_thresholds_everything_refuses_are_refused_by_export_and_ignored_at_load(tmp_path, capsys, option, value):
     """One rule (checkpoints.check_everything_setting) for everything's options, export's
     options, what save_checkpoint writes and what a checkpoint recorded."""
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
     from pocketsam.checkpoints import CheckpointWarning, check_everything_setting, save_checkpoint
@@ -281,10 +285,14 @@ def test_thresholds_everything_refuses_are_refused_by_export_and_ignored_at_load
     with pytest.raises(InputError, match=rf"everything_defaults\['{key}'\] must be"):
         save_checkpoint(model, out)
 
-    # a checkpoint that recorded it anyway (older pocketsam, or by hand): ignored with a warning
+    # a checkpoint that recorded it anyway (older pocketsam's tensor, or by hand): ignored with a warning.
+    # The header's other thresholds are kept beside the legacy tensor (both sources are read)
     sd = load_file(str(src))
     sd[f"pocketsam.everything.{key}"] = torch.tensor(float(value), dtype=torch.float64)
-    save_file(sd, str(out))
+    with safe_open(str(src), framework="pt") as f:
+        record = json.loads(f.metadata()["pocketsam"])
+    record["everything"].pop(key, None)
+    save_file(sd, str(out), metadata={"pocketsam": json.dumps(record)})
     with pytest.warns(CheckpointWarning, match=rf"the {key} recorded in checkpoint '.*bad.safetensors' must be"):
         loaded = build_sam(checkpoint=out)
     assert key not in loaded.everything_defaults

@@ -5,11 +5,24 @@
   prefixes and fp16/bf16 tensors are accepted.
 * :func:`config_from_state_dict` recovers the architecture *and every hyper-parameter*
   from tensor names and shapes. A few settings that no shape reveals (TinyViT's input size
-  when it is not 1024, decoder head count when it is not 8) travel as small integer
-  tensors under the reserved ``pocketsam.`` prefix, which the official layouts never carry.
-* A checkpoint may also recommend thresholds for automatic mask generation (float tensors
-  under ``pocketsam.everything.``): :func:`build_sam` puts them in
-  ``Sam.everything_defaults``; official checkpoints have none.
+  when it is not 1024, decoder head count when it is not 8) travel as *metadata*, and a
+  checkpoint may also recommend thresholds for automatic mask generation, which
+  :func:`build_sam` puts in ``Sam.everything_defaults`` (official checkpoints have none).
+* Where metadata lives (:func:`save_checkpoint` writes it, :func:`_metadata` is the one
+  place that reads it):
+
+  - ``.safetensors``: the file's metadata header, one JSON value under the key
+    :data:`HEADER_KEY` (``"pocketsam"``):
+    ``{"version": 1, "config": {"img_size": 256, ...}, "everything": {"pred_iou_thresh": 0.4, ...}}``.
+    No metadata tensors.
+  - ``.pth`` of an official architecture (vit_b/l/h, vit_t, tinysam): none at all, only
+    the reference keys, so the reference code's strict ``load_state_dict`` accepts it.
+  - ``.pth`` of any other architecture: scalar tensors under the reserved ``pocketsam.``
+    prefix (``pocketsam.img_size``, ``pocketsam.everything.pred_iou_thresh``), which only
+    pocketsam reads; its loaders (:func:`build_sam`, :func:`load_state_dict`) take them
+    out before loading the weights strictly.
+  - Files written before the header existed (the bundled model among them) carry the
+    same ``pocketsam.*`` tensors in safetensors too; they are read as before.
 * Official checkpoints can be named instead of given by path
   (``build_sam(checkpoint="mobile_sam")``): :func:`build_sam` takes them from the local
   weights folder, where ``pocketsam download NAME`` puts them (:mod:`pocketsam.weights`).
@@ -18,6 +31,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import pickle
 import re
@@ -48,6 +62,11 @@ HEAD_PREFIX = "proposal_head."
 from pocketsam.thresholds import EVERYTHING_KEYS  # noqa: E402  (torch-free home, for the CLI parsers)
 """Settings a checkpoint may recommend to the "segment everything" generators."""
 OFFICIAL_TYPES = ("vit_h", "vit_l", "vit_b", "vit_t")
+HEADER_KEY = "pocketsam"
+"""The safetensors metadata key whose value (JSON) holds pocketsam's metadata."""
+HEADER_VERSION = 1
+"""Version of that JSON value; a reader refuses newer versions with a clear error."""
+Metadata = dict[str, "int | float"]
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_CHECKPOINT_NAME = "pocketsam_tiny_synth.safetensors"
 
@@ -57,12 +76,13 @@ def read_checkpoint(path: str | Path) -> tuple[StateDict, dict[str, float]]:
     """Read a checkpoint file into a float state_dict plus pocketsam metadata.
 
     Returns:
-        (state_dict, meta) — tensors as stored (dtype unchanged), and ``{name: number}``
-        from the reserved ``pocketsam.*`` keys (ints for the configuration, floats for the
-        ``everything.*`` recommendations).
+        (state_dict, meta) — tensors as stored (dtype unchanged, without metadata tensors),
+        and ``{name: number}`` from the safetensors header and/or the legacy ``pocketsam.*``
+        tensors (:func:`_metadata`): ints for the configuration (``img_size``), floats for
+        the ``everything.*`` recommendations.
     Raises:
-        CheckpointError: missing/unreadable file, a pickle that would run code, or a file
-        that holds no tensors.
+        CheckpointError: missing/unreadable file, a pickle that would run code, a file
+        that holds no tensors, or malformed metadata.
     """
     path = Path(path)
     if not path.exists():
@@ -73,10 +93,10 @@ def read_checkpoint(path: str | Path) -> tuple[StateDict, dict[str, float]]:
         raise CheckpointError(f"checkpoint '{path}' is empty", "re-download or re-export it")
 
     if path.suffix == ".safetensors" or _looks_like_safetensors(path):
-        obj = _read_safetensors(path)
+        obj, header = _read_safetensors(path)
     else:
-        obj = _read_torch(path)
-    return _unwrap(obj, path)
+        obj, header = _read_torch(path), None
+    return _unwrap(obj, path, header)
 
 
 def _looks_like_safetensors(path: Path) -> bool:
@@ -85,12 +105,13 @@ def _looks_like_safetensors(path: Path) -> bool:
     return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000
 
 
-def _read_safetensors(path: Path) -> dict:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def _read_safetensors(path: Path) -> tuple[dict, dict[str, str] | None]:
+    """A safetensors file's tensors and its metadata header."""
+    from safetensors import SafetensorError, safe_open
 
     try:
-        return load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(
             f"checkpoint '{path}' is not a valid safetensors file ({_short(exc)})", "re-download or re-export it"
@@ -148,6 +169,7 @@ def peek_checkpoint(path: str | Path) -> tuple[list[str], dict[str, float]]:
             with safe_open(str(path), framework="pt") as f:
                 keys = list(f.keys())
                 meta = {k: f.get_tensor(k) for k in keys if k.removeprefix("module.").startswith(META_PREFIX)}
+                header = f.metadata()
         except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(
                 f"checkpoint '{path}' is not a valid safetensors file ({_short(exc)})", "re-download or re-export it"
@@ -156,14 +178,14 @@ def peek_checkpoint(path: str | Path) -> tuple[list[str], dict[str, float]]:
             raise CheckpointError(f"checkpoint '{path}' holds no state_dict of tensors (found an empty file)",
                                   "pass a file saved with torch.save(model.state_dict(), ...) or safetensors")
         names = [k.removeprefix("module.") for k in keys if not k.removeprefix("module.").startswith(META_PREFIX)]
-        return names, _unwrap(meta, path)[1] if meta else {}
+        return names, _metadata(_split(meta, path)[1], header, path)
     sd, meta = _unwrap(_read_torch(path, mmap=True), path)
     return list(sd), meta
 
 
 def read_metadata(path: str | Path) -> dict[str, float]:
-    """The ``pocketsam.*`` metadata of a checkpoint, without reading its weights
-    (:func:`peek_checkpoint`)."""
+    """The pocketsam metadata of a checkpoint (header and legacy tensors, as
+    :func:`read_checkpoint` returns it), without reading its weights (:func:`peek_checkpoint`)."""
     return peek_checkpoint(path)[1]
 
 
@@ -186,7 +208,9 @@ def _short(exc: BaseException) -> str:
     return text[:160]
 
 
-def _unwrap(obj: object, path: Path) -> tuple[StateDict, dict[str, float]]:
+def _unwrap(obj: object, path: Path, header: Mapping[str, str] | None = None) -> tuple[StateDict, Metadata]:
+    """The state_dict inside a loaded file, without its metadata tensors, and the file's
+    metadata (:func:`_metadata`)."""
     if isinstance(obj, Mapping):
         for key in ("model", "state_dict", "model_state_dict"):
             if key in obj and isinstance(obj[key], Mapping):
@@ -197,8 +221,14 @@ def _unwrap(obj: object, path: Path) -> tuple[StateDict, dict[str, float]]:
             f"checkpoint '{path}' holds no state_dict of tensors (found {type(obj).__name__})",
             "pass a file saved with torch.save(model.state_dict(), ...) or safetensors",
         )
+    state, meta = _split(obj, path)
+    return state, _metadata(meta, header, path)
+
+
+def _split(obj: Mapping[str, object], path: Path) -> tuple[StateDict, Metadata]:
+    """Weights and legacy metadata tensors (``pocketsam.*``, one number each) of a state_dict."""
     state: StateDict = {}
-    meta: dict[str, float] = {}
+    meta: Metadata = {}
     for key, value in obj.items():
         if not isinstance(value, torch.Tensor):
             continue
@@ -218,6 +248,81 @@ def _unwrap(obj: object, path: Path) -> tuple[StateDict, dict[str, float]]:
         else:
             state[key] = value
     return state, meta
+
+
+def _metadata(tensors: Metadata, header: Mapping[str, str] | None, path: Path) -> Metadata:
+    """The one place where a checkpoint's metadata is put together: the legacy ``pocketsam.*``
+    tensors (already read by :func:`_split`) and the safetensors header's :data:`HEADER_KEY`
+    value. Both use the same flat names (``img_size``, ``everything.pred_iou_thresh``); a
+    name recorded in both must have the same value.
+
+    Raises:
+        CheckpointError: a malformed header value, or the two sources disagree.
+    """
+    meta = dict(tensors)
+    for key, value in _header_metadata(header, path).items():
+        if key in meta and meta[key] != value and not (meta[key] != meta[key] and value != value):  # NaN == NaN here
+            raise CheckpointError(
+                f"checkpoint '{path}' records metadata '{key}' twice with different values "
+                f"({value!r} in its header, {meta[key]!r} as tensor '{META_PREFIX}{key}')",
+                "re-export it with `pocketsam export`, or use another checkpoint",
+            )
+        meta[key] = value
+    return meta
+
+
+def _header_metadata(header: Mapping[str, str] | None, path: Path) -> Metadata:
+    """pocketsam's metadata from a safetensors header (``{}`` when it has none): the JSON
+    value under :data:`HEADER_KEY`, flattened to the names :func:`_split` gives the tensors.
+    Other header keys (e.g. ``format``) belong to other tools and are ignored."""
+    if not header or HEADER_KEY not in header:
+        return {}
+
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(
+            f"checkpoint '{path}' has malformed pocketsam metadata in its safetensors header: {what}",
+            "re-export it with `pocketsam export`, or use another checkpoint",
+        )
+
+    try:
+        record = json.loads(header[HEADER_KEY])
+    except (TypeError, ValueError, RecursionError):
+        raise bad(f"the '{HEADER_KEY}' value is not JSON") from None
+    if not isinstance(record, dict):
+        raise bad(f"the '{HEADER_KEY}' value is a JSON {type(record).__name__}, not an object")
+    version = record.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise bad(f"'version' is {version!r}, not a positive integer")
+    if version > HEADER_VERSION:
+        raise CheckpointError(
+            f"checkpoint '{path}' has pocketsam metadata version {version}; this pocketsam reads "
+            f"version {HEADER_VERSION} and older", "upgrade pocketsam, or re-export the checkpoint with this version",
+        )
+    meta: Metadata = {}
+    for section, prefix in (("config", ""), ("everything", EVERYTHING_PREFIX)):
+        values = record.get(section, {})
+        if not isinstance(values, dict):
+            raise bad(f"'{section}' is a JSON {type(values).__name__}, not an object")
+        for key, value in values.items():
+            kind = "an integer" if section == "config" else "a number"
+            if isinstance(value, bool) or not isinstance(value, int if section == "config" else (int, float)):
+                raise bad(f"'{section}.{key}' is {json.dumps(value)[:40]}, not {kind}")
+            if "." in key or not key:
+                raise bad(f"'{section}' has the invalid name {key!r}")
+            meta[prefix + key] = float(value) if section == "everything" else value
+    return meta
+
+
+def header_metadata(meta: Mapping[str, int | float]) -> dict[str, str]:
+    """A safetensors metadata header holding ``meta`` (the flat names of
+    :func:`read_checkpoint`): ``{"pocketsam": '{"version": 1, "config": {...}, "everything": {...}}'}``."""
+    n = len(EVERYTHING_PREFIX)
+    record = {
+        "version": HEADER_VERSION,
+        "config": {k: int(v) for k, v in sorted(meta.items()) if not k.startswith(EVERYTHING_PREFIX)},
+        "everything": {k[n:]: float(v) for k, v in sorted(meta.items()) if k.startswith(EVERYTHING_PREFIX)},
+    }
+    return {HEADER_KEY: json.dumps(record, allow_nan=False, separators=(",", ":"))}
 
 
 def _check_stored(key: str, value: torch.Tensor, path: Path) -> None:
@@ -570,47 +675,94 @@ def weights_sha256(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def checkpoint_metadata(model: Sam, everything: bool = True) -> Metadata:
+    """What a checkpoint of ``model`` records besides its weights (flat names, as
+    :func:`read_checkpoint` returns them): the config hints no tensor shape reveals
+    (:func:`config_metadata`) and, with ``everything``, its ``everything_defaults``.
+
+    Raises:
+        InputError: an ``everything_defaults`` value :func:`check_everything_setting` refuses.
+    """
+    meta: Metadata = dict(config_metadata(model.config))
+    for key, value in (model.everything_defaults if everything else {}).items():
+        meta[EVERYTHING_PREFIX + key] = check_everything_setting(key, value, f"everything_defaults['{key}']")
+    return meta
+
+
+def metadata_tensors(meta: Mapping[str, int | float]) -> StateDict:
+    """``meta`` as the ``pocketsam.*`` scalar tensors of a ``.pth`` file (int64 for the
+    config, float64 for the thresholds)."""
+    return {META_PREFIX + k: torch.tensor(v, dtype=torch.float64 if k.startswith(EVERYTHING_PREFIX) else torch.int64)
+            for k, v in meta.items()}
+
+
 def export_state_dict(model: Sam, everything: bool = True) -> StateDict:
     """Official-layout state_dict plus the metadata tensors that make its config recoverable
-    and, with ``everything``, its ``everything_defaults`` (float64 scalars)."""
+    and, with ``everything``, its ``everything_defaults``: the form of a ``.pth`` file of a
+    non-official architecture (and of training checkpoints)."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    for key, value in config_metadata(model.config).items():
-        state[META_PREFIX + key] = torch.tensor(value, dtype=torch.int64)
-    for key, value in (model.everything_defaults if everything else {}).items():
-        value = check_everything_setting(key, value, f"everything_defaults['{key}']")
-        state[META_PREFIX + EVERYTHING_PREFIX + key] = torch.tensor(value, dtype=torch.float64)
-    return state
+    return {**state, **metadata_tensors(checkpoint_metadata(model, everything))}
+
+
+def reference_type(config: SamConfig) -> str | None:
+    """The official architecture (``vit_h``, ``vit_l``, ``vit_b``, ``vit_t``) whose reference
+    code builds exactly ``config`` (TinySAM's decoder behaviour aside: TinySAM's code builds
+    ``vit_t``), else None."""
+    plain = replace(config, decoder=replace(config.decoder, multimask_only=False))
+    return next((t for t in OFFICIAL_TYPES if MODEL_CONFIGS[t] == plain), None)
+
+
+def checkpoint_contents(model: Sam, path: str | Path, dtype: torch.dtype | None = None) -> tuple[StateDict, Metadata]:
+    """The tensors and the metadata :func:`save_checkpoint` writes for ``model`` at ``path``
+    (the suffix decides, see there), without writing anything; works on the meta device."""
+    path = Path(path)
+    official_pth = path.suffix != ".safetensors" and reference_type(model.config) is not None
+    state = {k: v.detach().cpu().contiguous() if v.device.type != "meta" else v.detach()
+             for k, v in model.state_dict().items() if not (official_pth and k.startswith(HEAD_PREFIX))}
+    if dtype is not None:  # a 0-d tensor is a setting, not a weight (the proposal head's score_thresh): kept exact
+        state = {k: v.to(dtype) if v.is_floating_point() and v.dim() else v for k, v in state.items()}
+    left_out = [what for what, lost in (
+        ("the recommended 'everything' thresholds", bool(model.everything_defaults)),
+        ("the proposal head", model.proposal_head is not None),
+        ("TinySAM's decoder behaviour (pocketsam applies it to a file whose name starts with 'tinysam', "
+         "or with model_type='tinysam')", model.config.decoder.multimask_only and not multimask_only_by_name(path)),
+    ) if official_pth and lost]
+    if left_out:
+        warnings.warn(f"'{path.name}' holds only the reference keys of an official architecture, so it does not "
+                      f"record {'; '.join(left_out)}: write a .safetensors file to keep them", CheckpointWarning,
+                      stacklevel=3)
+    return state, ({} if official_pth else checkpoint_metadata(model))
 
 
 def save_checkpoint(model: Sam, path: str | Path, dtype: torch.dtype | None = None) -> Path:
-    """Write ``model`` atomically in the official layout (+ config metadata): safetensors for
+    """Write ``model`` atomically in the official layout (+ its metadata): safetensors for
     a ``.safetensors`` path, else a ``torch.save`` state_dict. ``dtype`` (e.g. float16) casts
     the weights — :func:`build_sam` loads such files back into float32.
 
-    A ``.pth`` of an official architecture keeps exactly the official keys (the reference
-    loaders are strict), so it carries neither ``everything_defaults`` nor a proposal head;
-    safetensors always do.
+    * ``.safetensors``: weights (and a proposal head) as tensors; config hints and
+      ``everything_defaults`` in the metadata header (:func:`header_metadata`).
+    * ``.pth`` of an official architecture (:func:`reference_type`: SAM ViT-B/L/H, MobileSAM,
+      TinySAM): exactly the reference keys, since the reference loaders are strict. It
+      carries neither ``everything_defaults`` nor a proposal head, nor TinySAM's
+      decoder behaviour, which pocketsam takes from a file name starting with ``tinysam``;
+      a :class:`CheckpointWarning` names whatever the model had that the file leaves out.
+    * ``.pth`` of any other architecture: weights, proposal head and ``pocketsam.*``
+      metadata tensors (:func:`export_state_dict`), which only pocketsam reads.
     """
     from pocketsam.io import atomic_write
 
     path = Path(path)
-    official = not config_metadata(model.config)
-    extras = path.suffix == ".safetensors" or not official
-    state = export_state_dict(model, everything=extras)
-    if not extras:
-        state = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIX)}
-    if dtype is not None:
-        state = {k: v.to(dtype) if v.is_floating_point() and not k.startswith(META_PREFIX) else v for k, v in state.items()}
+    state, meta = checkpoint_contents(model, path, dtype)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".safetensors":
         from safetensors.torch import save
 
-        data = save(state)
+        data = save(state, metadata=header_metadata(meta))
         with atomic_write(path, "wb") as f:
             f.write(data)
     else:
         with atomic_write(path, "wb") as f:
-            torch.save(state, f)
+            torch.save({**state, **metadata_tensors(meta)}, f)
     return path
 
 
@@ -745,8 +897,7 @@ def build_sam(
 
         checkpoint = resolve_checkpoint_name(checkpoint)  # "mobile_sam": the downloaded official file
         sd, meta = read_checkpoint(checkpoint)
-        head = {k[len(HEAD_PREFIX):]: v for k, v in sd.items() if k.startswith(HEAD_PREFIX)}
-        sd = {k: v for k, v in sd.items() if not k.startswith(HEAD_PREFIX)}
+        sd, head = _split_head(sd)
         if key is None:
             config = config_from_state_dict(sd, meta)
             if multimask_only_by_name(checkpoint):
@@ -757,14 +908,80 @@ def build_sam(
         # the file must hold every weight of the model before any is allocated
         check_fits(_meta_model(config, str(checkpoint)).state_dict(), sd, str(checkpoint), key)
         model = create_model(config)
-        load_into(model, sd, str(checkpoint), key)
-        model.everything_defaults = everything_defaults(meta, f"checkpoint '{checkpoint}'")
-        if head:
-            model.proposal_head = _proposal_head(head, str(checkpoint))
+        _load(model, sd, head, meta, str(checkpoint), key)
     model.eval()
     if device is not None:
         model.to(device)
     return model
+
+
+def load_state_dict(model: Sam, checkpoint: str | Path | Mapping[str, torch.Tensor]) -> Sam:
+    """Load a checkpoint strictly into an existing ``model``: segment_anything's
+    ``model.load_state_dict(torch.load(f), strict=True)`` that also understands pocketsam's
+    own files. Metadata (the safetensors header, ``pocketsam.*`` tensors) is not loaded as
+    weights: the configuration it records, with the tensor shapes, must be ``model``'s
+    (the input size of a TinyViT model aside, which weights do not depend on);
+    recommended thresholds become ``model.everything_defaults``, and a stored
+    ``proposal_head.*`` becomes ``model.proposal_head``.
+
+    Args:
+        checkpoint: a file (as :func:`build_sam` takes it) or a state_dict as ``torch.load``
+            returns it.
+    Returns:
+        ``model``, for chaining.
+    Raises:
+        CheckpointError: any missing, unexpected or misshapen weight, or another configuration.
+    """
+    if isinstance(checkpoint, Mapping):
+        source = "the state_dict"
+        sd, meta = _unwrap(checkpoint, Path(source))
+    else:
+        from pocketsam.weights import resolve_checkpoint_name
+
+        checkpoint = resolve_checkpoint_name(checkpoint)
+        source = str(checkpoint)
+        sd, meta = read_checkpoint(checkpoint)
+    sd, head = _split_head(sd)
+    check_fits(model.state_dict(), sd, source)
+    mine, theirs = model.config, config_from_state_dict(sd, meta)
+    if isinstance(mine.encoder, TinyViTConfig):
+        theirs = theirs.with_img_size(mine.img_size)
+    if not theirs.decoder.multimask_only:  # not recorded: TinySAM's official .pth cannot record it
+        theirs = replace(theirs, decoder=replace(theirs.decoder, multimask_only=mine.decoder.multimask_only))
+    if theirs != mine:
+        raise CheckpointError(
+            f"checkpoint '{source}' fits the model's tensors but records another configuration "
+            f"({_first_difference(theirs, mine)})",
+            "build the model from the file instead: build_sam(checkpoint=...)",
+        )
+    _load(model, sd, head, meta, source)
+    return model
+
+
+def _first_difference(theirs: object, mine: object, where: str = "") -> str:
+    """``field: checkpoint X vs model Y`` for the first field in which two configs differ."""
+    from dataclasses import fields, is_dataclass
+
+    if is_dataclass(theirs) and type(theirs) is type(mine):
+        for f in fields(theirs):
+            a, b = getattr(theirs, f.name), getattr(mine, f.name)
+            if a != b:
+                return _first_difference(a, b, f"{where}{f.name}.")
+    return f"{where.rstrip('.') or 'config'}: checkpoint {theirs!r} vs model {mine!r}"
+
+
+def _split_head(sd: StateDict) -> tuple[StateDict, StateDict]:
+    """A state_dict's model weights and its proposal head's (without :data:`HEAD_PREFIX`)."""
+    head = {k[len(HEAD_PREFIX):]: v for k, v in sd.items() if k.startswith(HEAD_PREFIX)}
+    return {k: v for k, v in sd.items() if not k.startswith(HEAD_PREFIX)}, head
+
+
+def _load(model: Sam, sd: StateDict, head: StateDict, meta: Metadata, source: str, model_type: str | None = None) -> None:
+    """Weights strictly, then what the metadata recommends and the proposal head."""
+    load_into(model, sd, source, model_type)
+    model.everything_defaults = everything_defaults(meta, f"checkpoint '{source}'")
+    if head:
+        model.proposal_head = _proposal_head(head, source)
 
 
 def _proposal_head(sd: Mapping[str, torch.Tensor], source: str):

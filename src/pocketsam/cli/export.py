@@ -101,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
     model.everything_defaults.update({k: getattr(args, k) for k in EVERYTHING_KEYS if getattr(args, k) is not None})
     if fmt == "onnx":
         return _run_onnx(model, args, parts)
-    path = save_checkpoint(model, args.out, getattr(torch, DTYPES[args.dtype]) if args.dtype != "fp32" else None)
+    with warnings_as_lines():  # e.g. an official architecture's .pth leaves the thresholds out
+        path = save_checkpoint(model, args.out, getattr(torch, DTYPES[args.dtype]) if args.dtype != "fp32" else None)
     n = sum(p.numel() for p in model.parameters())
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {n / 1e6:.2f} M parameters, {args.dtype})")
     return 0

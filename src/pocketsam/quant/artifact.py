@@ -5,7 +5,7 @@
     OUT/
       pocketsam_int8.json   metadata: format, versions, SHA-256 of every file, how it was
                             quantised (policy, calibration images, range search), quality
-      model.safetensors     the float32 model (official layout + pocketsam metadata): prompt
+      model.safetensors     the float32 model (official layout; pocketsam metadata in its header): prompt
                             encoder, mask decoder, and the float path (mode="default")
       encoder.int8.onnx     the image encoder, static int8 QDQ (ONNX Runtime)
 
