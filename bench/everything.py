@@ -52,8 +52,7 @@ def reference_style_grid(sam, image, points_per_side, pred_iou_thresh, stability
     pts = M.build_point_grid(points_per_side) * np.array(image.shape[:2])[None, ::-1]
     kept = 0
     for (batch,) in M.batch_iterator(64, pts):
-        tp = torch.as_tensor(pred.transform.apply_coords(batch, image.shape[:2]))
-        logits, iou, _ = pred.predict_torch(tp[:, None], torch.ones(len(tp), 1, dtype=torch.int), return_logits=True)
+        logits, iou, _ = pred.predict_batch(batch[:, None], np.ones((len(batch), 1), np.int32), return_logits=True)
         logits, iou = logits.flatten(0, 1), iou.flatten(0, 1)
         if pred_iou_thresh > 0:
             logits, iou = logits[iou > pred_iou_thresh], iou[iou > pred_iou_thresh]

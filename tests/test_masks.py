@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from pocketsam import masks as M
 
@@ -113,15 +112,21 @@ def test_stability_score_hand_case():
 
 @pytest.mark.parametrize(
     "input_size,original_size",
-    [((768, 1024), (768, 1024)), ((1024, 683), (300, 200)), ((576, 1024), (1080, 1920)), ((1024, 1024), (64, 64))],
+    [((768, 1024), (768, 1024)), ((1024, 683), (300, 200)), ((576, 1024), (1080, 1920)), ((1024, 1024), (64, 64)),
+     ((768, 1024), (480, 640)), ((1024, 683), (1500, 1000)), ((17, 1024), (5, 300)), ((1024, 1024), (1024, 1024))],
 )
 def test_upsample_logits_bit_identical_to_reference(input_size, original_size):
+    from pocketsam.models.sam import Sam
+
     torch.manual_seed(0)
     low = torch.randn(2, 3, 256, 256) * 4
-    ref = F.interpolate(low, (1024, 1024), mode="bilinear", align_corners=False)
-    ref = ref[..., : input_size[0], : input_size[1]]
-    ref = F.interpolate(ref, original_size, mode="bilinear", align_corners=False)
-    assert torch.equal(M.upsample_logits(low, input_size, original_size, 1024), ref)
+    fake = type("S", (), {"img_size": 1024})()
+    ref = Sam.postprocess_masks(fake, low, input_size, original_size)
+    out = M.upsample_logits(low, input_size, original_size, 1024)
+    assert out.is_contiguous() and torch.equal(out, ref)
+    # bfloat16 logits (the bf16 mode) are upsampled in float32
+    assert torch.equal(M.upsample_logits(low.bfloat16(), input_size, original_size, 1024),
+                       Sam.postprocess_masks(fake, low.bfloat16().float(), input_size, original_size))
 
 
 # --- RLE ----------------------------------------------------------------------------------

@@ -95,6 +95,38 @@ def test_batched_predict_torch_and_mask_input(tiny_sam):
     np.testing.assert_allclose(lr[0], low_res[1, 0].numpy(), rtol=1e-4, atol=1e-4)
 
 
+def test_predict_batch_takes_original_pixels(tiny_sam):
+    predictor = SamPredictor(tiny_sam)
+    predictor.set_image(random_image(50, 80))
+    pts = torch.tensor([[[10.0, 10.0]], [[40.0, 30.0]]])
+    boxes = np.array([[5.0, 5.0, 30.0, 40.0], [20.0, 10.0, 70.0, 45.0]])
+    labels = torch.ones(2, 1, dtype=torch.int)
+    # tensors: mapped in float32, exactly as apply_coords_torch + predict_torch
+    resized = predictor.transform.apply_coords_torch(pts, (50, 80))
+    want = predictor.predict_torch(resized, labels, return_logits=True)
+    got = predictor.predict_batch(pts, labels, return_logits=True)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+    # numpy: mapped in float64 (the generators' path); boxes alike
+    resized64 = torch.as_tensor(predictor.transform.apply_boxes(boxes, (50, 80)))
+    low, iou = predictor.predict_low_res(None, resized64, None, False)
+    low2, iou2 = predictor.predict_batch_low_res(boxes=boxes, multimask_output=False)
+    assert torch.equal(low, low2) and torch.equal(iou, iou2)
+    masks, _, low_res = predictor.predict_batch(boxes=boxes, multimask_output=False)
+    assert tuple(masks.shape) == (2, 1, 50, 80) and masks.dtype == torch.bool
+    assert torch.equal(masks, predictor.upsample(low_res) > tiny_sam.mask_threshold)
+    with pytest.raises(InputError, match="point_labels must be supplied"):
+        predictor.predict_batch(pts)
+
+
+def test_no_mask_prompt_is_one_map_for_all_prompts(tiny_sam):
+    pts = torch.zeros(3, 1, 2), torch.ones(3, 1, dtype=torch.int)
+    sparse, dense = tiny_sam.prompt_encoder(pts, None, None)
+    assert sparse.shape[0] == 3 and dense.shape[0] == 1  # the explicit signal: a batch of 1
+    _, dense_masks = tiny_sam.prompt_encoder(pts, None, torch.zeros(3, 1, 64, 64))
+    assert dense_masks.shape[0] == 3
+
+
 def test_transform_roundtrip_boxes():
     t = ResizeLongestSide(1024)
     boxes = np.array([[0, 0, 639, 479], [10, 20, 30, 40]], dtype=float)

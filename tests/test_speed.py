@@ -14,7 +14,7 @@ from torch import nn
 
 from pocketsam import SamPredictor, build_sam
 from pocketsam.cli.bench import accuracy_prompts
-from pocketsam.speed import optimize, upscale_masks, weights_key
+from pocketsam.speed import optimize, weights_key
 from pocketsam.speed.backends import native_bf16
 
 
@@ -145,20 +145,6 @@ def test_inference_copy_follows_weight_changes(tiny_sam):
     ref = SamPredictor(tiny_sam, mode="reference")
     ref.set_image(image)
     torch.testing.assert_close(predictor.features, ref.features, rtol=1e-4, atol=1e-5)
-
-
-@pytest.mark.parametrize("sizes", [((768, 1024), (480, 640)), ((1024, 683), (1500, 1000)), ((1024, 1024), (512, 512)),
-                                   ((17, 1024), (5, 300)), ((1024, 1024), (1024, 1024))])
-def test_upscale_masks_is_the_reference_postprocess(tiny_sam, sizes):
-    from pocketsam.models.sam import Sam
-
-    input_size, original_size = sizes
-    low = torch.randn(2, 3, 256, 256)
-    fake = type("S", (), {"img_size": 1024})()
-    ref = Sam.postprocess_masks(fake, low, input_size, original_size)
-    out = upscale_masks(low, input_size, original_size, 1024)
-    assert out.shape == ref.shape
-    torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
 
 
 # ----------------------------------------------------------- opt-in modes: accuracy

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+from typing import Union
+
 import numpy as np
 import torch
 
 from pocketsam.errors import InputError, PocketSamError
 from pocketsam.models.sam import Sam
-from pocketsam.speed import optimize, upscale_masks, weights_key
+from pocketsam.masks import upsample_logits
+from pocketsam.speed import optimize, weights_key
 from pocketsam.transforms import ResizeLongestSide
+
+#: Batched prompts in image pixels: numpy arrays or tensors.
+Array = Union[np.ndarray, torch.Tensor]
 
 
 class SamPredictor:
     """Compute an image embedding once with :meth:`set_image`, then predict masks for any
-    number of prompts with :meth:`predict` (numpy, original pixels) or
-    :meth:`predict_torch` (batched tensors in the resized frame).
+    number of prompts with :meth:`predict` (one prompt set, numpy, original pixels),
+    :meth:`predict_batch` (batched, original pixels) or :meth:`predict_torch` (batched
+    tensors in the resized frame). :meth:`predict_low_res` and
+    :meth:`predict_batch_low_res` stop before upsampling; :meth:`upsample` takes their
+    low-res logits to the image size.
 
     ``mode`` picks the inference path (see :mod:`pocketsam.speed`): ``"default"`` runs a
     float32 inference copy with BatchNorm folded, channels-last convolutions and fused
@@ -157,8 +166,7 @@ class SamPredictor:
             if not np.isin(labels, (0, 1)).all():
                 bad = labels[~np.isin(labels, (0, 1))][0]
                 raise InputError(f"point label {bad:g} is not 0 or 1", "use 1 for foreground points, 0 for background")
-            coords = self.transform.apply_coords(coords, self.original_size)
-            coords_t = torch.as_tensor(coords, dtype=torch.float, device=self.device)[None]
+            coords_t = self._to_input_frame(coords).float()[None]
             labels_t = torch.as_tensor(labels, dtype=torch.int, device=self.device)[None]
         elif point_labels is not None:
             raise InputError("point_labels given without point_coords")
@@ -167,8 +175,7 @@ class SamPredictor:
             if box.size != 4:
                 raise InputError(f"predict takes one box of 4 numbers (x0, y0, x1, y1), got shape {box.shape}",
                                  "use predict_torch for a batch of boxes")
-            box = self.transform.apply_boxes(box.reshape(1, 4), self.original_size)
-            box_t = torch.as_tensor(box, dtype=torch.float, device=self.device)
+            box_t = self._to_input_frame(box.reshape(1, 4), boxes=True).float()
         if mask_input is not None:
             mask_t = torch.as_tensor(_as_array(mask_input, "mask_input"), dtype=torch.float, device=self.device)[None]
         masks, scores, low_res = self.predict_torch(
@@ -197,11 +204,74 @@ class SamPredictor:
         self._require_image()
         points = (point_coords, point_labels) if point_coords is not None else None
         low_res, iou = self.predict_low_res(points, boxes, mask_input, multimask_output)
-        # same values as Sam.postprocess_masks, without upsampling the padding
-        masks = upscale_masks(low_res, self.input_size, self.original_size, self.model.img_size)
-        if not return_logits:
-            masks = masks > self.model.mask_threshold
-        return masks, iou, low_res
+        return self._masks(low_res, return_logits), iou, low_res
+
+    @torch.inference_mode()
+    def predict_batch(
+        self,
+        point_coords: Array | None = None,
+        point_labels: Array | None = None,
+        boxes: Array | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`predict_torch` with the prompts in original-image pixels (the frame of the
+        image given to :meth:`set_image`); see :meth:`predict_batch_low_res` for the
+        arguments.
+
+        Returns:
+            masks B×C×H×W, iou predictions B×C, low-res logits B×C×L×L.
+        """
+        low_res, iou = self.predict_batch_low_res(point_coords, point_labels, boxes, mask_input, multimask_output)
+        return self._masks(low_res, return_logits), iou, low_res
+
+    @torch.inference_mode()
+    def predict_batch_low_res(self, point_coords: Array | None = None, point_labels: Array | None = None,
+                              boxes: Array | None = None, mask_input: torch.Tensor | None = None,
+                              multimask_output: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`predict_low_res` with the prompts in original-image pixels: the one place
+        where batched prompts are mapped to the model's input frame.
+
+        Args:
+            point_coords: B×N×2 (x, y); point_labels: B×N (1 foreground, 0 background).
+            boxes: B×4 XYXY. mask_input: B×1×L×L low-res logits.
+            numpy coordinates are mapped in float64 and stay float64 (segment_anything's
+            generator path); tensors are mapped in float32 (its ``apply_coords_torch``).
+        Returns:
+            low-res logits B×C×L×L (L = ``img_size / 4``) and IoU predictions B×C.
+        """
+        self._require_image()
+        points = None
+        if point_coords is not None:
+            if point_labels is None:
+                raise InputError("point_labels must be supplied with point_coords")
+            labels = torch.as_tensor(point_labels, device=self.device)
+            if isinstance(point_labels, np.ndarray):
+                labels = labels.int()
+            points = (self._to_input_frame(point_coords), labels)
+        box_t = self._to_input_frame(boxes, boxes=True) if boxes is not None else None
+        return self.predict_low_res(points, box_t, mask_input, multimask_output)
+
+    def upsample(self, low_res: torch.Tensor) -> torch.Tensor:
+        """Low-res logits B×C×L×L of the current image → float32 logits B×C×H×W at its
+        original size (the values of ``Sam.postprocess_masks``, without upsampling the
+        padding; :func:`pocketsam.masks.upsample_logits`)."""
+        self._require_image()
+        return upsample_logits(low_res, self.input_size, self.original_size, self.model.img_size)
+
+    def _masks(self, low_res: torch.Tensor, return_logits: bool) -> torch.Tensor:
+        masks = self.upsample(low_res)
+        return masks if return_logits else masks > self.model.mask_threshold
+
+    def _to_input_frame(self, coords: Array, boxes: bool = False) -> torch.Tensor:
+        """Points (…×2) or boxes (B×4) in original pixels → the resized input frame, on
+        :attr:`device`: numpy in float64, tensors in float32 (as :class:`ResizeLongestSide`)."""
+        if isinstance(coords, torch.Tensor):
+            fn = self.transform.apply_boxes_torch if boxes else self.transform.apply_coords_torch
+            return fn(coords, self.original_size).to(self.device)
+        fn = self.transform.apply_boxes if boxes else self.transform.apply_coords
+        return torch.as_tensor(fn(np.asarray(coords), self.original_size), device=self.device)
 
     @torch.inference_mode()
     def predict_low_res(

@@ -306,13 +306,12 @@ def worker(job: dict) -> dict:
     if b > 0:
         rng = np.random.default_rng(0)
         pts = torch.as_tensor(rng.uniform(0, 1, (b, 1, 2)) * [w, h], dtype=torch.float)
-        pts = predictor.transform.apply_coords_torch(pts, predictor.original_size)
         labels = torch.ones(b, 1, dtype=torch.int)
-        predictor.predict_torch(pts[:2], labels[:2])
+        predictor.predict_batch(pts[:2], labels[:2])
         times = []
         for _ in range(2):
             t = time.perf_counter()
-            predictor.predict_torch(pts, labels)
+            predictor.predict_batch(pts, labels)
             times.append(time.perf_counter() - t)
         out["batched_ms_per_prompt"] = min(times) * 1000 / b
 

@@ -377,8 +377,7 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         boxes = torch.as_tensor(prompts.boxes, dtype=torch.float32)
-        boxes = predictor.transform.apply_boxes_torch(boxes, predictor.original_size).to(predictor.device)
-        masks_t, scores_t, _ = predictor.predict_torch(None, None, boxes=boxes, multimask_output=args.multimask)
+        masks_t, scores_t, _ = predictor.predict_batch(boxes=boxes, multimask_output=args.multimask)
         masks, scores = masks_t.cpu().numpy(), scores_t.float().cpu().numpy()
     else:
         masks, scores, _ = predictor.predict(

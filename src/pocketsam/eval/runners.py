@@ -177,18 +177,15 @@ def eval_prompts(
 
 def _predict_batch(predictor: Any, gt: np.ndarray, prompt: str) -> np.ndarray:
     """Predicted masks (B×H×W bool) for a batch of ground-truth masks under the protocol."""
-    size = predictor.original_size
     if prompt == "point":
         pts = np.array([farthest_point(m) for m in gt], np.float32)[:, None, :]  # B×1×2
-        coords = predictor.transform.apply_coords_torch(torch.from_numpy(pts), size).to(predictor.device)
-        labels = torch.ones(len(gt), 1, dtype=torch.int, device=predictor.device)
-        masks, scores, _ = predictor.predict_torch(coords, labels, multimask_output=True)
+        labels = torch.ones(len(gt), 1, dtype=torch.int)
+        masks, scores, _ = predictor.predict_batch(torch.from_numpy(pts), labels, multimask_output=True)
         best = scores.argmax(1)
         chosen = masks[torch.arange(len(gt)), best]
     else:
         boxes = batched_mask_to_box(torch.from_numpy(gt)).float()  # tight, inclusive edges
-        boxes = predictor.transform.apply_boxes_torch(boxes, size).to(predictor.device)
-        masks, _, _ = predictor.predict_torch(None, None, boxes=boxes, multimask_output=False)
+        masks, _, _ = predictor.predict_batch(boxes=boxes, multimask_output=False)
         chosen = masks[:, 0]
     return chosen.cpu().numpy().astype(bool)
 
@@ -239,8 +236,7 @@ def eval_coco(
                 for s in range(0, len(dets), batch_size):
                     chunk = dets[s : s + batch_size]
                     xyxy = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (d["bbox"] for d in chunk)], dtype=torch.float32)
-                    boxes = predictor.transform.apply_boxes_torch(xyxy, predictor.original_size).to(predictor.device)
-                    masks, _, _ = predictor.predict_torch(None, None, boxes=boxes, multimask_output=False)
+                    masks, _, _ = predictor.predict_batch(boxes=xyxy, multimask_output=False)
                     for d, m in zip(chunk, masks[:, 0].cpu().numpy()):
                         results.append(
                             {

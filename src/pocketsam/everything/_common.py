@@ -11,7 +11,7 @@ How the hot loop stays exact *and* cheap
 segment_anything upsamples *every* decoded mask (3 per prompt) to the full image,
 then filters. We decode a batch to low-res logits (B×C×L×L, L = img_size/4) and apply
 the predicted IoU filter first — it needs no pixels. Only the survivors are upsampled, a few at a
-time (bounded memory), with :func:`pocketsam.masks.upsample_logits`, which gives the
+time (bounded memory), with ``SamPredictor.upsample``, which gives the
 same values as ``Sam.postprocess_masks`` bit for bit while skipping the padding. The
 stability score, the binary mask, its box and the crop-edge test are then computed on
 those full-resolution logits exactly as the reference does, so the kept masks and their
@@ -43,7 +43,6 @@ from pocketsam.masks import (
     rle_to_mask,
     stability_score,
     uncrop_masks,
-    upsample_logits,
 )
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
@@ -102,41 +101,11 @@ def check_output_mode(output_mode: str) -> None:
         raise ValueError(f"Unknown output_mode {output_mode!r}; expected one of {', '.join(OUTPUT_MODES)}")
 
 
-def decode_low_res(
-    predictor: Any,
-    points: np.ndarray | None,
-    boxes: np.ndarray | None,
-    im_size: tuple[int, int],
-    multimask_output: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run prompt encoder + mask decoder on one batch, with no upsampling.
-
-    Args:
-        points: ``B×2`` float64 point prompts (one foreground point per prompt) in the
-            pixel frame of the image given to ``set_image`` (size ``im_size``), or None.
-        boxes: ``B×4`` float64 XYXY box prompts in that frame, or None.
-    Returns:
-        low-res logits ``B×C×L×L`` (L = ``img_size / 4``) and predicted IoUs ``B×C`` (C = 3 or 1).
-    """
-    device = predictor.device
-    pts = None
-    bxs = None
-    if points is not None:
-        # Same dtype path as the reference: float64 coordinates into the prompt encoder.
-        p = torch.as_tensor(predictor.transform.apply_coords(points, im_size), device=device)
-        labels = torch.ones(p.shape[0], dtype=torch.int, device=device)
-        pts = (p[:, None, :], labels[:, None])
-    if boxes is not None:
-        bxs = torch.as_tensor(predictor.transform.apply_boxes(boxes, im_size), device=device)
-    return predictor.predict_low_res(pts, bxs, None, multimask_output)
-
-
 def decode_and_filter(
     generator: Any,
     prompts: np.ndarray,
     kind: str,
     batch_size: int,
-    im_size: tuple[int, int],
     crop_box: Sequence[int],
     orig_size: tuple[int, int],
     stats: Stats,
@@ -155,9 +124,11 @@ def decode_and_filter(
     data = MaskData()
     for (batch,) in batch_iterator(batch_size, prompts):
         with stats.stage("decoding"):
-            low_res, iou_preds = decode_low_res(
-                generator.predictor, batch if is_points else None, None if is_points else batch[:, :4], im_size, is_points
-            )
+            if is_points:  # one foreground point per prompt, 3 masks each
+                low_res, iou_preds = generator.predictor.predict_batch_low_res(
+                    batch[:, None, :], np.ones((len(batch), 1), np.int32), multimask_output=True)
+            else:
+                low_res, iou_preds = generator.predictor.predict_batch_low_res(boxes=batch[:, :4], multimask_output=False)
         with stats.stage("filtering"):
             data.cat(
                 filter_candidates(
@@ -238,7 +209,7 @@ def filter_candidates(
     n_stable = 0
     for start in range(0, len(idx), chunk):
         sel = idx[start : start + chunk]
-        logits = upsample_logits(low[sel][:, None], predictor.input_size, predictor.original_size, predictor.model.img_size)[:, 0]
+        logits = predictor.upsample(low[sel][:, None])[:, 0]
         stab = stability_score(logits, mask_threshold, stability_score_offset)
         ok = stab >= stability_score_thresh if stability_score_thresh > 0.0 else torch.ones_like(stab, dtype=torch.bool)
         if not bool(ok.all()):

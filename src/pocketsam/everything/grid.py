@@ -177,7 +177,7 @@ class SamAutomaticMaskGenerator:
         """Decode and filter ``N×2`` point prompts (crop pixel frame) in batches."""
         stats.add_prompts(pass_name, len(points))
         return decode_and_filter(
-            self, points, "points", self.points_per_batch, crop_size, crop_box, orig_size, stats,
+            self, points, "points", self.points_per_batch, crop_box, orig_size, stats,
             covered=covered, high_score_thresh=high_score_thresh,
         )
 

@@ -162,7 +162,7 @@ class ObjectAwareMaskGenerator:
                     self.predictor.set_image(image)
             # each prompt carries its proposal's row in column 4, through every filter
             prompts = np.concatenate([boxes, np.arange(len(boxes), dtype=np.float64)[:, None]], axis=1)
-            data = decode_and_filter(self, prompts, "boxes", self.boxes_per_batch, (h, w), [0, 0, w, h], (h, w), stats)
+            data = decode_and_filter(self, prompts, "boxes", self.boxes_per_batch, [0, 0, w, h], (h, w), stats)
             with stats.stage("filtering"):
                 if len(data) and self.box_nms_thresh < 1.0:
                     nms_filter(data, torch.as_tensor(data["iou_preds"]), self.box_nms_thresh)

@@ -80,12 +80,11 @@ class MaskDecoder(nn.Module):
         dense_prompt_embeddings: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Output tokens + prompt tokens (B, 1 + M + N, C), and image + dense prompt
-        (1 or B, C, H, W): a single image with the expanded "no mask" map stays one map."""
+        (1 or B, C, H, W): one image with the (1, C, H, W) "no mask" map of
+        :class:`PromptEncoder` stays one map for all B prompts."""
         b = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(b, -1, -1), sparse_prompt_embeddings], dim=1)
-        if dense_prompt_embeddings.shape[0] > 1 and dense_prompt_embeddings.stride(0) == 0:
-            dense_prompt_embeddings = dense_prompt_embeddings[:1]  # one "no mask" map, expanded
         return tokens, image_embeddings + dense_prompt_embeddings
 
     def predict_masks(

@@ -124,7 +124,10 @@ class PromptEncoder(nn.Module):
         boxes: torch.Tensor | None,
         masks: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns sparse (B, N, C) and dense (B, C, H, W) prompt embeddings."""
+        """Returns sparse (B, N, C) and dense prompt embeddings: (B, C, H, W) for B mask
+        inputs, or (1, C, H, W) without one: the "no mask" map, one image for all B prompts
+        (the mask decoder broadcasts it; a batch of 1 is the explicit signal, nothing is
+        expanded)."""
         bs = self._batch_size(points, boxes, masks)
         device = self.point_embeddings[0].weight.device
         sparse = torch.empty((bs, 0, self.embed_dim), device=device)
@@ -137,5 +140,5 @@ class PromptEncoder(nn.Module):
             dense = self._embed_masks(masks)
         else:
             h, w = self.image_embedding_size
-            dense = self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(bs, -1, h, w)
+            dense = self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, h, w)
         return sparse, dense

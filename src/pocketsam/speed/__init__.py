@@ -45,13 +45,12 @@ from torch import nn
 from pocketsam.speed.decoder import fast_mask_decoder
 from pocketsam.speed.fold import fold_batchnorm, inference_copy, to_channels_last
 from pocketsam.speed.fuse import fuse_gelu
-from pocketsam.speed.postprocess import upscale_masks
 
 MODES = ("reference", "default", "bf16", "int8", "compile", "onnx", "fast")
 
 __all__ = [
     "MODES", "configure_threads", "fold_batchnorm", "fuse_gelu", "inference_copy", "optimize",
-    "to_channels_last", "upscale_masks", "weights_key",
+    "to_channels_last", "weights_key",
 ]
 
 

@@ -143,11 +143,10 @@ class FastTwoWayTransformer(nn.Module):
     def forward(
         self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """image_embedding: (B, C, H, W) (an expanded single image is detected and computed
+        """image_embedding: (1 or B, C, H, W) (1: one image for all B prompts, computed
         once); image_pe: (1 or B, C, H, W); point_embedding: (B, T, C) → (B, T, C), (B, H·W, C)."""
         b = point_embedding.shape[0]
-        shared = image_embedding.shape[0] == 1 or image_embedding.stride(0) == 0
-        keys = (image_embedding[:1] if shared else image_embedding).flatten(2).transpose(1, 2)
+        keys = image_embedding.flatten(2).transpose(1, 2)
         keys = keys.clone(memory_format=torch.contiguous_format)  # always our own: updated in place below
         key_pe = image_pe[:1].flatten(2).transpose(1, 2)
         keys_pe = keys + key_pe
@@ -235,7 +234,7 @@ class FastMaskDecoder(nn.Module):
         b = sparse.shape[0]
         tokens, src = d.transformer_inputs(image_embeddings, sparse, dense)
         _, c, h, w = src.shape
-        hs, keys = d.transformer(src.expand(b, -1, -1, -1), image_pe, tokens)  # keys (B, H·W, C)
+        hs, keys = d.transformer(src, image_pe, tokens)  # keys (B, H·W, C)
         iou = d.iou_prediction_head(hs[:, 0])
         pick_best = not multimask_output and self.multimask_only
         idx = list(range(1, self.num_mask_tokens)) if (multimask_output or pick_best) else [0]

@@ -153,8 +153,6 @@ class OrtMaskDecoder(nn.Module):
 
     def predict_masks(self, image_embeddings, image_pe, sparse, dense):
         device = sparse.device
-        if dense.shape[0] > 1 and dense.stride(0) == 0:  # expanded no-mask embedding: send one
-            dense = dense[:1]
         masks, iou = self.session.run(None, {
             "image_embeddings": _np(image_embeddings), "image_pe": _np(image_pe),
             "sparse": _np(sparse), "dense": _np(dense),

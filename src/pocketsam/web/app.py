@@ -213,7 +213,7 @@ class Engine:
         single-mask output; TinySAM: always its best multimask output), computed on the
         cached embedding with the predictor's fast decoder and mask upsampling."""
         torch = self._torch
-        from pocketsam.speed import upscale_masks
+        from pocketsam.masks import upsample_logits
         from pocketsam.transforms import ResizeLongestSide
 
         size = (entry.height, entry.width)
@@ -234,7 +234,7 @@ class Engine:
             low_res, iou = engine.mask_decoder(torch.from_numpy(entry.embedding), engine.prompt_encoder.get_dense_pe(),
                                                sparse, dense, multimask)
             best = int(torch.argmax(iou[0]))
-            masks = upscale_masks(low_res[:, best:best + 1], input_size, size, self.sam.img_size)
+            masks = upsample_logits(low_res[:, best:best + 1], input_size, size, self.sam.img_size)
         return (masks[0, 0] > self.sam.mask_threshold).numpy(), float(iou[0, best])
 
     def everything(self, entry: ImageEntry) -> tuple[str, list[dict[str, Any]], float]:
