@@ -301,6 +301,49 @@ def test_hierarchical_two_passes(sam, image):
     assert g_none.last_stats["masks"]["decoded"] == 3 * 68
 
 
+def test_hierarchical_covered_fraction_is_the_mean_over_crops(sam, image):
+    g = SamHierarchicalMaskGenerator(sam, points_per_side=8, high_score_thresh=1.0, crop_n_layers=1, **LOOSE)
+    seen = []
+    passes = g._point_passes
+
+    def spy(crop_size, layer, stats):
+        for name, points in passes(crop_size, layer, stats):
+            if name == "dense":
+                seen.append(stats._averages["covered_fraction"][-1])
+            yield name, points
+
+    g._point_passes = spy
+    g.generate(image)
+    st = g.last_stats
+    assert st["crops"] == len(seen) == 5
+    assert st["covered_fraction"] == round(sum(seen) / 5, 4)
+    assert "_n_cover" not in st and g._covered is None  # no side channel, nothing left behind
+
+
+# ------------------------------------------------------------------------ shared machinery
+
+
+def test_generators_take_a_predictor_and_one_filter_settings_object(sam, image):
+    from pocketsam import SamPredictor
+    from pocketsam.everything._common import FilterSettings
+
+    predictor = SamPredictor(sam, mode="reference")
+    for cls in (SamAutomaticMaskGenerator, SamHierarchicalMaskGenerator):
+        gen = cls(predictor, points_per_side=4, **LOOSE)
+        assert gen.predictor is predictor  # its speed mode and inference copy
+        assert gen.filters == FilterSettings(-100.0, 0.2, 1.0)
+        assert [r["bbox"] for r in gen.generate(image)] == \
+            [r["bbox"] for r in cls(sam, points_per_side=4, speed="reference", **LOOSE).generate(image)]
+    boxes = ObjectAwareMaskGenerator(predictor, proposals=np.array([[2.0, 2.0, 20.0, 20.0]]))
+    assert boxes.predictor is predictor and boxes.filters == FilterSettings(0.0, 0.0, 1.0)
+    with pytest.raises(ValueError, match="speed='int8' given with a SamPredictor in mode 'reference'"):
+        SamAutomaticMaskGenerator(predictor, speed="int8")
+    # segment_anything's attributes read and replace the settings object
+    gen = SamAutomaticMaskGenerator(sam, points_per_side=4)
+    gen.pred_iou_thresh = 0.5
+    assert gen.filters == FilterSettings(0.5, 0.95, 1.0) and gen.stability_score_thresh == 0.95
+
+
 # ------------------------------------------------------------------------ object aware
 
 

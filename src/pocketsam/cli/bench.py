@@ -324,8 +324,7 @@ def worker(job: dict) -> dict:
         except (ImportError, AttributeError):
             generators = {}
         for key, cls in generators.items():
-            gen = cls(model, points_per_side=job["points_per_side"])
-            gen.predictor = predictor  # same mode (and the already-built inference copy)
+            gen = cls(predictor, points_per_side=job["points_per_side"])  # same mode and inference copy
             t = time.perf_counter()
             records = gen.generate(images[0])
             out[key] = time.perf_counter() - t

@@ -1,10 +1,15 @@
 """Machinery shared by the three "segment everything" generators.
 
+* :class:`MaskGeneratorBase` — what every generator holds: a
+  :class:`~pocketsam.predictor.SamPredictor` (so a speed mode), one
+  :class:`FilterSettings`, the NMS / small-region / output settings, and the hook
+  :meth:`~MaskGeneratorBase._on_kept` that sees every kept mask's logits.
 * :class:`Stats` — the ``generator.last_stats`` dict: prompts per pass, candidates left
-  after each filter, seconds per stage.
-* :func:`decode_filter` — one batch of prompts → filtered candidates (RLEs, boxes,
-  scores), the hot loop of every generator.
-* :func:`remove_small_regions_and_dedupe` and :func:`to_records` — the shared tail.
+  after each filter, seconds per stage, averages (e.g. ``covered_fraction``).
+* :func:`decode_and_filter` — prompts in the embedded image's pixels → filtered
+  candidates (RLEs, boxes, scores), the hot loop of every generator.
+* :func:`remove_small_regions_and_dedupe`, :func:`empty_data` and :func:`to_records` —
+  the shared tail.
 
 How the hot loop stays exact *and* cheap
 ----------------------------------------
@@ -24,7 +29,8 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -67,6 +73,7 @@ class Stats:
         self.masks: dict[str, int] = {}
         self.seconds: dict[str, float] = {s: 0.0 for s in STAGES}
         self.extra: dict[str, Any] = {}
+        self._averages: dict[str, list[float]] = {}
         self._t0 = time.perf_counter()
 
     def add_prompts(self, name: str, n: int) -> None:
@@ -74,6 +81,10 @@ class Stats:
 
     def count(self, key: str, n: int) -> None:
         self.masks[key] = self.masks.get(key, 0) + int(n)
+
+    def average(self, key: str, value: float) -> None:
+        """One more value of ``key``; :meth:`as_dict` reports their mean (e.g. per crop)."""
+        self._averages.setdefault(key, []).append(float(value))
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -92,8 +103,109 @@ class Stats:
             "prompts_total": int(sum(self.prompts.values())),
             "masks": dict(self.masks),
             "seconds": seconds,
+            **{k: round(sum(v) / len(v), 4) for k, v in self._averages.items()},
             **self.extra,
         }
+
+
+@dataclass(frozen=True)
+class FilterSettings:
+    """Which decoded masks a generator keeps (segment_anything's ``_process_batch``).
+
+    Attributes:
+        pred_iou_thresh: keep masks whose predicted IoU is ``>`` this (0 disables).
+        stability_score_thresh: keep masks whose stability score is ``>=`` this (0 disables).
+        stability_score_offset: logit offset of the stability score's two thresholds.
+    """
+
+    pred_iou_thresh: float
+    stability_score_thresh: float
+    stability_score_offset: float = 1.0
+
+
+@dataclass(frozen=True)
+class Crop:
+    """Where the embedded image (the crop given to ``set_image``) lies in the whole image.
+
+    Attributes:
+        box: ``[x0, y0, x1, y1]`` of the crop in whole-image pixels.
+        image_size: ``(H, W)`` of the whole image.
+    """
+
+    box: Sequence[int]
+    image_size: tuple[int, int]
+
+
+#: Sees the full-resolution logits (``K×h×w`` float32, crop frame) of the masks kept from
+#: one chunk of decoded candidates.
+KeptHook = Callable[[torch.Tensor], None]
+
+
+def as_predictor(model: Any, speed: str | None) -> Any:
+    """``model`` itself when it is a :class:`~pocketsam.predictor.SamPredictor` (its speed
+    mode and inference copy are used), else ``SamPredictor(model, mode=speed)``.
+
+    Raises:
+        ValueError: a predictor together with a different ``speed``.
+    """
+    from pocketsam.predictor import SamPredictor
+
+    if isinstance(model, SamPredictor):
+        if speed is not None and speed != model.mode:
+            raise ValueError(f"speed={speed!r} given with a SamPredictor in mode {model.mode!r}")
+        return model
+    return SamPredictor(model, mode=speed)
+
+
+def _filter_setting(name: str) -> property:
+    """A generator attribute (``gen.pred_iou_thresh``, as segment_anything's) that reads and
+    replaces one field of its :class:`FilterSettings`."""
+
+    def get(self: Any) -> float:
+        return getattr(self.filters, name)
+
+    def set_(self: Any, value: float) -> None:
+        self.filters = replace(self.filters, **{name: value})
+
+    return property(get, set_, doc=f"``filters.{name}``")
+
+
+class MaskGeneratorBase:
+    """What the three generators share.
+
+    Args:
+        model: a :class:`~pocketsam.models.sam.Sam`, or a
+            :class:`~pocketsam.predictor.SamPredictor` to run (its speed mode).
+        filters: which decoded masks are kept.
+        box_nms_thresh: box-IoU threshold of the NMS among the kept masks.
+        min_mask_region_area: fill holes / drop islands smaller than this (px); 0 = off.
+        output_mode: ``"binary_mask"`` | ``"uncompressed_rle"`` | ``"coco_rle"``.
+        speed: the predictor's speed mode when ``model`` is a model (``None``: the
+            model's own preference).
+    """
+
+    name = ""
+
+    pred_iou_thresh = _filter_setting("pred_iou_thresh")
+    stability_score_thresh = _filter_setting("stability_score_thresh")
+    stability_score_offset = _filter_setting("stability_score_offset")
+
+    def __init__(self, model: Any, filters: FilterSettings, box_nms_thresh: float, min_mask_region_area: int,
+                 output_mode: str, speed: str | None) -> None:
+        check_output_mode(output_mode)
+        self.predictor = as_predictor(model, speed)
+        self.filters = filters
+        self.box_nms_thresh = box_nms_thresh
+        self.min_mask_region_area = min_mask_region_area
+        self.output_mode = output_mode
+        self.last_stats: dict[str, Any] = {}
+
+    def _on_kept(self, logits: torch.Tensor) -> None:
+        """Hook (:data:`KeptHook`): the logits of masks that passed the filters; nothing here."""
+
+    def _decode(self, prompts: np.ndarray, boxes: bool, batch_size: int, crop: Crop, stats: Stats) -> MaskData:
+        """:func:`decode_and_filter` with this generator's predictor, filters and hook."""
+        return decode_and_filter(self.predictor, prompts, boxes, batch_size, self.filters, crop, stats, self._on_kept)
 
 
 def check_output_mode(output_mode: str) -> None:
@@ -102,50 +214,37 @@ def check_output_mode(output_mode: str) -> None:
 
 
 def decode_and_filter(
-    generator: Any,
+    predictor: Any,
     prompts: np.ndarray,
-    kind: str,
+    boxes: bool,
     batch_size: int,
-    crop_box: Sequence[int],
-    orig_size: tuple[int, int],
+    filters: FilterSettings,
+    crop: Crop,
     stats: Stats,
-    covered: torch.Tensor | None = None,
-    high_score_thresh: float | None = None,
+    on_kept: KeptHook | None = None,
 ) -> MaskData:
-    """Decode ``prompts`` (``N×2`` points, 3 masks each, or ``N×4`` boxes, 1 mask each) in
-    batches and keep what passes the generator's filters. The one loop every generator uses.
-    Box prompts may carry more columns after the box (e.g. the proposal's row): they are
-    not decoded, only kept in ``points`` with each surviving mask.
+    """Decode ``prompts`` in batches and keep what passes ``filters``: the one loop every
+    generator uses.
 
-    ``generator`` supplies ``predictor``, ``pred_iou_thresh``, ``stability_score_thresh`` and
-    ``stability_score_offset``.
+    Args:
+        predictor: a :class:`~pocketsam.predictor.SamPredictor` with the crop set.
+        prompts: ``N×2`` points (one foreground point each, 3 masks each), or with
+            ``boxes`` ``N×K`` rows whose first 4 columns are an XYXY box (1 mask each); in
+            the crop's pixels. Columns after the box (e.g. the proposal's row) are not
+            decoded, only kept in ``points`` with each surviving mask.
+    Returns:
+        as :func:`filter_candidates`.
     """
-    is_points = kind == "points"
     data = MaskData()
     for (batch,) in batch_iterator(batch_size, prompts):
         with stats.stage("decoding"):
-            if is_points:  # one foreground point per prompt, 3 masks each
-                low_res, iou_preds = generator.predictor.predict_batch_low_res(
-                    batch[:, None, :], np.ones((len(batch), 1), np.int32), multimask_output=True)
+            if boxes:
+                low_res, iou_preds = predictor.predict_batch_low_res(boxes=batch[:, :4], multimask_output=False)
             else:
-                low_res, iou_preds = generator.predictor.predict_batch_low_res(boxes=batch[:, :4], multimask_output=False)
+                low_res, iou_preds = predictor.predict_batch_low_res(
+                    batch[:, None, :], np.ones((len(batch), 1), np.int32), multimask_output=True)
         with stats.stage("filtering"):
-            data.cat(
-                filter_candidates(
-                    low_res,
-                    iou_preds,
-                    batch,
-                    predictor=generator.predictor,
-                    crop_box=crop_box,
-                    orig_size=orig_size,
-                    pred_iou_thresh=generator.pred_iou_thresh,
-                    stability_score_thresh=generator.stability_score_thresh,
-                    stability_score_offset=generator.stability_score_offset,
-                    stats=stats,
-                    covered=covered,
-                    high_score_thresh=high_score_thresh,
-                )
-            )
+            data.cat(filter_candidates(low_res, iou_preds, batch, predictor, filters, crop, stats, on_kept))
     return data
 
 
@@ -157,16 +256,11 @@ def filter_candidates(
     low_res: torch.Tensor,
     iou_preds: torch.Tensor,
     prompts: np.ndarray,
-    *,
     predictor: Any,
-    crop_box: Sequence[int],
-    orig_size: tuple[int, int],
-    pred_iou_thresh: float,
-    stability_score_thresh: float,
-    stability_score_offset: float,
+    filters: FilterSettings,
+    crop: Crop,
     stats: Stats,
-    high_score_thresh: float | None = None,
-    covered: torch.Tensor | None = None,
+    on_kept: KeptHook | None = None,
 ) -> MaskData:
     """Filter one decoded batch exactly as segment_anything's ``_process_batch``.
 
@@ -174,16 +268,14 @@ def filter_candidates(
         low_res: ``B×C×L×L`` logits (L = ``img_size / 4``); iou_preds: ``B×C``.
         prompts: ``B×K`` per-prompt array stored in column ``points`` (crop frame),
             repeated for each of the C masks.
-        crop_box: ``[x0, y0, x1, y1]`` of the crop given to ``set_image``.
-        orig_size: ``(H, W)`` of the whole image.
-        high_score_thresh, covered: when given, ``covered`` (crop-sized bool ``h×w``) is
-            OR-ed in place with ``logits > high_score_thresh`` of every kept mask
-            (TinySAM's confident-region map).
+        predictor: the :class:`~pocketsam.predictor.SamPredictor` that decoded them.
+        on_kept: called with the full-resolution logits of every chunk of kept masks.
     Returns:
         MaskData with ``rles`` (uncompressed, whole-image frame), ``boxes`` (int64 XYXY,
         crop frame), ``iou_preds``, ``stability_score``, ``points`` (float64, crop frame).
     """
-    orig_h, orig_w = orig_size
+    orig_h, orig_w = crop.image_size
+    crop_box = crop.box
     mask_threshold = predictor.model.mask_threshold
     c = low_res.shape[1]
     low = low_res.flatten(0, 1)
@@ -191,7 +283,7 @@ def filter_candidates(
     pts = torch.as_tensor(np.repeat(prompts, c, axis=0))
     stats.count("decoded", len(ious))
 
-    keep = ious > pred_iou_thresh if pred_iou_thresh > 0.0 else torch.ones_like(ious, dtype=torch.bool)
+    keep = ious > filters.pred_iou_thresh if filters.pred_iou_thresh > 0.0 else torch.ones_like(ious, dtype=torch.bool)
     idx = torch.nonzero(keep).flatten()
     stats.count("after_iou", len(idx))
 
@@ -210,8 +302,8 @@ def filter_candidates(
     for start in range(0, len(idx), chunk):
         sel = idx[start : start + chunk]
         logits = predictor.upsample(low[sel][:, None])[:, 0]
-        stab = stability_score(logits, mask_threshold, stability_score_offset)
-        ok = stab >= stability_score_thresh if stability_score_thresh > 0.0 else torch.ones_like(stab, dtype=torch.bool)
+        stab = stability_score(logits, mask_threshold, filters.stability_score_offset)
+        ok = stab >= filters.stability_score_thresh if filters.stability_score_thresh > 0.0 else torch.ones_like(stab, dtype=torch.bool)
         if not bool(ok.all()):
             sel, stab, logits = sel[ok], stab[ok], logits[ok]
         n_stable += len(sel)
@@ -225,8 +317,8 @@ def filter_candidates(
             sel, stab, logits, masks, boxes = sel[far], stab[far], logits[far], masks[far], boxes[far]
             if len(sel) == 0:
                 continue
-        if covered is not None and high_score_thresh is not None:
-            covered |= (logits > high_score_thresh).any(dim=0)
+        if on_kept is not None:
+            on_kept(logits)
         del logits
         rles = mask_to_rle_uncompressed(uncrop_masks(masks, crop_box, orig_h, orig_w))
         data.cat(MaskData(rles=rles, boxes=boxes, iou_preds=ious[sel], stability_score=stab, points=pts[sel]))
@@ -270,6 +362,19 @@ def remove_small_regions_and_dedupe(data: MaskData, min_area: int, nms_thresh: f
     data["boxes"] = data_boxes
     data.filter(keep)
     return data
+
+
+def empty_data(point_columns: int = 2) -> MaskData:
+    """A generator's result with no masks: every column, with 0 rows (``points``:
+    ``0×point_columns``)."""
+    return MaskData(
+        rles=[],
+        boxes=np.zeros((0, 4), np.int64),
+        iou_preds=np.zeros(0, np.float32),
+        stability_score=np.zeros(0, np.float32),
+        points=np.zeros((0, point_columns), np.float64),
+        crop_boxes=np.zeros((0, 4), np.int64),
+    )
 
 
 def to_records(data: MaskData, output_mode: str, extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:

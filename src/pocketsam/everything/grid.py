@@ -8,15 +8,17 @@ batched (see :mod:`pocketsam.everything._common`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 
 from pocketsam.everything._common import (
-    decode_and_filter,
+    Crop,
+    FilterSettings,
+    MaskGeneratorBase,
     Stats,
-    check_output_mode,
+    empty_data,
     nms_filter,
     remove_small_regions_and_dedupe,
     to_records,
@@ -31,11 +33,12 @@ from pocketsam.masks import (
 )
 
 
-class SamAutomaticMaskGenerator:
+class SamAutomaticMaskGenerator(MaskGeneratorBase):
     """Prompt a regular grid of points, keep the good, distinct masks.
 
     Args:
-        model: a :class:`pocketsam.models.sam.Sam` (e.g. from :func:`pocketsam.build_sam`).
+        model: a :class:`pocketsam.models.sam.Sam` (e.g. from :func:`pocketsam.build_sam`),
+            or a :class:`~pocketsam.predictor.SamPredictor` to run (its speed mode).
         points_per_side: grid points along each side (``n²`` prompts); None when
             ``point_grids`` is given.
         points_per_batch: prompts decoded together (3 masks each).
@@ -53,8 +56,10 @@ class SamAutomaticMaskGenerator:
         speed: the predictor's speed mode (``SamPredictor(model, mode=speed)``: e.g.
             ``"fast"``, ``"int8"``; ``None`` is the model's own preference).
 
-    After :meth:`generate`, :attr:`last_stats` holds prompts, candidate counts after
-    each filter and seconds per stage.
+    The three filter arguments are kept as :attr:`filters` (a
+    :class:`~pocketsam.everything._common.FilterSettings`; the attributes of the same
+    names read and set it). After :meth:`generate`, :attr:`last_stats` holds prompts,
+    candidate counts after each filter and seconds per stage.
     """
 
     name = "grid"
@@ -77,8 +82,6 @@ class SamAutomaticMaskGenerator:
         output_mode: str = "binary_mask",
         speed: str | None = None,
     ) -> None:
-        from pocketsam.predictor import SamPredictor
-
         if (points_per_side is None) == (point_grids is None):
             raise ValueError("Exactly one of points_per_side or point_grids must be provided.")
         if points_per_side is not None:
@@ -93,21 +96,14 @@ class SamAutomaticMaskGenerator:
                 raise ValueError(f"point_grids needs one grid per crop layer ({crop_n_layers + 1})")
         if points_per_batch < 1:
             raise ValueError(f"points_per_batch must be >= 1, got {points_per_batch}")
-        check_output_mode(output_mode)
-        self.predictor = SamPredictor(model, mode=speed)
+        filters = FilterSettings(pred_iou_thresh, stability_score_thresh, stability_score_offset)
+        super().__init__(model, filters, box_nms_thresh, min_mask_region_area, output_mode, speed)
         self.points_per_side = points_per_side
         self.points_per_batch = points_per_batch
-        self.pred_iou_thresh = pred_iou_thresh
-        self.stability_score_thresh = stability_score_thresh
-        self.stability_score_offset = stability_score_offset
-        self.box_nms_thresh = box_nms_thresh
         self.crop_n_layers = crop_n_layers
         self.crop_nms_thresh = crop_nms_thresh
         self.crop_overlap_ratio = crop_overlap_ratio
         self.crop_n_points_downscale_factor = crop_n_points_downscale_factor
-        self.min_mask_region_area = min_mask_region_area
-        self.output_mode = output_mode
-        self.last_stats: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ public
     @torch.inference_mode()
@@ -153,7 +149,7 @@ class SamAutomaticMaskGenerator:
                 nms_filter(data, scores, self.crop_nms_thresh)
             stats.count("after_crop_nms", len(data))
         if len(data) == 0:
-            data = _empty_data()
+            data = empty_data()
         data.to_numpy()
         return data
 
@@ -163,27 +159,16 @@ class SamAutomaticMaskGenerator:
             self.predictor.set_image(np.ascontiguousarray(image[y0:y1, x0:x1, :]))
         return (y1 - y0, x1 - x0)
 
-    def _run_points(
-        self,
-        points: np.ndarray,
-        crop_size: tuple[int, int],
-        crop_box: list[int],
-        orig_size: tuple[int, int],
-        stats: Stats,
-        pass_name: str,
-        covered: torch.Tensor | None = None,
-        high_score_thresh: float | None = None,
-    ) -> MaskData:
-        """Decode and filter ``N×2`` point prompts (crop pixel frame) in batches."""
-        stats.add_prompts(pass_name, len(points))
-        return decode_and_filter(
-            self, points, "points", self.points_per_batch, crop_box, orig_size, stats,
-            covered=covered, high_score_thresh=high_score_thresh,
-        )
-
     def _crop_points(self, crop_size: tuple[int, int], layer: int) -> np.ndarray:
+        """The grid of ``layer`` in the crop's pixels, ``N×2`` (x, y)."""
         scale = np.array(crop_size, dtype=np.float64)[None, ::-1]
         return self.point_grids[layer] * scale
+
+    def _point_passes(self, crop_size: tuple[int, int], layer: int, stats: Stats) -> Iterator[tuple[str, np.ndarray]]:
+        """Hook: the point prompts of one crop, pass by pass, as ``(name, N×2 points in the
+        crop's pixels)``; a pass is decoded (and :meth:`_on_kept` has seen its masks)
+        before the next is asked for. Here: the grid, in one pass."""
+        yield self.name, self._crop_points(crop_size, layer)
 
     def _process_crop(
         self,
@@ -193,8 +178,14 @@ class SamAutomaticMaskGenerator:
         orig_size: tuple[int, int],
         stats: Stats,
     ) -> MaskData:
+        crop = Crop(crop_box, orig_size)
         crop_size = self._embed(image, crop_box, stats)
-        data = self._run_points(self._crop_points(crop_size, layer), crop_size, crop_box, orig_size, stats, self.name)
+        data = MaskData()
+        for pass_name, points in self._point_passes(crop_size, layer, stats):
+            stats.add_prompts(pass_name, len(points))
+            found = self._decode(points, False, self.points_per_batch, crop, stats)
+            found.cat(data)  # a later pass's candidates first (TinySAM's order)
+            data = found
         self.predictor.reset_image()
         return self._finish_crop(data, crop_box, stats)
 
@@ -210,13 +201,3 @@ class SamAutomaticMaskGenerator:
         data["crop_boxes"] = torch.tensor([crop_box] * len(data), dtype=torch.int64)
         return data
 
-
-def _empty_data() -> MaskData:
-    return MaskData(
-        rles=[],
-        boxes=np.zeros((0, 4), np.int64),
-        iou_preds=np.zeros(0, np.float32),
-        stability_score=np.zeros(0, np.float32),
-        points=np.zeros((0, 2), np.float64),
-        crop_boxes=np.zeros((0, 4), np.int64),
-    )

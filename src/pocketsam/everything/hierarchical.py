@@ -15,14 +15,14 @@ records carry ``crop_box`` like the other generators, and crop layers are suppor
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 
 from pocketsam.everything._common import Stats
 from pocketsam.everything.grid import SamAutomaticMaskGenerator
-from pocketsam.masks import MaskData, build_point_grid
+from pocketsam.masks import build_point_grid
 
 
 class SamHierarchicalMaskGenerator(SamAutomaticMaskGenerator):
@@ -37,6 +37,9 @@ class SamHierarchicalMaskGenerator(SamAutomaticMaskGenerator):
     ``last_stats["prompts"]`` has ``sparse`` and ``dense`` counts;
     ``last_stats["covered_fraction"]`` the share of the image covered after pass 1
     (averaged over crops).
+
+    The two passes are :meth:`_point_passes`; the covered map is filled by the
+    kept-mask hook :meth:`_on_kept` during pass 1.
     """
 
     name = "hierarchical"
@@ -69,50 +72,30 @@ class SamHierarchicalMaskGenerator(SamAutomaticMaskGenerator):
             min_mask_region_area=min_mask_region_area, output_mode=output_mode, speed=speed,
         )
         self.high_score_thresh = high_score_thresh
+        self._covered: torch.Tensor | None = None  # the crop's confident pixels, during pass 1
 
     def _sparse_points(self, crop_size: tuple[int, int], layer: int) -> np.ndarray:
         n_dense = int(round(np.sqrt(len(self.point_grids[layer]))))
         grid = build_point_grid(max(1, n_dense // 4))
         return grid * np.array(crop_size, dtype=np.float64)[None, ::-1]
 
-    def _process_crop(
-        self,
-        image: np.ndarray,
-        crop_box: list[int],
-        layer: int,
-        orig_size: tuple[int, int],
-        stats: Stats,
-    ) -> MaskData:
-        crop_size = self._embed(image, crop_box, stats)
-        covered = torch.zeros(crop_size, dtype=torch.bool)
-        first = self._run_points(
-            self._sparse_points(crop_size, layer),
-            crop_size,
-            crop_box,
-            orig_size,
-            stats,
-            "sparse",
-            covered=covered,
-            high_score_thresh=self.high_score_thresh,
-        )
+    def _point_passes(self, crop_size: tuple[int, int], layer: int, stats: Stats) -> Iterator[tuple[str, np.ndarray]]:
+        """Pass 1: the sparse grid, marking confident pixels as covered (:meth:`_on_kept`);
+        pass 2: the dense grid's points outside the covered area."""
+        self._covered = torch.zeros(crop_size, dtype=torch.bool)
+        yield "sparse", self._sparse_points(crop_size, layer)
+        covered, self._covered = self._covered, None
         dense = self._crop_points(crop_size, layer)
         ys = np.clip(np.floor(dense[:, 1]).astype(np.int64), 0, crop_size[0] - 1)
         xs = np.clip(np.floor(dense[:, 0]).astype(np.int64), 0, crop_size[1] - 1)
-        todo = dense[~covered.numpy()[ys, xs]]
-        frac = float(covered.float().mean())
-        n = stats.extra.get("_n_cover", 0)
-        stats.extra["covered_fraction"] = round((stats.extra.get("covered_fraction", 0.0) * n + frac) / (n + 1), 4)
-        stats.extra["_n_cover"] = n + 1
-        second = self._run_points(todo, crop_size, crop_box, orig_size, stats, "dense")
-        self.predictor.reset_image()
-        second.cat(first)  # TinySAM's order: pass-2 candidates first
-        return self._finish_crop(second, crop_box, stats)
+        stats.average("covered_fraction", float(covered.float().mean()))
+        yield "dense", dense[~covered.numpy()[ys, xs]]
 
-    @torch.inference_mode()
-    def generate(self, image: np.ndarray) -> list[dict[str, Any]]:
-        records = super().generate(image)
-        self.last_stats.pop("_n_cover", None)
-        return records
+    def _on_kept(self, logits: torch.Tensor) -> None:
+        """Pass 1: OR the kept masks' confident pixels (logit > ``high_score_thresh``) into
+        the crop's covered map."""
+        if self._covered is not None:
+            self._covered |= (logits > self.high_score_thresh).any(dim=0)
 
     def hierarchical_generate(self, image: np.ndarray) -> list[dict[str, Any]]:
         """TinySAM's name for :meth:`generate` (``mask_generator.hierarchical_generate(image)``

@@ -14,24 +14,26 @@ import numpy as np
 import torch
 
 from pocketsam.everything._common import (
-    decode_and_filter,
+    Crop,
+    FilterSettings,
+    MaskGeneratorBase,
     Stats,
-    check_output_mode,
+    empty_data,
     nms_filter,
     remove_small_regions_and_dedupe,
     to_records,
 )
 from pocketsam.everything.proposals import as_proposal_source, unpack_proposals
-from pocketsam.everything.grid import _empty_data
 from pocketsam.errors import PocketSamError
 from pocketsam.masks import MaskData, batched_nms
 
 
-class ObjectAwareMaskGenerator:
+class ObjectAwareMaskGenerator(MaskGeneratorBase):
     """Box-prompted mask generation (MobileSAMv2).
 
     Args:
-        model: a :class:`pocketsam.models.sam.Sam`.
+        model: a :class:`pocketsam.models.sam.Sam`, or a
+            :class:`~pocketsam.predictor.SamPredictor` to run (its speed mode).
         proposals: default proposal source — a :class:`~pocketsam.everything.proposals.ProposalSource`,
             any callable ``image -> (boxes N×4 XYXY, scores N)``, or an ``N×4`` box array.
             May instead be given to :meth:`generate`. Left out, a model with a proposal
@@ -69,12 +71,11 @@ class ObjectAwareMaskGenerator:
         output_mode: str = "binary_mask",
         speed: str | None = None,
     ) -> None:
-        from pocketsam.predictor import SamPredictor
-
-        check_output_mode(output_mode)
         if boxes_per_batch < 1:
             raise ValueError(f"boxes_per_batch must be >= 1, got {boxes_per_batch}")
-        self.predictor = SamPredictor(model, mode=speed)
+        filters = FilterSettings(pred_iou_thresh, stability_score_thresh, stability_score_offset)
+        super().__init__(model, filters, box_nms_thresh, min_mask_region_area, output_mode, speed)
+        model = self.predictor.model
         self.proposals = as_proposal_source(proposals) if proposals is not None else None
         if self.proposals is None and getattr(model, "proposal_head", None) is not None:
             from pocketsam.proposals import HeadProposals
@@ -85,13 +86,6 @@ class ObjectAwareMaskGenerator:
         self.score_thresh = score_thresh
         self.proposal_nms_thresh = proposal_nms_thresh
         self.boxes_per_batch = boxes_per_batch
-        self.pred_iou_thresh = pred_iou_thresh
-        self.stability_score_thresh = stability_score_thresh
-        self.stability_score_offset = stability_score_offset
-        self.box_nms_thresh = box_nms_thresh
-        self.min_mask_region_area = min_mask_region_area
-        self.output_mode = output_mode
-        self.last_stats: dict[str, Any] = {}
 
     def select_proposals(self, boxes: np.ndarray, scores: np.ndarray, image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """Clip to the image, drop empty boxes and low scores, de-duplicate by NMS.
@@ -162,15 +156,14 @@ class ObjectAwareMaskGenerator:
                     self.predictor.set_image(image)
             # each prompt carries its proposal's row in column 4, through every filter
             prompts = np.concatenate([boxes, np.arange(len(boxes), dtype=np.float64)[:, None]], axis=1)
-            data = decode_and_filter(self, prompts, "boxes", self.boxes_per_batch, [0, 0, w, h], (h, w), stats)
+            data = self._decode(prompts, True, self.boxes_per_batch, Crop([0, 0, w, h], (h, w)), stats)
             with stats.stage("filtering"):
                 if len(data) and self.box_nms_thresh < 1.0:
                     nms_filter(data, torch.as_tensor(data["iou_preds"]), self.box_nms_thresh)
             stats.count("after_box_nms", len(data))
         self.predictor.reset_image()
         if len(data) == 0:
-            data = _empty_data()
-            data["points"] = np.zeros((0, 5), np.float64)
+            data = empty_data(point_columns=5)
         else:
             data["crop_boxes"] = torch.tensor([[0, 0, w, h]] * len(data), dtype=torch.int64)
         data.to_numpy()
