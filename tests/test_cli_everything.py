@@ -153,6 +153,37 @@ def test_thresholds_left_out_come_from_the_checkpoint(tmp_path, capsys):
     assert "only used with --mode hierarchical" in capsys.readouterr().err
 
 
+def test_modes_own_the_mode_knowledge():
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    from pocketsam.errors import InputError
+    from pocketsam.everything import GENERATORS, ObjectAwareMaskGenerator
+    from pocketsam.everything.modes import (MODES, RESULT_SETTINGS, THRESHOLDS, check_mode, check_proposals,
+                                            default_setting, misplaced_thresholds, model_mode)
+
+    assert tuple(GENERATORS) == MODES == tuple(THRESHOLDS) == tuple(RESULT_SETTINGS)
+    assert GENERATORS["boxes"] is ObjectAwareMaskGenerator
+    assert default_setting("hierarchical", "high_score_thresh") == 8.5
+    assert default_setting("hierarchical", "crop_n_layers") == 0  # from the grid generator it extends
+    assert default_setting("boxes", "pred_iou_thresh") == 0.0
+    assert misplaced_thresholds("grid", {"high_score_thresh": 2.0, "pred_iou_thresh": 0.5}) == \
+        [("high_score_thresh", ("hierarchical",))]
+    assert misplaced_thresholds("hierarchical", {"high_score_thresh": 2.0}) == []
+    with pytest.raises(InputError, match="unknown mode 'dense'"):
+        check_mode("dense")
+    with pytest.raises(InputError, match="needs proposals"):
+        check_proposals("boxes", False, False)
+    check_proposals("boxes", True, False)
+    check_proposals("grid", False, False)
+    assert model_mode(SimpleNamespace(has_proposal_head=True)) == "boxes"  # the web app's Everything button
+    assert model_mode(SimpleNamespace(has_proposal_head=False)) == "hierarchical"
+    # the command line reads the names without importing torch (nor the generators)
+    code = "import sys, pocketsam.everything.modes; print(sorted(m for m in sys.modules if m == 'torch'))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory) -> Path:
     """A very small random model at a 256² input (fast: one encoder pass is milliseconds)."""

@@ -208,7 +208,7 @@ def test_known_names_resolve_from_the_weights_folder_and_never_download(tmp_path
     folder.mkdir()
     save_checkpoint(create_model(tiny_config()).eval(), folder / "mobile_sam.pt")
     assert build_sam(checkpoint="mobile_sam").image_encoder.img_size == 256
-    from pocketsam.cli.segment import resolve_checkpoint
+    from pocketsam.cli.common import resolve_checkpoint
 
     assert resolve_checkpoint("mobile_sam") == resolve_checkpoint("mobile_sam.pt") == folder / "mobile_sam.pt"
     # a path that exists is used as given; other unknown names are just missing files

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         if not Path(img).exists():
             raise InputError(f"image '{img}' does not exist")
     if args.output:
-        from pocketsam.cli.segment import check_output_file
+        from pocketsam.cli.common import check_output_file
 
         check_output_file(args.output, "--output")  # before the modes run, not after
 

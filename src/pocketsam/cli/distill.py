@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from pocketsam.cli.common import add_engine_options, engine_config, report, resolve_checkpoint
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", metavar="CKPT", help="teacher checkpoint, anything build_sam loads (default: the bundled model)")
@@ -18,8 +20,6 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from pocketsam.cli.train import add_engine_options
-
     p = sub.add_parser(
         "distill",
         help="distill a small SAM from a teacher (MobileSAM decoupled / TinySAM full-stage)",
@@ -56,8 +56,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _teacher(args) -> str:
-    from pocketsam.cli.segment import resolve_checkpoint
-
     return str(resolve_checkpoint(args.teacher))
 
 
@@ -87,7 +85,6 @@ def run_cache(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from pocketsam.cli.train import engine_config, report
     from pocketsam.distill import DistillConfig, LossWeights, distill
     from pocketsam.errors import InputError
     from pocketsam.models import MODEL_CONFIGS

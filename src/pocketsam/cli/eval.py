@@ -18,9 +18,16 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from pocketsam.cli.everything import add_threshold_args, check_thresholds, threshold_settings
-from pocketsam.cli.segment import warnings_as_lines
+from pocketsam.cli.common import (
+    add_threshold_args,
+    check_output_file,
+    check_thresholds,
+    threshold_settings,
+    warnings_as_lines,
+)
 from pocketsam.errors import InputError
+from pocketsam.thresholds import EVERYTHING_KEYS
+from pocketsam.everything.modes import MODES, check_proposals, make_generator
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -62,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     e = sub.add_parser("everything", help="mask AR@100/AR@1000 of automatic mask generation")
     e.add_argument("--data", required=True, help="SA-1B layout directory")
-    e.add_argument("--mode", choices=("grid", "hierarchical", "boxes"), default="grid",
+    e.add_argument("--mode", choices=MODES, default="grid",
                    help="grid: SamAutomaticMaskGenerator; hierarchical: SamHierarchicalMaskGenerator; "
                    "boxes: ObjectAwareMaskGenerator fed with --boxes, else with the checkpoint's proposal head")
     e.add_argument("--boxes", default=None, help="COCO results JSON of box proposals (mode boxes)")
@@ -116,8 +123,6 @@ def _model(args: argparse.Namespace):
 
 def _check_common(args: argparse.Namespace) -> None:
     """The options every benchmark shares, before any work: --max-images and --output."""
-    from pocketsam.cli.segment import check_output_file
-
     if args.max_images is not None and args.max_images < 1:
         raise InputError(f"--max-images must be >= 1, got {args.max_images}")
     if args.output is not None:
@@ -179,10 +184,8 @@ def _run_coco(args: argparse.Namespace) -> int:
 
 def _run_everything(args: argparse.Namespace) -> int:
     from pocketsam.data import SA1BReader
-    from pocketsam.checkpoints import EVERYTHING_KEYS
     from pocketsam.eval.runners import eval_everything
     from pocketsam.everything.proposals import CocoDetections
-    from pocketsam.everything import make_generator
 
     _check_common(args)
     if args.mode != "boxes" and args.boxes:
@@ -193,11 +196,7 @@ def _run_everything(args: argparse.Namespace) -> int:
     check_thresholds(args)
     boxes = CocoDetections(args.boxes).boxes_by_image() if args.boxes else None
     sam = _model(args)
-    if args.mode == "boxes" and not args.boxes and not sam.has_proposal_head:
-        raise InputError(
-            "--mode boxes needs proposals: this checkpoint has no proposal head",
-            "pass --boxes FILE (COCO results JSON with box proposals), or add a head with `pocketsam train-proposals`",
-        )
+    check_proposals(args.mode, boxes is not None, sam.has_proposal_head)
     kwargs: dict[str, Any] = threshold_settings(args)
     if args.points_per_side is not None and args.mode != "boxes":
         kwargs["points_per_side"] = args.points_per_side

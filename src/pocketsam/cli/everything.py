@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import inspect
 import json
 import os
 import re
@@ -62,18 +61,27 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from pocketsam.cli.segment import warnings_as_lines
+from pocketsam.cli.common import (
+    add_speed_argument,
+    add_threshold_args,
+    check_device,
+    check_output_dir,
+    check_thresholds,
+    option_name,
+    resolve_checkpoint,
+    say_speed,
+    threshold_settings,
+    warnings_as_lines,
+)
 from pocketsam.errors import InputError
+from pocketsam.everything.modes import MODES, RESULT_SETTINGS, check_proposals, default_setting, make_generator
 
-MODES = ("grid", "hierarchical", "boxes")
 FORMATS = ("sa1b", "coco")
 COCO_FILE = "instances.json"
 
 
 def register(subparsers: Any) -> None:
     """Add the ``everything`` sub-command."""
-    from pocketsam.cli.segment import add_speed_argument
-
     p = subparsers.add_parser(
         "everything",
         help="segment everything in an image or a folder (grid, hierarchical or box prompts)",
@@ -102,38 +110,6 @@ def register(subparsers: Any) -> None:
                    help="replace results made with another checkpoint, mode or settings (default: refuse)")
     p.add_argument("--force", action="store_true", help="recompute every image, even finished ones")
     p.set_defaults(func=run)
-
-
-def add_threshold_args(p: argparse.ArgumentParser) -> None:
-    """The mask-filter options shared by ``everything`` and ``eval everything``. Left out,
-    each comes from the checkpoint's recommendation (the bundled model has them), else
-    from the generator's default."""
-    p.add_argument("--pred-iou-thresh", type=float, default=None,
-                   help="predicted-IoU filter (default: the checkpoint's recommendation, else 0.88; boxes 0)")
-    p.add_argument("--stability-score-thresh", type=float, default=None,
-                   help="stability filter (default: the checkpoint's recommendation, else 0.95; boxes 0)")
-    p.add_argument("--high-score-thresh", type=float, default=None,
-                   help="hierarchical: logit that counts as confident (default: the checkpoint's, else 8.5)")
-
-
-def check_thresholds(args: argparse.Namespace) -> None:
-    """Clear errors for invalid (:func:`pocketsam.checkpoints.check_everything_setting`,
-    the rule ``export`` and checkpoints follow too) or misplaced filter options."""
-    from pocketsam.checkpoints import EVERYTHING_KEYS, check_everything_setting
-
-    for key in EVERYTHING_KEYS:
-        if getattr(args, key) is not None:
-            check_everything_setting(key, getattr(args, key), f"--{key.replace('_', '-')}")
-    if args.high_score_thresh is not None and args.mode != "hierarchical":
-        raise InputError("--high-score-thresh is only used with --mode hierarchical")
-
-
-def threshold_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The filter options as generator keyword arguments (``None``: not given)."""
-    out = {"pred_iou_thresh": args.pred_iou_thresh, "stability_score_thresh": args.stability_score_thresh}
-    if args.mode == "hierarchical":
-        out["high_score_thresh"] = args.high_score_thresh
-    return out
 
 
 def list_images(path: Path) -> list[Path]:
@@ -242,32 +218,9 @@ def is_done(file: Path, dest: Path) -> bool:
 
 # ------------------------------------------------------------------------- provenance
 
-#: Generator settings that change which masks come out, per mode (``points_per_batch``,
-#: the device and the output format do not).
-RESULT_SETTINGS = {
-    "grid": ("points_per_side", "crop_n_layers", "pred_iou_thresh", "stability_score_thresh", "box_nms_thresh",
-             "min_mask_region_area"),
-    "hierarchical": ("points_per_side", "crop_n_layers", "pred_iou_thresh", "stability_score_thresh",
-                     "high_score_thresh", "box_nms_thresh", "min_mask_region_area"),
-    "boxes": ("score_thresh", "pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "min_mask_region_area"),
-}
-
 #: Provenance entries recorded for the reader but not compared: renaming a file changes
 #: no result (its bytes are compared by SHA-256).
 INFORMATIONAL = ("checkpoint.file", "proposals.file")
-
-
-def _class_default(cls: type, key: str) -> Any:
-    """The default of constructor argument ``key`` of generator class ``cls`` (or of the
-    class it hands its other arguments to)."""
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        param = inspect.signature(init).parameters.get(key)
-        if param is not None and param.default is not inspect.Parameter.empty:
-            return param.default
-    raise KeyError(key)
 
 
 def generator_settings(args: argparse.Namespace, checkpoint: Path) -> tuple[dict[str, Any], dict[str, float]]:
@@ -314,10 +267,8 @@ def provenance(args: argparse.Namespace, checkpoint: Path, kwargs: dict[str, Any
     """
     from pocketsam import __version__
     from pocketsam.checkpoints import ASSETS, DEFAULT_CHECKPOINT_NAME, multimask_only_by_name
-    from pocketsam.everything import GENERATORS
 
-    cls = GENERATORS[args.mode]
-    settings = {k: kwargs[k] if k in kwargs else _class_default(cls, k) for k in RESULT_SETTINGS[args.mode]}
+    settings = {k: kwargs[k] if k in kwargs else default_setting(args.mode, k) for k in RESULT_SETTINGS[args.mode]}
     ckpt: dict[str, Any] = {"file": checkpoint.name, "sha256": checkpoint_sha256}
     if checkpoint.resolve() == (ASSETS / DEFAULT_CHECKPOINT_NAME).resolve():
         ckpt["bundled"] = True
@@ -371,7 +322,6 @@ def detections_digest(detections: Any, file: Path) -> dict[str, Any]:
 
 def validate(args: argparse.Namespace) -> dict[str, Any]:
     """Check arguments and inputs; returns what :func:`run` needs. No model involved."""
-    from pocketsam.cli.segment import check_device, check_output_dir, resolve_checkpoint
     from pocketsam.io import sha256_file
 
     if args.points_per_side < 1:
@@ -404,11 +354,7 @@ def validate(args: argparse.Namespace) -> dict[str, Any]:
     if args.mode == "boxes" and detections is None:
         from pocketsam.checkpoints import has_proposal_head
 
-        if not has_proposal_head(checkpoint):
-            raise InputError(
-                "--mode boxes needs proposals: this checkpoint has no proposal head",
-                "pass --boxes DETECTIONS.json (COCO results), or add a head with `pocketsam train-proposals`",
-            )
+        check_proposals(args.mode, False, has_proposal_head(checkpoint))
     kwargs, from_model = generator_settings(args, checkpoint)
     from pocketsam.quant.artifact import identity_file
 
@@ -433,15 +379,11 @@ def validate(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def make_generator(args: argparse.Namespace, sam: Any, kwargs: dict[str, Any], from_model: dict[str, float]) -> Any:
-    """The generator of ``args.mode`` with :func:`generator_settings`' arguments; says
-    which thresholds came from the checkpoint."""
-    from pocketsam.everything import GENERATORS
-
+def say_recommended(from_model: dict[str, float]) -> None:
+    """One line naming the thresholds that came from the checkpoint, if any."""
     if from_model:
-        given = ", ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in from_model.items())
+        given = ", ".join(f"{option_name(k)} {v:g}" for k, v in from_model.items())
         print(f"thresholds recommended by the checkpoint: {given} (pass the options to override)")
-    return GENERATORS[args.mode](sam, **kwargs)
 
 
 def annotations_document(file: Path, image_shape: tuple[int, ...], records: list[dict[str, Any]], stats: dict[str, Any],
@@ -587,9 +529,8 @@ def _run(args: argparse.Namespace, ctx: dict[str, Any]) -> int:
         sam = build_sam(model_type=args.model_type, checkpoint=ctx["checkpoint"], device=ctx["device"])
     if args.mode == "boxes" and not args.boxes:
         print("proposals: the checkpoint's own proposal head (pass --boxes FILE to use a detector's)")
-    generator = make_generator(args, sam, {**ctx["generator_kwargs"], "speed": args.speed}, ctx["from_model"])
-    from pocketsam.cli.segment import say_speed
-
+    say_recommended(ctx["from_model"])
+    generator = make_generator(args.mode, sam, **ctx["generator_kwargs"], speed=args.speed)
     say_speed(generator.predictor)
     out.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from pocketsam.cli.common import check_output_dir, check_threshold_values, option_name, warnings_as_lines
 from pocketsam.thresholds import EVERYTHING_KEYS  # torch-free: the parser is built without torch
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -41,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "are left out (kept from the input checkpoint unless given)",
     )
     for key in EVERYTHING_KEYS:
-        g.add_argument(f"--{key.replace('_', '-')}", type=float, default=None, metavar="X")
+        g.add_argument(option_name(key), type=float, default=None, metavar="X")
     g.add_argument("--drop-thresholds", action="store_true", help="store no recommendation (before the options above)")
     p.add_argument("--drop-proposal-head", action="store_true",
                    help="leave out the checkpoint's proposal head (an official-architecture .pth never carries it)")
@@ -62,8 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from pocketsam.checkpoints import EVERYTHING_KEYS, build_sam, check_everything_setting, save_checkpoint
-    from pocketsam.cli.segment import warnings_as_lines
+    from pocketsam.checkpoints import build_sam, save_checkpoint
     from pocketsam.errors import InputError
 
     fmt = args.format
@@ -80,8 +80,6 @@ def run(args: argparse.Namespace) -> int:
             from pocketsam.quant import calibration_images
 
             args.calib_loaded, _ = calibration_images(args.calib, args.calib_images)
-        from pocketsam.cli.segment import check_output_dir
-
         check_output_dir(args.out)  # before the model loads
     elif not str(args.out).endswith((".safetensors", ".pth", ".pt")):
         raise InputError(f"output '{args.out}' has no known extension",
@@ -89,9 +87,7 @@ def run(args: argparse.Namespace) -> int:
     elif fmt is not None and (fmt == "safetensors") != str(args.out).endswith(".safetensors"):
         raise InputError(f"--format {fmt} does not match the output name '{args.out}'",
                          "end it in .safetensors for safetensors, .pth/.pt for pth")
-    for key in EVERYTHING_KEYS:  # the rule `everything` applies to its options
-        if getattr(args, key) is not None:
-            check_everything_setting(key, getattr(args, key), f"--{key.replace('_', '-')}")
+    check_threshold_values(args)  # the rule `everything` applies to its options
     with warnings_as_lines():  # e.g. invalid thresholds recorded in the input: dropped
         model = build_sam(args.model_type, checkpoint=args.checkpoint)
     if args.drop_thresholds:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 
+from pocketsam.cli.common import add_engine_options, engine_config, report, resolve_checkpoint
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from pocketsam.cli.train import add_engine_options
-
     p = sub.add_parser(
         "train-proposals",
         help="train a built-in object-proposal head for 'everything --mode boxes' (SAM frozen)",
@@ -35,15 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pocketsam.cli.distill import _teacher
-    from pocketsam.cli.train import engine_config, report
     from pocketsam.errors import InputError
     from pocketsam.proposals.train import ProposalConfig, train_proposals
 
     if args.hidden < 1 or not 0 <= args.upsample <= 4 or not 0 <= args.score_thresh <= 1:
         raise InputError("--hidden must be >= 1, --upsample from 0 to 4 and --score-thresh from 0 to 1")
-    args.teacher = args.checkpoint
-    init = _teacher(args)
+    init = str(resolve_checkpoint(args.checkpoint))
     cfg = engine_config(args, data=list(args.data), init=init)
     head = ProposalConfig(args.hidden, args.upsample, args.cache, not args.no_flip, args.score_thresh)
     report(train_proposals(cfg, head), args.out)

@@ -29,16 +29,20 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import re
-import sys
-import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from pocketsam.errors import CheckpointError, InputError
+from pocketsam.cli.common import (
+    add_speed_argument,
+    check_device,
+    check_output_dir,
+    resolve_checkpoint,
+    say_speed,
+    warnings_as_lines,
+)
+from pocketsam.errors import InputError
 
 _NUM = r"\s*[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\s*"
 
@@ -221,129 +225,6 @@ def check_prompts_inside(prompts: Prompts, width: int, height: int) -> None:
                 f"{which}({x0:g},{y0:g},{x1:g},{y1:g}) goes outside the image, which is {size}",
                 f"keep 0 <= x <= {width} and 0 <= y <= {height}",
             )
-
-
-SPEED_CHOICES = ("default", "fast", "int8", "bf16", "onnx", "compile", "reference")
-
-
-def add_speed_argument(p: argparse.ArgumentParser) -> None:
-    """``--speed``: the inference path (:mod:`pocketsam.speed`), shared by the commands that
-    segment."""
-    p.add_argument("--speed", choices=SPEED_CHOICES, default=None,
-                   help="inference path (default: the checkpoint's own: int8 for a `pocketsam quantize` folder, "
-                        "else the exact float32 path); fast: the fastest path that keeps masks within IoU 0.99 "
-                        "of float32 on this CPU (bf16, int8 or default), and says which")
-
-
-def say_speed(predictor) -> None:
-    """One line naming the inference path, when it is not the exact float32 default."""
-    if predictor.mode != "default":
-        print(f"speed: {predictor.speed_path}")
-
-
-def resolve_checkpoint(checkpoint: str | None) -> Path:
-    """The checkpoint to use: ``--checkpoint`` (a path, or the name of official weights in
-    the local weights folder, :func:`pocketsam.weights.resolve_checkpoint_name`), else the
-    bundled default if there is one.
-
-    Only checks that the file (or int8 artifact folder) exists; its contents are
-    validated by ``build_sam``.
-    """
-    if checkpoint is None:
-        from pocketsam.checkpoints import default_checkpoint
-
-        return default_checkpoint()  # a clear error if this installation has none
-    from pocketsam.weights import resolve_checkpoint_name
-
-    path = resolve_checkpoint_name(checkpoint)  # a clear error for a known name not downloaded
-    if not path.exists():
-        raise CheckpointError(f"checkpoint '{checkpoint}' does not exist", "check the --checkpoint path")
-    if path.is_dir():
-        from pocketsam.quant.artifact import is_artifact
-
-        if not is_artifact(path):
-            raise CheckpointError(f"checkpoint '{checkpoint}' is a directory",
-                                  "pass the checkpoint file itself, or an int8 artifact folder of `pocketsam quantize`")
-    return path
-
-
-def check_output_dir(out: str) -> Path:
-    """``out`` must be a directory, or creatable as one; it is not created here."""
-    path = Path(out)
-    if path.exists():
-        if not path.is_dir():
-            raise InputError(f"output '{out}' exists and is not a directory", "give a directory for --out")
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise InputError(f"output directory '{out}' is not writable", "choose another --out")
-        return path
-    ancestor = path.absolute().parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
-        raise InputError(f"cannot create output directory '{out}' (in '{ancestor}')", "choose another --out")
-    return path
-
-
-def check_output_file(out: str, option: str = "--output") -> Path:
-    """``out`` must be writable as a file: not a directory, in an existing writable
-    directory. Checked before the work, so a long run never fails only at its end.
-
-    Raises:
-        InputError: naming ``option``.
-    """
-    path = Path(out)
-    if path.is_dir():
-        raise InputError(f"{option} '{out}' is a directory", f"give a file name for {option}, e.g. {Path(out) / 'results.json'}")
-    parent = path.absolute().parent
-    if not parent.is_dir():
-        raise InputError(f"{option} '{out}': directory '{parent}' does not exist", "create it first, or choose another path")
-    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise InputError(f"{option} '{out}' is not writable", f"choose another {option}")
-    return path
-
-def check_device(device: str) -> str:
-    """Validate a torch device string and that the device exists."""
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise InputError(f"unknown device '{device}'", "use cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError(f"device '{device}' requested but CUDA is not available", "use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise InputError(
-                f"device '{device}' does not exist ({torch.cuda.device_count()} CUDA devices)",
-                "use --device cuda:0",
-            )
-    elif dev.type == "mps":
-        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-            raise InputError(f"device '{device}' requested but MPS is not available", "use --device cpu")
-    elif dev.type != "cpu":
-        raise InputError(f"device type '{dev.type}' is not supported", "use cpu, cuda, cuda:N or mps")
-    return device
-
-
-@contextmanager
-def warnings_as_lines() -> Iterator[None]:
-    """Show pocketsam's warnings raised inside the block (something in a checkpoint
-    ignored, :class:`~pocketsam.checkpoints.CheckpointWarning`; detections for no image,
-    :class:`~pocketsam.everything.proposals.UnmatchedDetectionsWarning`) as one
-    ``warning: …`` line each on stderr; other warnings are shown as usual."""
-    from pocketsam.checkpoints import CheckpointWarning
-    from pocketsam.everything.proposals import UnmatchedDetectionsWarning
-
-    ours = (CheckpointWarning, UnmatchedDetectionsWarning)
-    with warnings.catch_warnings(record=True) as caught:
-        for category in ours:
-            warnings.simplefilter("always", category)
-        yield
-    for w in caught:
-        if issubclass(w.category, ours):
-            print(f"warning: {w.message}", file=sys.stderr)
-        else:
-            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 # --------------------------------------------------------------------------- running

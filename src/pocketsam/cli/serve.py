@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         raise InputError("pocketsam serve needs Starlette and uvicorn", "pip install 'pocketsam[serve]'") from None
 
-    from pocketsam.cli.segment import resolve_checkpoint, warnings_as_lines
+    from pocketsam.cli.common import resolve_checkpoint, warnings_as_lines
 
     checkpoint = resolve_checkpoint(args.checkpoint)
     sock = bind(args.host, args.port)  # before the model loads: a busy port fails fast

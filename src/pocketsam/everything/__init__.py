@@ -5,32 +5,32 @@
   nothing confident was found (TinySAM).
 * :class:`ObjectAwareMaskGenerator` — one box prompt per object proposal (MobileSAMv2).
 
-All three share the filtering code in :mod:`pocketsam.everything._common` and the mask
-utilities in :mod:`pocketsam.masks`, return segment_anything-style records and set
-``last_stats`` after each call. :func:`make_generator` builds one by mode name, filling
-thresholds left out from the checkpoint's recommendations.
+All three share the decode/filter loop in :mod:`pocketsam.everything._common` and the
+mask utilities in :mod:`pocketsam.masks`, return segment_anything-style records and set
+``last_stats`` after each call. :mod:`pocketsam.everything.modes` owns the mode names;
+its :func:`make_generator` builds one by mode name, filling thresholds left out from the
+checkpoint's recommendations. The generator classes and proposal sources are imported on
+first use, so ``pocketsam.everything.modes`` stays free of torch.
 """
 
-from pocketsam.everything.grid import SamAutomaticMaskGenerator
-from pocketsam.everything.hierarchical import SamHierarchicalMaskGenerator
-from pocketsam.everything.modes import GENERATORS, make_generator, resolve_settings
-from pocketsam.everything.object_aware import ObjectAwareMaskGenerator
-from pocketsam.everything.proposals import (
-    BoxesProposals,
-    CocoDetectionsProposals,
-    ProposalSource,
-    YoloProposals,
-)
+from pocketsam.everything.modes import GENERATORS, MODES, make_generator, resolve_settings
 
-__all__ = [
-    "SamAutomaticMaskGenerator",
-    "SamHierarchicalMaskGenerator",
-    "ObjectAwareMaskGenerator",
-    "ProposalSource",
-    "BoxesProposals",
-    "CocoDetectionsProposals",
-    "YoloProposals",
-    "GENERATORS",
-    "make_generator",
-    "resolve_settings",
-]
+_LAZY = {
+    "SamAutomaticMaskGenerator": "grid",
+    "SamHierarchicalMaskGenerator": "hierarchical",
+    "ObjectAwareMaskGenerator": "object_aware",
+    "ProposalSource": "proposals",
+    "BoxesProposals": "proposals",
+    "CocoDetectionsProposals": "proposals",
+    "YoloProposals": "proposals",
+}
+
+__all__ = [*_LAZY, "GENERATORS", "MODES", "make_generator", "resolve_settings"]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'pocketsam.everything' has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(f"pocketsam.everything.{_LAZY[name]}"), name)

@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from pocketsam.errors import InputError, PocketSamError
+from pocketsam.everything.modes import make_generator, model_mode
 from pocketsam.web import STATIC_DIR, browser_decoder_assets
 
 MiB = 1 << 20
@@ -238,13 +239,11 @@ class Engine:
         return (masks[0, 0] > self.sam.mask_threshold).numpy(), float(iou[0, best])
 
     def everything(self, entry: ImageEntry) -> tuple[str, list[dict[str, Any]], float]:
-        from pocketsam.everything import make_generator
-
-        mode = "boxes" if getattr(self.sam, "has_proposal_head", False) else "hierarchical"
+        mode = model_mode(self.sam)
         image = self.image_array(entry)
         start = time.perf_counter()
         with self.lock:
-            generator = make_generator(mode, self.sam, output_mode="coco_rle")
+            generator = make_generator(mode, self.predictor, output_mode="coco_rle")  # its inference copy
             records = generator.generate(image)
         records = sorted(records, key=lambda r: -r["area"])[: self.settings.max_everything_masks]
         out = [{"segmentation": r["segmentation"], "bbox": [float(v) for v in r["bbox"]], "area": int(r["area"]),
@@ -407,7 +406,7 @@ def create_app(engine: Engine, allowed_hosts: list[str] | None = None):
             "browser_decoder": browser,
             "browser_decoder_unavailable": why,
             "decoder_url": "/api/decoder.onnx" if browser else None,
-            "everything_mode": "boxes" if getattr(sam, "has_proposal_head", False) else "hierarchical",
+            "everything_mode": model_mode(sam),
             "max_upload_bytes": settings.max_upload_bytes,
             "max_pixels": settings.max_pixels,
             "encoder_seconds": round(engine.encoder_seconds, 3),
