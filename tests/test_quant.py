@@ -266,6 +266,39 @@ def test_quantize_cli_empty_calibration_folder(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_unsigned_weights_cannot_saturate():
+    """A QDQ linear layer built to overflow int16 pair sums (inputs near 255, weights ±127):
+    after unsigned_weights ONNX Runtime's fused kernel gives the exact integer result on any
+    CPU (on x86 without VNNI the int8 form is clipped), and the rewrite changes no number."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from pocketsam.quant.onnx_int8 import saturates_int16, unsigned_weights
+
+    rng = np.random.default_rng(0)
+    k, n = 64, 32
+    q = np.where(rng.random((k, n)) < 0.5, 127, -127).astype(np.int8)  # weights at full range, same sign in pairs
+    q[1::2] = q[0::2]
+    scale = np.full(n, 0.01, np.float32)
+    x = np.full((8, k), 5.0, np.float32)  # uint8 250 with scale 0.02, zero point 0
+    inits = [numpy_helper.from_array(np.array(0.02, np.float32), "xs"), numpy_helper.from_array(np.array(0, np.uint8), "xz"),
+             numpy_helper.from_array(q, "wq"), numpy_helper.from_array(scale, "ws"),
+             numpy_helper.from_array(np.zeros(n, np.int8), "wz")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]), helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], axis=1), helper.make_node("MatMul", ["xd", "wd"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8, n])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    exact = (np.round(x / 0.02) * 0.02) @ (q.astype(np.float32) * scale)
+    if saturates_int16():  # the problem being solved, where this CPU has it
+        (clipped,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+        assert np.abs(clipped - exact).max() > 10
+    assert unsigned_weights(model) == 1
+    weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    assert weights["wq"].dtype == np.uint8 and "wz" not in weights  # the int8 zero point is gone
+    (y,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_allclose(y, exact, rtol=1e-5, atol=1e-3)
+
+
 # --------------------------------------------------------------- golden vit_t
 @pytest.mark.parametrize("backend", _backends())
 def test_quantized_golden_vit_t_iou_floor(golden_int8_artifact, golden_cases, backend):
@@ -307,7 +340,8 @@ def test_int8_mode_without_artifact_quantises_once(tiny_sam, tmp_path, capsys):
     again = SamPredictor(tiny_sam, mode="int8", cache_dir=tmp_path)
     again.set_image(np.zeros((64, 96, 3), np.uint8))
     assert capsys.readouterr().err == ""  # cached per weights
-    assert select._load(tmp_path / "fast_mode.json")  # and the backend choice too
+    if len(_backends()) == 2:
+        assert select._load(tmp_path / "fast_mode.json")  # and the backend choice too
 
 
 def test_fast_falls_back_to_default_where_nothing_is_faster(tiny_sam, tmp_path, monkeypatch):

@@ -39,7 +39,9 @@ its best multimask output, since its single-mask token was never trained. Withou
 image encoder with ``encoder.onnx``'s interface, for ONNX Runtime (it uses ONNX Runtime's
 ``com.microsoft`` kernels): the checkpoint's own int8 artifact when it is one (made by
 ``pocketsam quantize``), else one calibrated on ``--calib`` images, else on pocketsam's
-synthetic scenes (cached per machine).
+synthetic scenes (cached per machine). Its weights are stored as uint8 with zero point 128
+(the same numbers), which ONNX Runtime runs with kernels that cannot saturate on x86 CPUs
+without VNNI (:func:`pocketsam.quant.onnx_int8.unsigned_weights`).
 """
 
 from __future__ import annotations
@@ -286,6 +288,7 @@ def export_encoder_int8(sam: Sam, path: str | Path, calib_images: list | None = 
     import onnx
 
     from pocketsam.quant import artifact_for, quantize_model
+    from pocketsam.quant.onnx_int8 import unsigned_weights
 
     path = Path(path)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
@@ -294,6 +297,9 @@ def export_encoder_int8(sam: Sam, path: str | Path, calib_images: list | None = 
         else:
             art = artifact_for(sam, log=log)
         model = onnx.load(str(art.encoder_path))
+        # A deployed file runs on CPUs we do not know: uint8 weights cannot saturate the
+        # int16 pair sums of x86 kernels without VNNI (see unsigned_weights).
+        unsigned_weights(model)
         _rename(model.graph, "embedding", "image_embeddings")
         staged = Path(tmp) / "encoder_int8.onnx"
         onnx.save(model, str(staged))
@@ -307,7 +313,7 @@ def export_encoder_int8(sam: Sam, path: str | Path, calib_images: list | None = 
         "runtime": "ONNX Runtime (static int8 QDQ; com.microsoft kernels)",
         "quantization": meta.get("quantization", {}).get("encoder"),
         "calibration_images": calibration.get("images"), "calibration_source": meta.get("source"),
-        "quality": meta.get("quality"),
+        "quality": meta.get("quality"), "weights": "uint8, zero point 128",
     }
 
 

@@ -103,9 +103,11 @@ def int8_model(model: nn.Module, fast: nn.Module, cache_dir=None, threads: int |
         convert(fast.image_encoder, ranges, part.get("float") or ())
         fast.int8_backend = "torch oneDNN int8 linear layers"
     else:
-        fast.image_encoder = OrtImageEncoder(art.encoder_path, fast.img_size, threads)
+        from pocketsam.quant.onnx_int8 import runnable_encoder, saturates_int16
+
+        fast.image_encoder = OrtImageEncoder(runnable_encoder(art.encoder_path, cache_dir), fast.img_size, threads)
         fast.mask_decoder = fast_mask_decoder(fast.mask_decoder)
-        fast.int8_backend = "ONNX Runtime QDQ encoder"
+        fast.int8_backend = "ONNX Runtime QDQ encoder" + (" (uint8 weights: no VNNI)" if saturates_int16() else "")
     fast.int8_artifact = art
     return fast
 
