@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from pocketsam import SamPredictor, build_sam
-from pocketsam.cli.bench import accuracy_prompts
+from pocketsam.speed.agreement import accuracy_prompts
 from pocketsam.speed import optimize, weights_key
 from pocketsam.speed.backends import native_bf16
 

@@ -217,20 +217,6 @@ def synthetic_image(h: int = 768, w: int = 1024, seed: int = 0):
     return np.clip(img.astype(np.int16) + noise, 0, 255).astype(np.uint8)
 
 
-def accuracy_prompts(h: int, w: int) -> list[dict]:
-    import numpy as np
-
-    prompts = []
-    for fy in (0.25, 0.5, 0.75):
-        for fx in (0.25, 0.5, 0.75):
-            prompts.append({"point_coords": np.array([[w * fx, h * fy]]), "point_labels": np.array([1])})
-    for x0, y0, x1, y1 in ((0.1, 0.1, 0.5, 0.6), (0.4, 0.3, 0.9, 0.9), (0.2, 0.5, 0.6, 0.95)):
-        prompts.append({"box": np.array([w * x0, h * y0, w * x1, h * y1])})
-    prompts.append({"point_coords": np.array([[w * 0.5, h * 0.5]]), "point_labels": np.array([1]),
-                    "box": np.array([w * 0.3, h * 0.3, w * 0.7, h * 0.7])})
-    return prompts
-
-
 def _median(xs):
     xs = sorted(xs)
     return xs[len(xs) // 2]
@@ -246,6 +232,7 @@ def worker(job: dict) -> dict:
     from pocketsam.checkpoints import build_sam
     from pocketsam.predictor import SamPredictor
     from pocketsam.speed import configure_threads
+    from pocketsam.speed.agreement import accuracy_prompts
 
     warnings.simplefilter("ignore")
     threads = configure_threads(job["threads"])

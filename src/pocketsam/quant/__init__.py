@@ -315,7 +315,7 @@ def mask_agreement(model, artifact: Int8Artifact | None, images: Sequence[np.nda
     """Mean mask IoU of ``mode`` (with ``artifact`` for int8; ``speed_options`` such as
     ``backend``) against the float32 ``default`` path, on ``images`` with the bench's prompt
     set; also the embedding's relative L2 error."""
-    from pocketsam.cli.bench import accuracy_prompts
+    from pocketsam.speed.agreement import accuracy_prompts
     from pocketsam.predictor import SamPredictor
     from pocketsam.speed.fold import inference_copy
 
