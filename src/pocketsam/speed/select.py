@@ -247,7 +247,7 @@ def choose_fast(model, cache_dir: str | Path | None = None) -> FastChoice:
                 continue
         else:
             iou = float(art.meta["quality"]["mask_iou_vs_fp32"])
-        skipped = f"; not {', '.join(notes)}" if notes else ""
+        skipped = f"; {', '.join(notes)}" if notes else ""
         return FastChoice(mode, f"encoder {gain:.2f}x default in a one-off measurement of this model on this machine, "
                                 f"mask IoU {iou:.3f} vs float32{skipped}; CPU flags {', '.join(shown) or 'none'}",
                           speedups, shown)
