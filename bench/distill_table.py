@@ -1,12 +1,14 @@
 """The distillation evidence table (README, "Distillation"): one command, resumable.
 
-    python bench/distill_table.py --out out/distill            # everything (~1.5 h on 2 cores)
+    python bench/distill_table.py --out out/distill            # everything: ~4 h (5 rows × ~48 CPU-min, 1 thread each;
+                                                               #   --rows ab / --rows cde in two shells use both cores)
     python bench/distill_table.py --out out/distill --eval-only # re-measure finished rows
 
 Teacher: the bundled model (pocketsam_tiny, 256²). Student: pocketsam_nano. Data: 3,000
 synthetic scenes (seed 1, the teacher's own training set) and 100 held-out scenes (seed 7,
 never trained on). Every row gets the same CPU budget (1 thread, steps chosen from its
-measured step time so that each trains for ~10 CPU-minutes):
+measured step time so that each trains for ~45-50 CPU-minutes on an AMD EPYC (Zen 3, AVX2);
+the first version of this table used 1/3.4 of these steps, ~10 CPU-minutes on a Xeon):
 
   (a) the student from scratch with `pocketsam train` (the teacher's own recipe)
   (b) decoupled distillation (MobileSAM): `pocketsam distill train --stage encoder`
@@ -32,14 +34,14 @@ import time
 from pathlib import Path
 
 ROWS = {
-    "a": ("from scratch (`pocketsam train`)", ["train", "--arch", "pocketsam_nano", "--steps", "350", "--rounds", "1",
-                                              "--lr", "8e-4", "--warmup", "50", "--focal-weight", "1", "--dice-weight", "1"]),
-    "b": ("decoupled (stage encoder)", ["distill", "train", "--stage", "encoder", "--steps", "1650", "--lr", "1e-3", "--warmup", "100"]),
-    "c": ("full-stage", ["distill", "train", "--stage", "full", "--steps", "200", "--rounds", "2", "--lr", "1e-3",
+    "a": ("from scratch (`pocketsam train`)", ["train", "--arch", "pocketsam_nano", "--steps", "1200", "--rounds", "1",
+                                              "--lr", "8e-4", "--warmup", "100", "--focal-weight", "1", "--dice-weight", "1"]),
+    "b": ("decoupled (stage encoder)", ["distill", "train", "--stage", "encoder", "--steps", "5600", "--lr", "1e-3", "--warmup", "200"]),
+    "c": ("full-stage", ["distill", "train", "--stage", "full", "--steps", "680", "--rounds", "2", "--lr", "1e-3",
                          "--warmup", "20", "--no-hard-prompts", "--no-hard-mask-weighting"]),
-    "d": ("full-stage + hard prompts", ["distill", "train", "--stage", "full", "--steps", "200", "--rounds", "2",
+    "d": ("full-stage + hard prompts", ["distill", "train", "--stage", "full", "--steps", "680", "--rounds", "2",
                                        "--lr", "1e-3", "--warmup", "20", "--no-hard-mask-weighting"]),
-    "e": ("full-stage + hard prompts + hard mask weighting", ["distill", "train", "--stage", "full", "--steps", "200",
+    "e": ("full-stage + hard prompts + hard mask weighting", ["distill", "train", "--stage", "full", "--steps", "680",
                                                               "--rounds", "2", "--lr", "1e-3", "--warmup", "20"]),
 }
 COMMON = ["--batch-size", "8", "--masks-per-image", "8", "--workers", "0", "--val-images", "0", "--log-every", "50",
