@@ -211,6 +211,10 @@ def test_eval_prompts_against_a_teacher(scenes, tmp_path, capsys):
     assert main([*base, "--checkpoint", str(student), "--against", str(CKPT), "--output", str(other)]) == 0
     other = json.loads(other.read_text())
     assert 0.0 <= other["miou_vs_teacher"] < 1.0 and other["miou"] == plain["miou"]
+    sizes = [k for k in ("small", "medium", "large") if other[f"num_masks_{k}"]]  # by GT area, as miou_{size}
+    assert all(same[f"miou_vs_teacher_{k}"] == 1.0 for k in sizes)
+    by_size = sum(other[f"miou_vs_teacher_{k}"] * other[f"num_masks_{k}"] for k in sizes) / other["num_masks"]
+    assert by_size == pytest.approx(other["miou_vs_teacher"])
 
     assert main([*base, "--checkpoint", str(student), "--against", str(tmp_path / "missing.pt")]) == 2
     assert "teacher checkpoint" in capsys.readouterr().err

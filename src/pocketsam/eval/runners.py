@@ -172,6 +172,9 @@ def eval_prompts(
     out["seconds_per_image"] = t_model / max(1, len(indices))
     if teacher is not None:
         out["miou_vs_teacher"] = miou(vs_teacher)
+        vs_arr = np.asarray(vs_teacher)
+        for name, (lo, hi) in AREA_RANGES.items():
+            out[f"miou_vs_teacher_{name}"] = miou(vs_arr[(area_arr >= lo) & (area_arr < hi)])
     return _clean(out)
 
 
