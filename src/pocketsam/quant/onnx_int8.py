@@ -341,13 +341,9 @@ def saturates_int16() -> bool:
     inputs up to 255 a pair sum reaches 64,770 and is clipped at 32,767. Measured on an
     AVX2-only AMD EPYC: the golden vit_t's int8 embedding error vs float32 is 0.21 through
     the fused kernels, against 0.073 for the same QDQ model evaluated unfused."""
-    import platform
+    from pocketsam.speed.select import int8_dot_product, x86
 
-    from pocketsam.speed.select import VNNI_FLAGS, cpu_flags
-
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return False
-    return not any(f in cpu_flags() for f in VNNI_FLAGS)
+    return x86() and not int8_dot_product()
 
 
 def unsigned_weights(model) -> int:
@@ -390,22 +386,23 @@ def unsigned_weights(model) -> int:
     return done
 
 
-def runnable_encoder(path: Path, cache_dir: str | Path | None = None) -> Path:
-    """``path``, or on a CPU where :func:`saturates_int16` a copy with
-    :func:`unsigned_weights` applied (made once, cached by the file's SHA-256)."""
+def runnable_encoder(artifact, cache_dir: str | Path | None = None) -> Path:
+    """The int8 encoder file of ``artifact`` (a loaded, checksum-verified
+    :class:`~pocketsam.quant.artifact.Int8Artifact`) to run on this CPU: its own, or where
+    :func:`saturates_int16` a copy with :func:`unsigned_weights` applied, made once and
+    cached under the encoder's recorded SHA-256."""
     if not saturates_int16():
-        return Path(path)
-    import hashlib
-
+        return artifact.encoder_path
     import onnx
 
     from pocketsam.io import atomic_write
+    from pocketsam.quant.artifact import ENCODER_NAME
     from pocketsam.speed.onnx_backend import default_cache_dir
 
-    data = Path(path).read_bytes()
-    out = Path(cache_dir or default_cache_dir()) / "int8-no-vnni" / f"{hashlib.sha256(data).hexdigest()[:24]}.onnx"
+    sha = artifact.meta["files"][ENCODER_NAME]["sha256"]
+    out = Path(cache_dir or default_cache_dir()) / "int8-no-vnni" / f"{sha[:24]}.onnx"
     if not out.exists():
-        model = onnx.load_from_string(data)
+        model = onnx.load(str(artifact.encoder_path))
         unsigned_weights(model)
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(out) as f:

@@ -17,7 +17,6 @@ ranges are keyed by module names of that copy; the range search is the one of
 
 from __future__ import annotations
 
-import platform
 import warnings
 from typing import Callable, Sequence
 
@@ -33,12 +32,12 @@ ROWS = 1024
 
 def available() -> bool:
     """torch's oneDNN int8 linear kernels exist and the CPU has int8 dot products."""
-    from pocketsam.speed.select import VNNI_FLAGS, cpu_flags
+    from pocketsam.speed.select import int8_dot_product, x86
 
     ops = getattr(torch.ops, "onednn", None)
-    return (platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()
+    return (x86() and torch.backends.mkldnn.is_available()
             and ops is not None and hasattr(ops, "qlinear_pointwise") and hasattr(ops, "qlinear_prepack")
-            and any(f in cpu_flags() for f in VNNI_FLAGS))
+            and int8_dot_product())
 
 
 def _plain(linear: nn.Module) -> nn.Linear:

@@ -105,7 +105,7 @@ def int8_model(model: nn.Module, fast: nn.Module, cache_dir=None, threads: int |
     else:
         from pocketsam.quant.onnx_int8 import runnable_encoder, saturates_int16
 
-        fast.image_encoder = OrtImageEncoder(runnable_encoder(art.encoder_path, cache_dir), fast.img_size, threads)
+        fast.image_encoder = OrtImageEncoder(runnable_encoder(art, cache_dir), fast.img_size, threads)
         fast.mask_decoder = fast_mask_decoder(fast.mask_decoder)
         fast.int8_backend = "ONNX Runtime QDQ encoder" + (" (uint8 weights: no VNNI)" if saturates_int16() else "")
     fast.int8_artifact = art

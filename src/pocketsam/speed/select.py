@@ -76,6 +76,16 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def int8_dot_product(flags: set[str] | None = None) -> bool:
+    """The CPU has an int8 dot-product instruction (:data:`VNNI_FLAGS`)."""
+    flags = cpu_flags() if flags is None else flags
+    return any(f in flags for f in VNNI_FLAGS)
+
+
+def x86() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64")
+
+
 def relevant_flags(flags: set[str] | None = None) -> list[str]:
     flags = cpu_flags() if flags is None else flags
     return sorted(f for f in flags if f in (*VNNI_FLAGS, *BF16_FLAGS, "avx512f", "avx2", "amx_tile"))
