@@ -87,7 +87,7 @@ def record(out: Path, key: str, cpu_s: float) -> None:
 def encoder_ms(models: dict[str, object], repeats: int = 20) -> dict[str, float]:
     import torch
 
-    from pocketsam.speed import optimize
+    from pocketsam.runtime import optimize
 
     torch.set_num_threads(2)
     fast = {k: optimize(m, "default") for k, m in models.items()}

@@ -14,7 +14,7 @@ import time
 import torch
 
 from pocketsam import build_sam
-from pocketsam.speed import configure_threads, optimize
+from pocketsam.runtime import configure_threads, optimize
 
 
 def main() -> None:

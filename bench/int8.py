@@ -35,10 +35,10 @@ sys.path.insert(0, str(ROOT / "src"))
 
 def quality_images(fp32, art, paths):
     from pocketsam.io import load_image
-    from pocketsam.quant import mask_agreement
+    from pocketsam.quant import measure_quality
 
     images = [load_image(p) for p in paths]
-    return mask_agreement(fp32, art, images)
+    return measure_quality(fp32, art, images)
 
 
 def quality_data(fp32, int8, data, max_images):
@@ -110,19 +110,19 @@ def main() -> int:
     ap.add_argument("--output", help="write the results as JSON")
     args = ap.parse_args()
 
-    from pocketsam.checkpoints import build_sam
-    from pocketsam.speed import configure_threads
-    from pocketsam.speed.select import cpu_name, relevant_flags
+    from pocketsam import build_sam
+    from pocketsam.runtime import configure_threads
+    from pocketsam.platform import cpu_name, relevant_flags
 
     threads = configure_threads(args.threads)
     int8 = build_sam(checkpoint=args.artifact)
-    fp32 = build_sam(checkpoint=args.checkpoint or int8.int8_artifact.weights_path)
+    fp32 = build_sam(checkpoint=args.checkpoint or int8.info.int8.weights_path)
     header = (f"# {cpu_name()}; flags {' '.join(relevant_flags())}; threads {threads}; "
               f"load {tuple(round(x, 2) for x in os.getloadavg())}; torch {torch.__version__}")
     print(header)
     result: dict = {"header": header, "artifact": str(args.artifact)}
     if args.images:
-        q = quality_images(fp32, int8.int8_artifact, args.images)
+        q = quality_images(fp32, int8.info.int8, args.images)
         result["images"] = q
         print(f"prompt set on {len(args.images)} image(s): mask IoU vs float32 points {q['mask_iou_point']:.4f}, "
               f"boxes {q['mask_iou_box']:.4f}, point+box {q['mask_iou_point+box']:.4f}; "
@@ -135,7 +135,7 @@ def main() -> int:
                   f"vs ground truth int8 {r['miou_gt_int8']:.4f}, float32 {r['miou_gt_fp32']:.4f}")
     if not args.no_speed:
         from pocketsam.io import load_image
-        from pocketsam.cli.bench import synthetic_image
+        from pocketsam.benchmark import synthetic_image
 
         image = load_image(args.images[0]) if args.images else synthetic_image(768, 1024)
         modes = [m.strip() for m in args.modes.split(",") if m.strip()]

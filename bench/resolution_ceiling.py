@@ -61,7 +61,7 @@ def main() -> None:
     from pocketsam.data.sa1b import SA1BReader
     from pocketsam.eval.runners import AREA_RANGES
     from pocketsam.models import MODEL_CONFIGS, create_model
-    from pocketsam.transforms import ResizeLongestSide
+    from pocketsam.preprocess import ResizeLongestSide
 
     torch.manual_seed(0)
     samples = SA1BReader(args.data)

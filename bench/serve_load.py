@@ -40,7 +40,7 @@ def main() -> int:
     import tempfile
 
     from pocketsam import build_sam
-    from pocketsam.speed import configure_threads
+    from pocketsam.runtime import configure_threads
     from pocketsam.web.app import Engine, ServeSettings, create_app, loopback_hosts
     from pocketsam.web.loadtest import run_load, serve_in_thread
 

@@ -13,18 +13,8 @@ from safetensors.torch import save, save_file
 
 import pocketsam
 from pocketsam import build_sam
-from pocketsam.checkpoints import (
-    HEADER_KEY,
-    CheckpointWarning,
-    checkpoint_contents,
-    checkpoint_metadata,
-    default_checkpoint,
-    export_state_dict,
-    peek_checkpoint,
-    read_checkpoint,
-    read_metadata,
-    save_checkpoint,
-)
+from pocketsam.checkpoints import HEADER_KEY, checkpoint_contents, checkpoint_metadata, default_checkpoint, export_state_dict, peek_checkpoint, read_checkpoint, read_metadata, save_checkpoint
+from pocketsam.errors import CheckpointWarning
 from pocketsam.errors import CheckpointError
 from pocketsam.models import DecoderConfig, SamConfig, ViTConfig, create_model
 from pocketsam.models.proposal_head import ProposalHead
@@ -308,7 +298,7 @@ def replace_heads(config, heads):
 def test_int8_artifact_weights_go_through_the_same_reader(tmp_path):
     """An int8 artifact's float model is a safetensors file like any other: its metadata (new
     header or legacy tensors) is read by the same code, through the artifact folder."""
-    from pocketsam.quant.artifact import META_NAME, WEIGHTS_NAME
+    from pocketsam.runtime.artifact import META_NAME, WEIGHTS_NAME
 
     model = _model(tiny_config())
     for name, write in (("new", lambda p: save_checkpoint(model, p)),

@@ -208,7 +208,9 @@ def test_export_cli_writes_loadable_fp16_safetensors_and_pth(tmp_path, capsys):
 
 
 def test_recommended_everything_thresholds_travel_with_the_weights(tmp_path, capsys):
-    from pocketsam.checkpoints import EVERYTHING_KEYS, CheckpointWarning, save_checkpoint
+    from pocketsam.checkpoints import save_checkpoint
+    from pocketsam.errors import CheckpointWarning
+    from pocketsam.thresholds import EVERYTHING_KEYS
     from pocketsam.cli import export as export_cli
     from pocketsam.cli import main
 
@@ -261,7 +263,9 @@ def test_thresholds_everything_refuses_are_refused_by_export_and_ignored_at_load
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from pocketsam.checkpoints import CheckpointWarning, check_everything_setting, save_checkpoint
+    from pocketsam.checkpoints import save_checkpoint
+    from pocketsam.errors import CheckpointWarning
+    from pocketsam.thresholds import check_everything_setting
     from pocketsam.cli import main
     from pocketsam.errors import InputError
 

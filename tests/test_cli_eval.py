@@ -136,7 +136,7 @@ def test_one_detection_rule_set_for_eval_coco_eval_everything_and_everything(sce
                                                                               change, message):
     """eval coco, eval everything --boxes and everything --mode boxes read detections with
     the same validating reader: each bad entry is one error line, before any model is built."""
-    import pocketsam.checkpoints as ckpt
+    import pocketsam.checkpoints.build as ckpt
 
     monkeypatch.setattr(ckpt, "create_model", lambda *a, **k: pytest.fail("model built before the detections were checked"))
     sample = SA1BReader(scenes["data"])[0]

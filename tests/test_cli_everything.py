@@ -284,7 +284,7 @@ def test_detections_for_no_image_are_reported_not_dropped(tmp_path, capsys, monk
                                    f"folder '{tmp_path / 'in'}'; they are not used\n")
     assert "2 image(s) segmented, 0 already done, 0 failed" in captured.out
 
-    import pocketsam.checkpoints as ckpt
+    import pocketsam.checkpoints.build as ckpt
 
     monkeypatch.setattr(ckpt, "create_model", lambda *a, **k: pytest.fail("model built although nothing can match"))
     write([det(99), det(7)])
@@ -304,7 +304,7 @@ def test_resume_records_provenance_and_refuses_results_made_differently(tmp_path
 
     import pocketsam
     from conftest import tiny_config
-    from pocketsam import __version__
+    from pocketsam.version import __version__
     from pocketsam.checkpoints import save_checkpoint
     from pocketsam.models import create_model
 

@@ -134,7 +134,7 @@ def test_stale_masks_from_a_previous_run_are_removed(tmp_path: Path) -> None:
 @pytest.fixture()
 def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail the test if a model gets built (errors must be caught before that)."""
-    import pocketsam.checkpoints as ckpt
+    import pocketsam.checkpoints.build as ckpt
 
     def boom(*args, **kwargs):
         raise AssertionError("a model was built, but this error should have been caught before")
@@ -246,7 +246,7 @@ def test_bad_checkpoints(capsys, no_model, small_png: Path, tmp_path: Path) -> N
 
 def test_no_checkpoint(capsys, no_model, monkeypatch, small_png: Path, tmp_path: Path) -> None:
     """An installation without the bundled model asks for --checkpoint."""
-    import pocketsam.checkpoints as ckpt
+    import pocketsam.checkpoints.build as ckpt
 
     monkeypatch.setattr(ckpt, "ASSETS", tmp_path / "no_assets")
     argv = ["segment", str(small_png), "-p", "10,10", "-o", str(tmp_path / "o")]

@@ -8,7 +8,7 @@ import torch
 
 from pocketsam import SamPredictor
 from pocketsam.errors import InputError
-from pocketsam.transforms import ResizeLongestSide
+from pocketsam.preprocess import ResizeLongestSide
 
 
 def random_image(h, w, seed=0):

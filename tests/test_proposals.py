@@ -7,13 +7,14 @@ import pytest
 import torch
 
 from pocketsam import build_sam
-from pocketsam.checkpoints import HEAD_PREFIX, CheckpointWarning, save_checkpoint
+from pocketsam.checkpoints import HEAD_PREFIX, save_checkpoint
+from pocketsam.errors import CheckpointWarning
 from pocketsam.cli import main
 from pocketsam.everything import ObjectAwareMaskGenerator
 from pocketsam.models import MODEL_CONFIGS, create_model
 from pocketsam.models.proposal_head import ProposalHead
 from pocketsam.proposals.coding import decode_boxes, encode_targets, head_loss
-from pocketsam.proposals.train import ProposalTrainStep
+from pocketsam.train.proposals import ProposalTrainStep
 
 
 def _perfect_outputs(t: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -13,7 +13,7 @@ import torch
 
 from pocketsam import SamPredictor, build_sam
 from pocketsam.errors import CheckpointError, InputError
-from pocketsam.quant.numerics import (
+from pocketsam.runtime.qnumerics import (
     activation_qparams,
     clip_errors,
     dequantize,
@@ -33,7 +33,7 @@ def _own_cache(tmp_path, monkeypatch):
 
 
 def _backends() -> list[str]:
-    from pocketsam.quant.torch_int8 import available
+    from pocketsam.runtime.int8_torch import available
 
     return ["torch", "onnxruntime"] if available() else ["onnxruntime"]
 
@@ -184,7 +184,7 @@ def _copy(src, dst):
 
 
 def _rehash(folder, name):
-    from pocketsam.quant.artifact import sha256_file
+    from pocketsam.runtime.artifact import sha256_file
 
     meta_path = folder / "pocketsam_int8.json"
     meta = json.loads(meta_path.read_text())
@@ -272,7 +272,7 @@ def test_unsigned_weights_cannot_saturate():
     CPU (on x86 without VNNI the int8 form is clipped), and the rewrite changes no number."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from pocketsam.quant.onnx_int8 import saturates_int16, unsigned_weights
+    from pocketsam.runtime.int8_onnx import saturates_int16, unsigned_weights
 
     rng = np.random.default_rng(0)
     k, n = 64, 32
@@ -323,11 +323,16 @@ def test_quantized_golden_vit_t_iou_floor(golden_int8_artifact, golden_cases, ba
 
 # ----------------------------------------------------------------- int8 / fast
 def test_int8_mode_without_artifact_quantises_once(tiny_sam, tmp_path, capsys):
-    """No artifact: int8 quantises with generated scenes once (cached by the weights' hash),
-    then runs whichever backend a one-off measurement found faster (also cached)."""
-    from pocketsam.speed import select
+    """No artifact: int8 mode says how to make one; quant.artifact_for (benchmarks) quantises
+    with generated scenes once (cached by the weights' hash), then the int8 path runs
+    whichever backend a one-off measurement found faster (also cached)."""
+    from pocketsam.errors import InputError
+    from pocketsam.quant import artifact_for
+    from pocketsam.runtime import select
 
-    predictor = SamPredictor(tiny_sam, mode="int8", cache_dir=tmp_path)
+    with pytest.raises(InputError, match="pocketsam quantize"):
+        SamPredictor(tiny_sam, mode="int8").set_image(np.zeros((64, 96, 3), np.uint8))
+    predictor = SamPredictor(artifact_for(tiny_sam, cache_dir=tmp_path), mode="int8", cache_dir=tmp_path)
     predictor.set_image(np.zeros((64, 96, 3), np.uint8))
     assert "synthetic scenes" in capsys.readouterr().err
     assert len(list(tmp_path.rglob("encoder.int8.onnx"))) == 1
@@ -337,7 +342,7 @@ def test_int8_mode_without_artifact_quantises_once(tiny_sam, tmp_path, capsys):
         (speedups,) = entry["speedups"].values()
         faster = max(("torch", "onnxruntime"), key=lambda b: speedups[f"int8:{b}"])
         assert faster in predictor.speed_path.lower().replace(" ", "")
-    again = SamPredictor(tiny_sam, mode="int8", cache_dir=tmp_path)
+    again = SamPredictor(artifact_for(tiny_sam, cache_dir=tmp_path), mode="int8", cache_dir=tmp_path)
     again.set_image(np.zeros((64, 96, 3), np.uint8))
     assert capsys.readouterr().err == ""  # cached per weights
     if len(_backends()) == 2:
@@ -345,34 +350,34 @@ def test_int8_mode_without_artifact_quantises_once(tiny_sam, tmp_path, capsys):
 
 
 def test_fast_falls_back_to_default_where_nothing_is_faster(tiny_sam, tmp_path, monkeypatch):
-    from pocketsam.speed import backends, select
+    from pocketsam.runtime import choose_fast, select
 
     # no bf16, no int8 artifact: nothing to choose from
-    monkeypatch.setattr(backends, "native_bf16", lambda device="cpu": False)
-    choice = select.choose_fast(tiny_sam, cache_dir=tmp_path)
+    monkeypatch.setattr(select, "native_bf16", lambda device="cpu": False)
+    choice = choose_fast(tiny_sam, cache_dir=tmp_path)
     assert choice.mode == "default" and "nothing faster" in choice.reason
     # native bf16, but the machine's micro-measurement finds it slower
-    monkeypatch.setattr(backends, "native_bf16", lambda device="cpu": True)
-    monkeypatch.setattr(select, "measure_speedups", lambda model, modes, repeats=3, cache_dir=None: {m: 0.7 for m in modes})
-    choice = select.choose_fast(tiny_sam, cache_dir=tmp_path)
+    monkeypatch.setattr(select, "native_bf16", lambda device="cpu": True)
+    monkeypatch.setattr(select, "measure_speedups", lambda model, optimize, modes, repeats=3, cache_dir=None: {m: 0.7 for m in modes})
+    choice = choose_fast(tiny_sam, cache_dir=tmp_path)
     assert choice.mode == "default" and "bf16 0.70x" in choice.reason
     predictor = SamPredictor(tiny_sam, mode="fast", cache_dir=tmp_path)
     predictor.set_image(np.zeros((64, 64, 3), np.uint8))
     assert predictor.speed_path.startswith("fast -> default")
     # the measurement is cached per machine and model: not repeated
-    monkeypatch.setattr(select, "measure_speedups", lambda model, modes, repeats=3, cache_dir=None: pytest.fail("measured twice"))
-    assert select.choose_fast(tiny_sam, cache_dir=tmp_path).mode == "default"
+    monkeypatch.setattr(select, "measure_speedups", lambda model, optimize, modes, repeats=3, cache_dir=None: pytest.fail("measured twice"))
+    assert choose_fast(tiny_sam, cache_dir=tmp_path).mode == "default"
 
 
 def test_fast_picks_a_faster_path_that_keeps_quality(tiny_sam, tmp_path, monkeypatch):
-    from pocketsam.speed import backends, select
+    from pocketsam.runtime import choose_fast, select
 
-    monkeypatch.setattr(backends, "native_bf16", lambda device="cpu": True)
-    monkeypatch.setattr(select, "measure_speedups", lambda model, modes, repeats=3, cache_dir=None: {m: 2.0 for m in modes})
-    monkeypatch.setattr(select, "bf16_quality", lambda model, cache_dir=None: 0.995)
-    assert select.choose_fast(tiny_sam, cache_dir=tmp_path).mode == "bf16"
-    monkeypatch.setattr(select, "bf16_quality", lambda model, cache_dir=None: 0.95)  # too lossy for this model
-    choice = select.choose_fast(tiny_sam, cache_dir=tmp_path)
+    monkeypatch.setattr(select, "native_bf16", lambda device="cpu": True)
+    monkeypatch.setattr(select, "measure_speedups", lambda model, optimize, modes, repeats=3, cache_dir=None: {m: 2.0 for m in modes})
+    monkeypatch.setattr(select, "bf16_quality", lambda model, optimize, cache_dir=None: 0.995)
+    assert choose_fast(tiny_sam, cache_dir=tmp_path).mode == "bf16"
+    monkeypatch.setattr(select, "bf16_quality", lambda model, optimize, cache_dir=None: 0.95)  # too lossy for this model
+    choice = choose_fast(tiny_sam, cache_dir=tmp_path)
     assert choice.mode == "default" and "mask IoU 0.950" in choice.reason
 
 

@@ -30,7 +30,7 @@ def _peak_rss_mb() -> float:
 # ------------------------------------------------------------------ (A) huge tensors
 def test_expanded_tensor_is_refused_before_anything_is_allocated(tmp_path, nano_state, capsys):
     """A 300000×100000 IoU-head weight stored as one float: 17 MB on disk, 120 GB as declared."""
-    from pocketsam.checkpoints import build_sam
+    from pocketsam import build_sam
     from pocketsam.cli import main
 
     sd = dict(nano_state)
@@ -67,7 +67,7 @@ def test_expanded_tensor_is_refused_before_anything_is_allocated(tmp_path, nano_
     ],
 )
 def test_metadata_hints_out_of_bounds_are_refused(tmp_path, nano_state, key, value, match):
-    from pocketsam.checkpoints import build_sam
+    from pocketsam import build_sam
 
     path = tmp_path / "bad.pt"
     torch.save({**nano_state, key: value}, path)
@@ -79,7 +79,7 @@ def test_metadata_hints_out_of_bounds_are_refused(tmp_path, nano_state, key, val
 
 def test_real_but_absurd_shapes_are_refused(tmp_path, nano_state):
     """Tensors that do hold their data, but describe more outputs or layers than any SAM."""
-    from pocketsam.checkpoints import build_sam
+    from pocketsam import build_sam
 
     sd = dict(nano_state)
     sd["mask_decoder.mask_tokens.weight"] = torch.zeros(41, 256)
@@ -196,7 +196,7 @@ def _no_work(*_args, **_kwargs):
 
 @pytest.mark.parametrize("bad", ["dir", "missing/parent/out.json"])
 def test_eval_and_bench_check_output_before_the_run(tmp_path, monkeypatch, capsys, bad):
-    import pocketsam.cli.bench as bench
+    import pocketsam.benchmark as bench
     import pocketsam.eval.runners as runners
     from pocketsam.cli import main
 
@@ -357,7 +357,7 @@ def test_folder_lock_removes_the_folder_it_created_when_nothing_was_written(tmp_
 def test_sparse_and_complex_tensors_are_refused(tmp_path, nano_state, make):
     """A sparse tensor declares its size without storing it (densifying allocates it all);
     complex weights would be cast with a stray warning."""
-    from pocketsam.checkpoints import build_sam
+    from pocketsam import build_sam
 
     torch.save({**nano_state, "mask_decoder.iou_token.weight": make()}, tmp_path / "odd.pt")
     with pytest.raises(CheckpointError, match="not a dense real one"):

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from pocketsam import SamPredictor, build_sam
-from pocketsam.speed.agreement import accuracy_prompts
-from pocketsam.speed import optimize, weights_key
-from pocketsam.speed.backends import native_bf16
+from pocketsam.runtime.agreement import accuracy_prompts
+from pocketsam.runtime import optimize, weights_key
+from pocketsam.platform import native_bf16
 
 
 def _randomize_bn(model: nn.Module) -> None:
@@ -69,7 +69,7 @@ def test_fast_mask_decoder_is_the_same_math(multimask_only, depth):
 
     from pocketsam.models import create_model
     from conftest import tiny_config
-    from pocketsam.speed.decoder import FastMaskDecoder, FastTwoWayTransformer, fast_mask_decoder
+    from pocketsam.runtime.decoder import FastMaskDecoder, FastTwoWayTransformer, fast_mask_decoder
 
     cfg = tiny_config()
     cfg = replace(cfg, decoder=replace(cfg.decoder, transformer_depth=depth, multimask_only=multimask_only))
@@ -111,8 +111,8 @@ def test_mbconv_in_row_bands_is_the_same_math(monkeypatch, n, h, w):
     """The banded MBConv (cache-sized bands with a 1-row halo) equals the plain block, for
     band sizes from one row to a remainder band, batch > 1 and odd heights."""
     from pocketsam.models.tiny_vit import MBConv
-    from pocketsam.speed.fold import fold_batchnorm
-    from pocketsam.speed.fuse import FusedMBConv
+    from pocketsam.runtime.fold import fold_batchnorm
+    from pocketsam.runtime.fuse import FusedMBConv
 
     torch.manual_seed(0)
     block = MBConv(8, 4.0).eval()

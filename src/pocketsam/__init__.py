@@ -12,13 +12,13 @@ plus :func:`build_sam`, which reads the architecture from the checkpoint itself:
     sam = build_sam(checkpoint="any_sam_family_checkpoint.pth")
 """
 
-__version__ = "0.1.0"
+from pocketsam.version import __version__  # noqa: E402
 
 from pocketsam.errors import PocketSamError  # noqa: E402
 
 _LAZY = {
-    "build_sam": "pocketsam.checkpoints",
-    "sam_model_registry": "pocketsam.checkpoints",
+    "build_sam": "pocketsam.runtime.load",
+    "sam_model_registry": "pocketsam.runtime.load",
     "load_state_dict": "pocketsam.checkpoints",
     "SamPredictor": "pocketsam.predictor",
     "SamAutomaticMaskGenerator": "pocketsam.everything",

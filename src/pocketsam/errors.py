@@ -26,5 +26,21 @@ class CheckpointError(PocketSamError):
     """A checkpoint could not be read or does not match any known architecture."""
 
 
-class InputError(PocketSamError):
-    """An image, prompt or data file given by the user is unusable."""
+class InputError(PocketSamError, ValueError):
+    """An image, prompt, setting or data file given by the user is unusable. Also a
+    ``ValueError``, which segment_anything raises in the same places, so that drop-in code
+    catching that keeps working."""
+
+
+class InputTypeError(InputError, TypeError):
+    """An argument of the wrong type (e.g. ``build_sam(checkpoint=123)``); also a ``TypeError``."""
+
+
+class NotReadyError(PocketSamError, RuntimeError):
+    """A call made before the object is ready for it (``predict`` before ``set_image``); also
+    the ``RuntimeError`` segment_anything raises there."""
+
+
+class CheckpointWarning(UserWarning):
+    """Something in a checkpoint was ignored (the model still loads); the CLI prints it as
+    one ``warning: …`` line."""

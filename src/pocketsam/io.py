@@ -432,6 +432,15 @@ def read_json(path: PathLike, what: str = "JSON file") -> Any:
         raise InputError(f"cannot read {what} '{p}': {exc}", "check the file") from None
 
 
+def cache_root(*parts: str) -> Path:
+    """pocketsam's cache folder (or a sub-folder of it): ``$POCKETSAM_CACHE``, else
+    ``$XDG_CACHE_HOME/pocketsam``, else ``~/.cache/pocketsam``. The one place that decides it
+    (ONNX exports, int8 copies, fast-mode measurements, the web app, downloaded weights)."""
+    root = os.environ.get("POCKETSAM_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pocketsam")
+    return Path(root).joinpath(*parts)
+
+
 def sha256_file(path: PathLike, chunk_size: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes, read in chunks (any size of file, little memory).
 

@@ -7,11 +7,12 @@ from typing import Union
 import numpy as np
 import torch
 
-from pocketsam.errors import InputError, PocketSamError
-from pocketsam.models.sam import Sam
+from pocketsam.checkpoints.fingerprint import weights_key
+from pocketsam.errors import InputError, NotReadyError, PocketSamError
 from pocketsam.masks import upsample_logits
-from pocketsam.speed import optimize, weights_key
-from pocketsam.transforms import ResizeLongestSide
+from pocketsam.models.sam import Sam
+from pocketsam.preprocess import Preprocess
+from pocketsam.runtime import optimize
 
 #: Batched prompts in image pixels: numpy arrays or tensors.
 Array = Union[np.ndarray, torch.Tensor]
@@ -25,7 +26,7 @@ class SamPredictor:
     :meth:`predict_batch_low_res` stop before upsampling; :meth:`upsample` takes their
     low-res logits to the image size.
 
-    ``mode`` picks the inference path (see :mod:`pocketsam.speed`): ``"default"`` runs a
+    ``mode`` picks the inference path (see :mod:`pocketsam.runtime`): ``"default"`` runs a
     float32 inference copy with BatchNorm folded, channels-last convolutions and fused
     activations (same results as ``"reference"`` within float32 rounding);
     ``"bf16"``, ``"int8"``, ``"fast"``, ``"compile"``, ``"onnx"`` are opt-in;
@@ -38,9 +39,10 @@ class SamPredictor:
 
     def __init__(self, sam_model: Sam, mode: str | None = None, **speed_options) -> None:
         self.model = sam_model
-        self.mode = mode or getattr(sam_model, "preferred_speed_mode", None) or "default"
+        self.mode = mode or sam_model.info.preferred_mode or "default"
         self.speed_options = speed_options
-        self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
+        self.pre = Preprocess.for_model(sam_model)
+        self.transform = self.pre.transform  # segment_anything's attribute (ResizeLongestSide)
         self._fast = self._fast_key = None
         self.reset_image()
 
@@ -61,14 +63,7 @@ class SamPredictor:
         """Which inference path runs, in words (for ``fast``: what it chose and why)."""
         if self.mode == "reference" or self.model.training:
             return "reference"
-        engine = self.engine
-        choice = getattr(engine, "fast_choice", None)
-        if choice is not None:
-            return f"fast -> {choice.describe()}"
-        art = getattr(engine, "int8_artifact", None)
-        if engine.speed_mode != "int8" or art is None:
-            return engine.speed_mode
-        return f"int8 ({getattr(engine, 'int8_backend', 'int8')}): {art.describe()}"
+        return self.engine.info.speed.describe()
 
     # ------------------------------------------------------------------ image
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
@@ -78,11 +73,7 @@ class SamPredictor:
         image = check_image(image)
         if image_format != self.model.image_format:
             image = image[..., ::-1]
-        input_image = self.transform.apply_image(image)
-        if not input_image.flags.writeable:  # torch cannot wrap read-only memory (e.g. PIL buffers)
-            input_image = input_image.copy()
-        tensor = torch.as_tensor(input_image, device=self.device).permute(2, 0, 1).contiguous()[None]
-        self.set_torch_image(tensor, image.shape[:2])
+        self.set_torch_image(self.pre.resized_tensor(image, self.device), image.shape[:2])
 
     @torch.inference_mode()
     def set_torch_image(self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]) -> None:
@@ -124,7 +115,8 @@ class SamPredictor:
 
     def _require_image(self) -> None:
         if not self.is_image_set:
-            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+            raise NotReadyError("an image must be set with .set_image(...) before mask prediction",
+                                "call predictor.set_image(image) first")
 
     # ---------------------------------------------------------------- prompts
     def predict(

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
+from pocketsam.masks import decode_rle
 
 POSITIVE_COLOR = (40, 220, 60)
 NEGATIVE_COLOR = (235, 40, 40)
@@ -85,7 +86,6 @@ def _as_mask_stack(masks: Any, hw: tuple[int, int]) -> np.ndarray:
             if isinstance(m, dict):
                 seg = m["segmentation"]
                 if isinstance(seg, dict):
-                    from pocketsam.masks import decode_rle
 
                     seg = decode_rle(seg)
                 m = seg

@@ -33,6 +33,8 @@ from typing import Callable
 from urllib.parse import urlparse
 
 from pocketsam.errors import CheckpointError, InputError
+from pocketsam.io import sha256_file
+from pocketsam.version import __version__
 
 #: Environment variable naming the local weights folder.
 WEIGHTS_ENV = "POCKETSAM_WEIGHTS"
@@ -156,7 +158,6 @@ def download(
         InputError: an unknown name, an unwritable folder, an HTTP error, an unreachable
             server, an interrupted transfer (resumable: run again) or a SHA-256 mismatch.
     """
-    from pocketsam.io import sha256_file
 
     say = log or (lambda line: print(line, file=sys.stderr))
     w = lookup(name)
@@ -199,7 +200,6 @@ def download(
 def _fetch(w: Weights, part: Path, dest: Path, timeout: float, chunk_size: int, progress: bool,
            say: Callable[[str], None]) -> None:
     """Bring ``part`` up to the whole file, resuming what it already holds."""
-    from pocketsam import __version__
 
     have = part.stat().st_size if part.is_file() else 0
     headers = {"User-Agent": f"pocketsam/{__version__}"}

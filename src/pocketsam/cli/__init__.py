@@ -25,7 +25,7 @@ COMMANDS = ("segment", "everything", "download", "data", "eval", "train", "disti
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pocketsam import __version__
+    from pocketsam.version import __version__
 
     parser = argparse.ArgumentParser(
         prog="pocketsam",

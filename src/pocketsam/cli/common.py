@@ -35,7 +35,7 @@ SPEED_CHOICES = ("default", "fast", "int8", "bf16", "onnx", "compile", "referenc
 
 
 def add_speed_argument(p: argparse.ArgumentParser) -> None:
-    """``--speed``: the inference path (:mod:`pocketsam.speed`), shared by the commands that
+    """``--speed``: the inference path (:mod:`pocketsam.runtime`), shared by the commands that
     segment."""
     p.add_argument("--speed", choices=SPEED_CHOICES, default=None,
                    help="inference path (default: the checkpoint's own: int8 for a `pocketsam quantize` folder, "
@@ -67,7 +67,7 @@ def resolve_checkpoint(checkpoint: str | None) -> Path:
     if not path.exists():
         raise CheckpointError(f"checkpoint '{checkpoint}' does not exist", "check the --checkpoint path")
     if path.is_dir():
-        from pocketsam.quant.artifact import is_artifact
+        from pocketsam.runtime.artifact import is_artifact
 
         if not is_artifact(path):
             raise CheckpointError(f"checkpoint '{checkpoint}' is a directory",
@@ -139,7 +139,7 @@ def warnings_as_lines() -> Iterator[None]:
     ignored, :class:`~pocketsam.checkpoints.CheckpointWarning`; detections for no image,
     :class:`~pocketsam.everything.proposals.UnmatchedDetectionsWarning`) as one
     ``warning: …`` line each on stderr; other warnings are shown as usual."""
-    from pocketsam.checkpoints import CheckpointWarning
+    from pocketsam.errors import CheckpointWarning
     from pocketsam.everything.proposals import UnmatchedDetectionsWarning
 
     ours = (CheckpointWarning, UnmatchedDetectionsWarning)
@@ -173,7 +173,7 @@ def check_threshold_values(args: argparse.Namespace) -> None:
     """A clear error for an invalid threshold option: the rule of
     :func:`pocketsam.checkpoints.check_everything_setting`, which checkpoints follow too
     (``everything``, ``eval everything`` and ``export``)."""
-    from pocketsam.checkpoints import check_everything_setting
+    from pocketsam.thresholds import check_everything_setting
 
     for key in EVERYTHING_KEYS:
         if getattr(args, key) is not None:

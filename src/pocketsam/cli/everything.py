@@ -233,7 +233,9 @@ def generator_settings(args: argparse.Namespace, checkpoint: Path) -> tuple[dict
     """
     from types import SimpleNamespace
 
-    from pocketsam.checkpoints import CheckpointWarning, everything_defaults, read_metadata
+    from pocketsam.checkpoints import read_metadata
+    from pocketsam.errors import CheckpointWarning
+    from pocketsam.thresholds import everything_defaults
     from pocketsam.everything import resolve_settings
 
     settings: dict[str, Any] = {
@@ -265,8 +267,9 @@ def provenance(args: argparse.Namespace, checkpoint: Path, kwargs: dict[str, Any
             left out are the generator's defaults and are recorded as such.
         proposals: boxes mode: where the boxes came from.
     """
-    from pocketsam import __version__
-    from pocketsam.checkpoints import ASSETS, DEFAULT_CHECKPOINT_NAME, multimask_only_by_name
+    from pocketsam.version import __version__
+    from pocketsam.checkpoints import multimask_only_by_name
+    from pocketsam.checkpoints.build import ASSETS, DEFAULT_CHECKPOINT_NAME
 
     settings = {k: kwargs[k] if k in kwargs else default_setting(args.mode, k) for k in RESULT_SETTINGS[args.mode]}
     ckpt: dict[str, Any] = {"file": checkpoint.name, "sha256": checkpoint_sha256}
@@ -356,7 +359,7 @@ def validate(args: argparse.Namespace) -> dict[str, Any]:
 
         check_proposals(args.mode, False, has_proposal_head(checkpoint))
     kwargs, from_model = generator_settings(args, checkpoint)
-    from pocketsam.quant.artifact import identity_file
+    from pocketsam.runtime.artifact import identity_file
 
     base = provenance(args, checkpoint, kwargs, sha256_file(identity_file(checkpoint)), None)
 

@@ -63,7 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from pocketsam.checkpoints import build_sam, save_checkpoint
+    from pocketsam.checkpoints import save_checkpoint
+    from pocketsam.runtime.load import build_sam
     from pocketsam.errors import InputError
 
     fmt = args.format

@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pocketsam.errors import InputError
-    from pocketsam.proposals.train import ProposalConfig, train_proposals
+    from pocketsam.train.proposals import ProposalConfig, train_proposals
 
     if args.hidden < 1 or not 0 <= args.upsample <= 4 or not 0 <= args.score_thresh <= 1:
         raise InputError("--hidden must be >= 1, --upsample from 0 to 4 and --score-thresh from 0 to 1")

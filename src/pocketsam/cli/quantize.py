@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pocketsam.errors import InputError
     from pocketsam.quant import quantize_checkpoint
-    from pocketsam.speed import configure_threads
+    from pocketsam.runtime import configure_threads
 
     floats = tuple(f.strip() for f in args.float_layers.split(",") if f.strip() and f.strip() != "none")
     bad = [f for f in floats if f not in ("first", "last")]

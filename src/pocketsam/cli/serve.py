@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     sock = bind(args.host, args.port)  # before the model loads: a busy port fails fast
     try:
         from pocketsam import build_sam
-        from pocketsam.speed import configure_threads
+        from pocketsam.runtime import configure_threads
         from pocketsam.web.app import Engine, ServeSettings, create_app, loopback_hosts
 
         configure_threads(args.threads)

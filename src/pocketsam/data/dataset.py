@@ -1,7 +1,7 @@
 """Training-time dataset: samples from any reader, resized to the model's input frame.
 
 Each item is prepared like :class:`pocketsam.SamPredictor` prepares an image — longest
-side resized to ``img_size`` (with the same :class:`~pocketsam.transforms.ResizeLongestSide`),
+side resized to ``img_size`` (with the same :class:`~pocketsam.preprocess.ResizeLongestSide`),
 padded at the bottom/right to ``img_size × img_size`` — with optional augmentation applied
 identically to image and masks:
 
@@ -39,7 +39,7 @@ from torch.utils.data import Dataset
 from pocketsam.data.sample import Instance, Sample
 from pocketsam.errors import InputError
 from pocketsam.masks import batched_mask_to_box
-from pocketsam.transforms import ResizeLongestSide
+from pocketsam.preprocess import ResizeLongestSide
 
 
 class SegmentationDataset(Dataset):

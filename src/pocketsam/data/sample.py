@@ -19,6 +19,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from pocketsam.errors import InputError
+from pocketsam.io import load_image
 
 
 def check_file_name(file_name: str, where: str) -> None:
@@ -202,7 +203,6 @@ class Sample:
         Raises:
             InputError: unreadable image, or its size differs from the annotation's.
         """
-        from pocketsam.io import load_image
 
         image = load_image(self.image_path)
         if image.shape[:2] != (self.height, self.width):

@@ -25,6 +25,7 @@ from pocketsam.data.sample import Sample
 from pocketsam.distill.cache import TeacherCache, file_sha256
 from pocketsam.errors import InputError
 from pocketsam.io import IMAGE_SUFFIXES, list_images, load_image
+from pocketsam.data.sa1b import read_sa1b_json
 
 
 @dataclass
@@ -57,7 +58,6 @@ class DistillImage:
 def collect_images(folders: Sequence[str | Path]) -> list[DistillImage]:
     """Every image of ``folders``: SA-1B samples (with masks) for images that have an
     annotation file, plain images otherwise; each with the SHA-256 of its bytes."""
-    from pocketsam.data.sa1b import read_sa1b_json
 
     out: list[DistillImage] = []
     for folder in folders:

@@ -10,7 +10,8 @@ from typing import Sequence
 
 import torch
 
-from pocketsam.checkpoints import build_sam, weights_sha256
+from pocketsam.checkpoints import weights_sha256
+from pocketsam.runtime.load import build_sam
 from pocketsam.distill.cache import CacheTransform, TeacherCache, build_cache
 from pocketsam.distill.data import DistillDataset, DistillImage, collect_images, distill_collate, flip_content, frame_images
 from pocketsam.distill.step import EncoderDistillStep, FullDistillStep, LossWeights
@@ -18,6 +19,7 @@ from pocketsam.errors import PocketSamError
 from pocketsam.models.sam import Sam
 from pocketsam.train.engine import TrainConfig, Trainer
 from pocketsam.train.step import encode_images
+from pocketsam.runtime import optimize
 
 STAGES = ("encoder", "full")
 
@@ -81,7 +83,6 @@ def open_cache(root: str | Path, teacher: Sam, flip: bool) -> TeacherCache:
 
 def fill_cache(cache: TeacherCache, teacher: Sam, images: Sequence[DistillImage], batch_size: int = 8, progress: bool = True) -> int:
     """Compute the teacher embeddings the cache lacks (with the fast inference path)."""
-    from pocketsam.speed import optimize
 
     fast = optimize(teacher, "default")
 

@@ -32,6 +32,7 @@ from pocketsam.masks import batched_mask_to_box
 from pocketsam.models.sam import Sam
 from pocketsam.train.prompts import cell_centre, correction_points, noisy_boxes, sample_from_regions
 from pocketsam.train.step import encode_images
+from pocketsam.train.validate import quick_miou
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,6 @@ class _DistillBase(nn.Module):
     def evaluate(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """Held-out embedding MSE; with ground truth also the student's 1-click / box mIoU
         and its box-prompt mIoU against the teacher's masks."""
-        from pocketsam.train.validate import quick_miou
 
         emb = self.encode(batch["image"], batch["size"])
         out = {"val_embed_mse": float(embedding_loss(emb, batch["teacher_embedding"]).mean())}

@@ -41,6 +41,11 @@ from pocketsam.eval.metrics import (
     rle_iou,
 )
 from pocketsam.masks import batched_mask_to_box, encode_rle, farthest_point
+from pocketsam.checkpoints import default_checkpoint
+from pocketsam.runtime.load import build_sam
+from pocketsam.predictor import SamPredictor
+from pocketsam.everything.proposals import check_matched
+from pocketsam.everything.proposals import BoxesProposals
 
 #: COCO area ranges used to split mIoU by object size.
 AREA_RANGES = {"small": (0, 32**2), "medium": (32**2, 96**2), "large": (96**2, math.inf)}
@@ -53,7 +58,6 @@ def load_model(checkpoint: str | Path | None = None, model_type: str | None = No
     """Build the model to evaluate. Without ``checkpoint`` the bundled model is used
     (:func:`pocketsam.checkpoints.default_checkpoint`), which raises a clear
     :class:`~pocketsam.errors.CheckpointError` when this installation has none."""
-    from pocketsam.checkpoints import build_sam, default_checkpoint
 
     if checkpoint is None:
         checkpoint = default_checkpoint()
@@ -113,7 +117,6 @@ def eval_prompts(
         ``miou_vs_teacher`` (mean IoU of ``sam``'s mask with the teacher's; 1.0 where both
         are empty).
     """
-    from pocketsam.predictor import SamPredictor
 
     if prompt not in ("point", "box"):
         raise InputError(f"unknown prompt type '{prompt}'", "use 'point' or 'box'")
@@ -216,7 +219,6 @@ def eval_coco(
         :data:`pocketsam.eval.metrics.COCO_STAT_NAMES` plus ``num_images``,
         ``num_detections`` and ``seconds_per_image``.
     """
-    from pocketsam.predictor import SamPredictor
 
     by_image: dict[int, list[dict[str, Any]]] = {}
     for d in detections:
@@ -324,7 +326,6 @@ def eval_everything(
             image = sample.load_image()
             t0 = time.perf_counter()
             if boxes is not None:
-                from pocketsam.everything.proposals import BoxesProposals
 
                 b, s = boxes.get(sample.image_id, (np.zeros((0, 4)), np.zeros(0)))
                 records = generator.generate(image, proposals=BoxesProposals(b, s))
@@ -344,7 +345,6 @@ def eval_everything(
                 best[k].append(best_iou_per_gt(ious, scores, k))
             bar.update()
     if boxes is not None:
-        from pocketsam.everything.proposals import check_matched
 
         check_matched(boxes, image_ids, boxes_source, f"the {len(indices)} image(s) evaluated")
     out: dict[str, Any] = {}

@@ -50,6 +50,7 @@ from pocketsam.masks import (
     stability_score,
     uncrop_masks,
 )
+from pocketsam.predictor import SamPredictor
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 STAGES = ("proposals", "embedding", "decoding", "filtering", "postprocess")
@@ -148,7 +149,6 @@ def as_predictor(model: Any, speed: str | None) -> Any:
     Raises:
         ValueError: a predictor together with a different ``speed``.
     """
-    from pocketsam.predictor import SamPredictor
 
     if isinstance(model, SamPredictor):
         if speed is not None and speed != model.mode:

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+from pocketsam.masks import coco_encode_rle, encode_rle
+from pocketsam.io import write_json_atomic
 
 #: The category of masks that come without one (grid and hierarchical modes, proposals
 #: without categories).
@@ -34,7 +36,6 @@ OBJECT_CATEGORY = {"id": 1, "name": "object"}
 def coco_segmentation(segmentation: Any) -> dict[str, Any]:
     """A record's ``segmentation`` (binary mask, uncompressed or compressed RLE) as a
     compressed COCO RLE with a string ``counts``."""
-    from pocketsam.masks import coco_encode_rle, encode_rle
 
     if isinstance(segmentation, np.ndarray):
         return encode_rle(segmentation)
@@ -109,7 +110,6 @@ def coco_instances(
 
 def write_coco_instances(path: str | Path, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """:func:`coco_instances`, written atomically to ``path`` (compact JSON). Returns the document."""
-    from pocketsam.io import write_json_atomic
 
     doc = coco_instances(*args, **kwargs)
     write_json_atomic(doc, path, indent=None)

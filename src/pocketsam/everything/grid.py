@@ -31,6 +31,7 @@ from pocketsam.masks import (
     uncrop_boxes_xyxy,
     uncrop_points,
 )
+from pocketsam.predictor import check_image
 
 
 class SamAutomaticMaskGenerator(MaskGeneratorBase):
@@ -117,7 +118,6 @@ class SamAutomaticMaskGenerator(MaskGeneratorBase):
             ``output_mode``), ``area`` (int), ``bbox`` (XYWH), ``predicted_iou``,
             ``point_coords`` (``[[x, y]]``), ``stability_score``, ``crop_box`` (XYWH).
         """
-        from pocketsam.predictor import check_image
 
         image = check_image(image)
         stats = Stats(self.name)

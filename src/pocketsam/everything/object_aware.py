@@ -26,6 +26,8 @@ from pocketsam.everything._common import (
 from pocketsam.everything.proposals import as_proposal_source, unpack_proposals
 from pocketsam.errors import PocketSamError
 from pocketsam.masks import MaskData, batched_nms
+from pocketsam.proposals import HeadProposals
+from pocketsam.predictor import check_image
 
 
 class ObjectAwareMaskGenerator(MaskGeneratorBase):
@@ -78,7 +80,6 @@ class ObjectAwareMaskGenerator(MaskGeneratorBase):
         model = self.predictor.model
         self.proposals = as_proposal_source(proposals) if proposals is not None else None
         if self.proposals is None and getattr(model, "proposal_head", None) is not None:
-            from pocketsam.proposals import HeadProposals
 
             self.proposals = HeadProposals(model.proposal_head)
         if score_thresh is None:
@@ -124,7 +125,6 @@ class ObjectAwareMaskGenerator(MaskGeneratorBase):
             records as :meth:`SamAutomaticMaskGenerator.generate`; ``[]`` when there
             are no proposals (the image is then not even embedded).
         """
-        from pocketsam.predictor import check_image
 
         image = check_image(image)
         source = as_proposal_source(proposals) if proposals is not None else self.proposals

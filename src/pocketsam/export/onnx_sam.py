@@ -58,6 +58,15 @@ from torch.nn import functional as F
 
 from pocketsam.errors import InputError
 from pocketsam.models.sam import Sam
+from pocketsam.runtime import onnx as runtime_onnx
+from pocketsam.version import __version__
+from pocketsam.models.registry import MODEL_CONFIGS
+from pocketsam.runtime.fold import inference_copy
+from pocketsam.quant import artifact_for, quantize_model
+from pocketsam.runtime.int8_onnx import unsigned_weights
+from pocketsam.checkpoints import weights_sha256
+from pocketsam.io import write_json_atomic
+from pocketsam.io import read_json
 
 OPSET = 17
 RGB_OPSET = 18  # Resize's antialias attribute
@@ -139,7 +148,6 @@ class SamOnnxDecoder(nn.Module):
 def model_type_name(sam: Sam) -> str:
     """The registry name of ``sam``'s configuration (``vit_t``, ``tinysam``, ``vit_b``,
     ``pocketsam_tiny`` ...), or ``custom_<family>`` for any other configuration."""
-    from pocketsam.models.registry import MODEL_CONFIGS
 
     for name, config in MODEL_CONFIGS.items():
         if name != "mobile_sam" and config == sam.config:
@@ -163,12 +171,10 @@ def _dummy_decoder_inputs(sam: Sam, batch: int, points: int) -> tuple[torch.Tens
 
 def export_decoder(sam: Sam, path: str | Path, return_single_mask: bool = True, opset: int = OPSET) -> Path:
     """Write ``decoder.onnx`` (SAM's interface, dynamic number of points and prompts)."""
-    from pocketsam.speed.onnx_backend import _export
-
     path = Path(path)
     module = SamOnnxDecoder(_float_cpu(sam), return_single_mask).eval()
     # traced with 2 prompts so that the one-image-for-all-prompts broadcast is kept
-    _export(
+    runtime_onnx.export_graph(
         module, _dummy_decoder_inputs(sam, 2, 3), path, list(DECODER_INPUTS), list(DECODER_OUTPUTS),
         {"point_coords": {0: "prompts", 1: "num_points"}, "point_labels": {0: "prompts", 1: "num_points"},
          "masks": {0: "prompts", 2: "height", 3: "width"}, "iou_predictions": {0: "prompts"},
@@ -179,7 +185,6 @@ def export_decoder(sam: Sam, path: str | Path, return_single_mask: bool = True, 
 
 
 def _float_cpu(sam: Sam) -> Sam:
-    from pocketsam.speed.fold import inference_copy
 
     return inference_copy(sam).cpu().float()
 
@@ -187,14 +192,7 @@ def _float_cpu(sam: Sam) -> Sam:
 def export_encoder(sam: Sam, path: str | Path, opset: int = OPSET) -> Path:
     """Write ``encoder.onnx``: preprocessed 1×3×S×S ``image`` → ``image_embeddings``
     (BatchNorm folded into the convolutions, float32)."""
-    from pocketsam.speed.fold import fold_batchnorm
-    from pocketsam.speed.onnx_backend import _export
-
-    path = Path(path)
-    encoder = fold_batchnorm(_float_cpu(sam).image_encoder)
-    size = sam.img_size
-    _export(encoder, (torch.zeros(1, 3, size, size),), path, ["image"], ["image_embeddings"], None, opset=opset)
-    return path
+    return runtime_onnx.export_encoder(sam, Path(path), opset, output="image_embeddings")
 
 
 def preprocess_graph(sam: Sam, opset: int = RGB_OPSET):
@@ -287,15 +285,13 @@ def export_encoder_int8(sam: Sam, path: str | Path, calib_images: list | None = 
     records about it (calibration, measured quality when known)."""
     import onnx
 
-    from pocketsam.quant import artifact_for, quantize_model
-    from pocketsam.quant.onnx_int8 import unsigned_weights
 
     path = Path(path)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         if calib_images:
             art = quantize_model(sam, calib_images, Path(tmp) / "int8", measure=0, source="export --calib", log=log)
         else:
-            art = artifact_for(sam, log=log)
+            art = artifact_for(sam, log=log).info.int8
         model = onnx.load(str(art.encoder_path))
         # A deployed file runs on CPUs we do not know: uint8 weights cannot saturate the
         # int16 pair sums of x86 kernels without VNNI (see unsigned_weights).
@@ -336,14 +332,13 @@ def _sha256(path: Path) -> str:
 
 def sam_onnx_config(sam: Sam, return_single_mask: bool = True, source: str | None = None) -> dict[str, Any]:
     """What ``config.json`` records (without the per-file entries)."""
-    import pocketsam
-    from pocketsam.checkpoints import weights_sha256
+
 
     h, w = sam.prompt_encoder.image_embedding_size
     mh, mw = sam.prompt_encoder.mask_input_size
     return {
         "format": "segment-anything-onnx",
-        "producer": f"pocketsam {pocketsam.__version__}",
+        "producer": f"pocketsam {__version__}",
         "model_type": model_type_name(sam),
         "checkpoint": source,
         "weights_sha256": weights_sha256(sam),
@@ -382,7 +377,6 @@ def export_sam_onnx(
     Raises:
         InputError: ``out_dir`` is a file, or an unknown part.
     """
-    from pocketsam.io import write_json_atomic
 
     parts = list(parts)
     unknown = [p for p in parts if p not in PARTS]
@@ -421,7 +415,6 @@ def export_sam_onnx(
 
 def read_config(out_dir: str | Path) -> dict[str, Any]:
     """``config.json`` of an export folder."""
-    from pocketsam.io import read_json
 
     return read_json(Path(out_dir) / "config.json", "ONNX export config")
 

@@ -69,7 +69,7 @@ class ConvBN(nn.Sequential):
     """Bias-free convolution followed by BatchNorm (TinyViT's ``Conv2d_BN``).
 
     Children are named ``c`` and ``bn`` to match the official checkpoints. At inference the
-    pair can be folded into one convolution (see :mod:`pocketsam.speed`).
+    pair can be folded into one convolution (see :mod:`pocketsam.runtime`).
     """
 
     def __init__(

@@ -8,6 +8,12 @@ from torch import nn
 from pocketsam.models.common import MLP, LayerNorm2d
 
 
+def best_multimask(iou_pred: torch.Tensor) -> torch.Tensor:
+    """TinySAM's single-mask rule, the one home of it: the index (B,) of the multimask output
+    (1..M) with the highest predicted IoU, from ``iou_pred`` (B, 1 + M) over all outputs."""
+    return iou_pred[:, 1:].argmax(dim=1) + 1
+
+
 class MaskDecoder(nn.Module):
     """Predict 1 + ``num_multimask_outputs`` masks per prompt with a quality (IoU) estimate.
 
@@ -68,7 +74,7 @@ class MaskDecoder(nn.Module):
         if multimask_output:
             return masks[:, 1:], iou_pred[:, 1:]
         if self.multimask_only:
-            best = iou_pred[:, 1:].argmax(dim=1) + 1
+            best = best_multimask(iou_pred)
             rows = torch.arange(masks.shape[0], device=masks.device)
             return masks[rows, best].unsqueeze(1), iou_pred[rows, best].unsqueeze(1)
         return masks[:, :1], iou_pred[:, :1]

@@ -9,11 +9,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pocketsam.models.info import ModelInfo
 from pocketsam.models.mask_decoder import MaskDecoder
 from pocketsam.models.prompt_encoder import PromptEncoder
+from pocketsam.preprocess import PIXEL_MEAN, PIXEL_STD, normalize_pad
 
-PIXEL_MEAN = (123.675, 116.28, 103.53)
-PIXEL_STD = (58.395, 57.12, 57.375)
 
 
 class Sam(nn.Module):
@@ -43,6 +43,9 @@ class Sam(nn.Module):
         #: (:class:`~pocketsam.models.proposal_head.ProposalHead`); its tensors travel
         #: under ``proposal_head.`` in pocketsam checkpoints, never in official ``.pth`` files.
         self.proposal_head: nn.Module | None = None
+        #: Where the model came from and how it runs (:class:`~pocketsam.models.info.ModelInfo`):
+        #: filled by the loader, and by the runtime on inference copies.
+        self.info: ModelInfo = ModelInfo()
 
     @property
     def has_proposal_head(self) -> bool:
@@ -58,9 +61,7 @@ class Sam(nn.Module):
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise pixels and pad bottom/right to img_size²: (B, 3, h, w) → (B, 3, S, S)."""
-        x = (x - self.pixel_mean) / self.pixel_std
-        h, w = x.shape[-2:]
-        return F.pad(x, (0, self.img_size - w, 0, self.img_size - h))
+        return normalize_pad(x, self.pixel_mean, self.pixel_std, self.img_size)
 
     def postprocess_masks(
         self,

@@ -1,7 +1,7 @@
 """Post-training 8-bit quantisation (TinySAM's "Q-TinySAM", W8A8) with real int8 kernels.
 
 :func:`quantize_model` / :func:`quantize_checkpoint` (CLI: ``pocketsam quantize CKPT --calib
-DIR --out OUT``) write an :mod:`int8 artifact <pocketsam.quant.artifact>`: the float32 model,
+DIR --out OUT``) write an :mod:`int8 artifact <pocketsam.runtime.artifact>`: the float32 model,
 the image encoder as a static int8 QDQ ONNX model, the calibrated ranges for torch's int8
 kernels, and JSON metadata with checksums. ``build_sam(checkpoint=OUT)`` loads it (no pickle,
 no code) and ``SamPredictor(sam)`` then runs ``mode="int8"``: the encoder's linear layers on
@@ -12,7 +12,7 @@ model on the machine; the float32 fast decoder for prompts.
 * **Weights:** per-channel symmetric int8.
 * **Activations:** per-tensor uint8, calibrated on a few images; every range is chosen by a
   clipping search against the squared error of the output of the layer that reads it
-  (:mod:`pocketsam.quant.numerics`).
+  (:mod:`pocketsam.runtime.qnumerics`).
 * **What stays float32** (each decided by measurement; README, "Speed modes"): the
   convolutions (int8 convolutions multiplied the embedding error by ~12 on the bundled
   model for no measurable speed), attention's two activation-by-activation products and the
@@ -35,22 +35,42 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from pocketsam.errors import CheckpointError, InputError
-from pocketsam.quant.artifact import (
+from dataclasses import replace
+
+import onnx  # the [onnx] extra: quantisation writes and calibrates an ONNX encoder
+
+from pocketsam.checkpoints import save_checkpoint, weights_sha256
+from pocketsam.errors import InputError
+from pocketsam.io import (
+    IMAGE_SUFFIXES, cache_root, list_images, load_image, replace_files_together, sha256_file, write_json_atomic,
+)
+from pocketsam.preprocess import Preprocess
+from pocketsam.quant.onnx_int8 import OP_TYPES, QUANT_OPSET, calibrate, make_plan, quantize_onnx, simplify
+from pocketsam.runtime import optimize
+from pocketsam.runtime.agreement import mask_agreement, scene
+from pocketsam.runtime.artifact import (
     ENCODER_NAME,
     FORMAT,
     META_NAME,
+    SEAL_KEY,
     VERSION,
     WEIGHTS_NAME,
     Int8Artifact,
     is_artifact,
     load_artifact,
-    sha256_file,
+    seal,
 )
+from pocketsam.runtime.fold import inference_copy
+from pocketsam.runtime.int8_torch import available as torch_int8_available
+from pocketsam.runtime.load import build_sam
+from pocketsam.runtime.onnx import export_encoder
+from pocketsam.runtime.qnumerics import ALPHAS
+from pocketsam.quant.torch_int8 import calibrate_torch, linear_sites
+from pocketsam.version import __version__
 
 __all__ = [
-    "Int8Artifact", "artifact_for", "calibration_images", "is_artifact", "load_artifact", "load_int8_model",
-    "mask_agreement", "quantize_checkpoint", "quantize_model", "synthetic_images",
+    "Int8Artifact", "artifact_for", "calibration_images", "is_artifact", "load_artifact", "measure_quality",
+    "quantize_checkpoint", "quantize_model", "synthetic_images",
 ]
 
 FLOAT_LAYER_CHOICES = ("first", "last")
@@ -58,15 +78,8 @@ FLOAT_LAYER_CHOICES = ("first", "last")
 
 def _inputs(model, images: Iterable[np.ndarray]) -> list[dict[str, np.ndarray]]:
     """The encoder inputs (resized, normalised, padded) for ``images``."""
-    from pocketsam.transforms import ResizeLongestSide
-
-    transform = ResizeLongestSide(model.img_size)
-    feeds = []
-    with torch.inference_mode():
-        for image in images:
-            x = torch.as_tensor(np.array(transform.apply_image(image))).permute(2, 0, 1)[None].float()
-            feeds.append({"image": np.ascontiguousarray(model.preprocess(x.to(model.device)).cpu().numpy())})
-    return feeds
+    pre = Preprocess.for_model(model)
+    return [{"image": np.ascontiguousarray(pre.image(image).numpy())} for image in images]
 
 
 def calibration_images(folder: str | Path, num_images: int = 32) -> tuple[list[np.ndarray], list[str]]:
@@ -75,8 +88,6 @@ def calibration_images(folder: str | Path, num_images: int = 32) -> tuple[list[n
     Raises:
         InputError: the folder does not exist or holds no image.
     """
-    from pocketsam.io import IMAGE_SUFFIXES, list_images, load_image
-
     p = Path(folder)
     if not p.is_dir():
         raise InputError(f"calibration folder '{p}' does not exist" if not p.exists()
@@ -92,9 +103,7 @@ def calibration_images(folder: str | Path, num_images: int = 32) -> tuple[list[n
 
 def synthetic_images(n: int, size: int, seed: int = 0) -> list[np.ndarray]:
     """``n`` scenes of pocketsam's generator (deterministic), for calibration without images."""
-    from pocketsam.data.synth import image_rng, render_scene
-
-    return [render_scene(image_rng(seed, i), size, size).image for i in range(n)]
+    return [scene(size, seed, i) for i in range(n)]
 
 
 def _float_nodes(plan, float_layers: Sequence[str]) -> list[str]:
@@ -137,14 +146,6 @@ def quantize_model(
     Returns:
         the checked artifact (as :func:`load_artifact` returns it).
     """
-    from pocketsam.checkpoints import save_checkpoint, weights_sha256
-    from pocketsam.io import replace_files_together, write_json_atomic
-    from pocketsam.quant.numerics import ALPHAS
-    from pocketsam.quant.onnx_int8 import OP_TYPES, QUANT_OPSET, calibrate, make_plan, quantize_onnx, simplify
-    from pocketsam.speed.onnx_backend import export_encoder
-
-    import onnx
-
     if not images:
         raise InputError("no calibration images", "pass at least one image")
     if int8_layers not in OP_TYPES:
@@ -205,16 +206,14 @@ def quantize_model(
                 "torch": torch_part,
                 "seconds": None,
             }
-            art = Int8Artifact(stage, meta)
             if measure:
                 say(f"measuring mask IoU against float32 on {min(measure, len(images))} calibration image(s)")
-                from pocketsam.quant.torch_int8 import available
-
-                backend = "torch" if available() and torch_part else "onnxruntime"
-                meta["quality"] = mask_agreement(model, art, images[:measure], backend=backend)
+                backend = "torch" if torch_int8_available() and torch_part else "onnxruntime"
+                meta["quality"] = measure_quality(model, Int8Artifact(stage, meta), images[:measure], backend=backend)
                 meta["quality"]["backend"] = backend
                 meta["quality"]["measured_on"] = "calibration images, bench prompts (9 points, 3 boxes, 1 point+box)"
             meta["seconds"] = round(time.perf_counter() - start, 1)
+            meta[SEAL_KEY] = seal(meta)
             write_json_atomic(meta, stage / META_NAME)
     say(f"wrote {out} in {time.perf_counter() - start:.0f} s")
     return load_artifact(out)
@@ -223,8 +222,6 @@ def quantize_model(
 def _torch_calibration(model, feeds, search: bool, float_layers: Sequence[str], say) -> dict:
     """Ranges for the torch (oneDNN) backend: the same layers, hooked in the ``default``
     copy (:mod:`pocketsam.quant.torch_int8`)."""
-    from pocketsam.quant.torch_int8 import calibrate_torch, linear_sites
-    from pocketsam.speed import optimize
 
     say("calibrating the torch (oneDNN int8) backend's linear layers")
     encoder = optimize(model, "default").image_encoder
@@ -237,11 +234,9 @@ def _torch_calibration(model, feeds, search: bool, float_layers: Sequence[str], 
 
 
 def _versions() -> dict:
-    import onnxruntime
+    import onnxruntime  # the [onnx] extra
 
-    import pocketsam
-
-    return {"pocketsam": pocketsam.__version__, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
+    return {"pocketsam": __version__, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
 
 
 def quantize_checkpoint(checkpoint: str | Path | None, calib: str | Path, out: str | Path, num_images: int = 32,
@@ -249,101 +244,55 @@ def quantize_checkpoint(checkpoint: str | Path | None, calib: str | Path, out: s
                         **options) -> Int8Artifact:
     """:func:`quantize_model` for a checkpoint file (``None``: the bundled model) and a
     folder of calibration images."""
-    from pocketsam.checkpoints import build_sam
-
     images, names = calibration_images(calib, num_images)  # before the (slow) model load
     model = build_sam(model_type, checkpoint)
-    if getattr(model, "int8_artifact", None) is not None:
+    if model.info.int8 is not None:
         raise InputError(f"'{checkpoint}' is already an int8 artifact",
                          f"quantize the float checkpoint it was made from (its {WEIGHTS_NAME} will do)")
     return quantize_model(model, images, out, image_names=names, source=str(checkpoint) if checkpoint else "bundled",
                           log=log, **options)
 
 
-def load_int8_model(path: str | Path, model_type: str | None = None, device=None, img_size: int | None = None):
-    """``build_sam`` for an artifact: the float model from its ``model.safetensors``, with
-    the artifact attached (``model.int8_artifact``) and ``int8`` as its preferred speed mode."""
-    from pocketsam.checkpoints import build_sam, weights_sha256
-
-    art = load_artifact(path)
-    if img_size is not None and img_size != art.img_size:
-        raise InputError(f"this int8 artifact's encoder was quantised for {art.img_size}² inputs, not {img_size}²",
-                         "leave img_size out, or quantise the float model at that size")
-    model = build_sam(model_type, art.weights_path, device=device)
-    if model.img_size != art.img_size:
-        raise CheckpointError(f"int8 artifact '{art.folder}' is damaged: its metadata and its weights disagree on "
-                              "the input size", "re-create it with `pocketsam quantize`")
-    art.model_sha256 = weights_sha256(model)
-    model.int8_artifact = art
-    model.preferred_speed_mode = "int8"
-    return model
-
-
 def artifact_for(model, cache_dir: str | Path | None = None, log: Callable[[str], None] | None = None,
-                 num_images: int = 4) -> Int8Artifact:
-    """The int8 artifact ``mode="int8"`` runs for ``model``: its own (loaded from an
-    artifact, weights unchanged since), else one made once per machine with
-    :func:`synthetic_images` as calibration and cached under ``cache_dir`` (default
-    ``$POCKETSAM_CACHE/int8``), keyed by the weights' hash."""
-    from pocketsam.checkpoints import weights_sha256
-
+                 num_images: int = 4):
+    """``model`` with an int8 artifact to run ``mode="int8"``: itself if it was loaded from
+    one (weights unchanged since), else a copy sharing its weights with an artifact made once
+    per machine with :func:`synthetic_images` as calibration and cached under ``cache_dir``
+    (default ``<cache root>/int8``), keyed by the weights' hash. For when no calibration
+    images are at hand (benchmarks); ``pocketsam quantize --calib DIR`` is the way to make
+    an artifact for real use."""
     sha = weights_sha256(model)
-    art = getattr(model, "int8_artifact", None)
-    if art is not None and getattr(art, "model_sha256", None) == sha:
-        return art
-    from pocketsam.speed.onnx_backend import default_cache_dir
-
-    folder = Path(cache_dir or default_cache_dir().parent / "int8") / sha[:24]
+    art = model.info.int8
+    if art is not None and art.model_sha256 == sha:
+        return model
+    folder = Path(cache_dir or cache_root("int8")) / sha[:24]
+    art = None
     if is_artifact(folder):
         try:
-            cached = load_artifact(folder)
-            cached.model_sha256 = sha
-            return cached
+            art = load_artifact(folder)
         except Exception:  # noqa: BLE001 - a damaged cache entry is rebuilt
-            pass
-    (log or (lambda m: print(m, file=sys.stderr)))(
-        f"int8: no calibrated artifact for this model; quantising it once with {num_images} synthetic scenes "
-        f"(cached in {folder}; for your own images run `pocketsam quantize CKPT --calib DIR --out OUT`)")
-    art = quantize_model(model, synthetic_images(num_images, model.img_size), folder, measure=0,
-                         source="auto (synthetic calibration)")
-    art.model_sha256 = sha
-    return art
+            art = None
+    if art is None:
+        (log or (lambda m: print(m, file=sys.stderr)))(
+            f"int8: no calibrated artifact for this model; quantising it once with {num_images} synthetic scenes "
+            f"(cached in {folder}; for your own images run `pocketsam quantize CKPT --calib DIR --out OUT`)")
+        art = quantize_model(model, synthetic_images(num_images, model.img_size), folder, measure=0,
+                             source="auto (synthetic calibration)")
+    return with_artifact(model, art, sha)
 
 
-def mask_agreement(model, artifact: Int8Artifact | None, images: Sequence[np.ndarray], mode: str = "int8",
-                   **speed_options) -> dict:
-    """Mean mask IoU of ``mode`` (with ``artifact`` for int8; ``speed_options`` such as
-    ``backend``) against the float32 ``default`` path, on ``images`` with the bench's prompt
-    set; also the embedding's relative L2 error."""
-    from pocketsam.speed.agreement import accuracy_prompts
-    from pocketsam.predictor import SamPredictor
-    from pocketsam.speed.fold import inference_copy
-
+def with_artifact(model, artifact: Int8Artifact, sha: str | None = None):
+    """A copy of ``model`` (sharing its weights) that carries ``artifact`` as its int8 encoder."""
+    artifact.model_sha256 = sha or weights_sha256(model)
     target = inference_copy(model)
-    if artifact is not None:
-        artifact.model_sha256 = getattr(artifact, "model_sha256", None) or _sha(model)
-        target.int8_artifact = artifact
-    ref, test = SamPredictor(model, mode="default"), SamPredictor(target, mode=mode, **speed_options)
-    kinds: dict[str, list[float]] = {"point": [], "box": [], "point+box": []}
-    errs = []
-    for image in images:
-        ref.set_image(image)
-        test.set_image(image)
-        errs.append(float((test.features - ref.features).norm() / ref.features.norm()))
-        for kw in accuracy_prompts(*image.shape[:2]):
-            a = ref.predict(**kw)[0]
-            b = test.predict(**kw)[0]
-            kind = "point+box" if "box" in kw and "point_coords" in kw else ("box" if "box" in kw else "point")
-            for x, y in zip(a, b):
-                union = (x | y).sum()
-                kinds[kind].append(float((x & y).sum() / union) if union else 1.0)
-    every = [v for vs in kinds.values() for v in vs]
-    return {"mask_iou_vs_fp32": float(np.mean(every)),
-            **{f"mask_iou_{k}": float(np.mean(v)) for k, v in kinds.items() if v},
-            "embedding_rel_l2": float(np.mean(errs)), "images": len(images)}
+    target.info = replace(model.info, int8=artifact)
+    return target
 
 
-def _sha(model) -> str:
-    from pocketsam.checkpoints import weights_sha256
-
-    return weights_sha256(model)
+def measure_quality(model, artifact: Int8Artifact, images: Sequence[np.ndarray], **speed_options) -> dict:
+    """Mask agreement (:func:`pocketsam.runtime.agreement.mask_agreement`) of ``model``'s int8
+    path with ``artifact`` (``speed_options`` such as ``backend``) against its float32 path."""
+    with torch.no_grad():
+        reference = optimize(model, "default")
+        test = optimize(with_artifact(model, artifact), "int8", **speed_options)
+        return mask_agreement(reference, test, images)

@@ -3,14 +3,14 @@ QDQ quantiser.
 
 Pipeline (:func:`quantize_onnx`):
 
-1. the float32 graph (exported by :mod:`pocketsam.speed.onnx_backend` with opset 20, so
+1. the float32 graph (exported by :mod:`pocketsam.runtime.onnx` with opset 20, so
    GELU is one ``Gelu`` node) is simplified offline by ONNX Runtime's *basic* optimiser
    (constant folding, ``MatMul + Add → Gemm``); the result has standard ONNX ops only;
 2. calibration (:func:`calibrate`): the graph runs on the calibration inputs with every
    activation that will be quantised exposed as an output (in groups bounded in memory).
    Ranges are the min/max over all inputs; a sample of every tensor is kept (a 64×64
    crop for a convolution's input, 1024 rows for a ``Gemm``'s, 64k values otherwise);
-3. range search (:mod:`pocketsam.quant.numerics`): each tensor read by quantised layers
+3. range search (:mod:`pocketsam.runtime.qnumerics`): each tensor read by quantised layers
    gets the clipping range that minimises the squared error of *those layers' outputs*
    (int8 weights and uint8 input vs float32); a tensor only written by a quantised layer
    gets the range that minimises its own error;
@@ -41,7 +41,7 @@ import torch
 from torch.nn import functional as F
 
 from pocketsam.errors import InputError
-from pocketsam.quant.numerics import ALPHAS, clip_errors, fake_quant_weight, search_clip_range
+from pocketsam.runtime.qnumerics import ALPHAS, clip_errors, fake_quant_weight, search_clip_range
 
 #: opset of the exported float graphs (20: GELU is one ``Gelu`` node, which quantisation
 #: leaves alone and ONNX Runtime runs as one kernel).
@@ -329,82 +329,3 @@ def quantize_onnx(fp32_path: Path, out_path: Path, ranges: dict[str, tuple[float
         os.chmod(target, 0o644)
         os.replace(target, out_path)
     return out_path
-
-
-# ------------------------------------------------------------------ running on CPUs without VNNI
-
-
-def saturates_int16() -> bool:
-    """True on x86 CPUs without an int8 dot-product instruction (AVX2, or AVX-512 without
-    VNNI/AMX). There ONNX Runtime's uint8×int8 kernels use ``vpmaddubsw``, which adds two
-    uint8·int8 products in a saturating int16: with full-range weights (|w| ≤ 127) and
-    inputs up to 255 a pair sum reaches 64,770 and is clipped at 32,767. Measured on an
-    AVX2-only AMD EPYC: the golden vit_t's int8 embedding error vs float32 is 0.21 through
-    the fused kernels, against 0.073 for the same QDQ model evaluated unfused."""
-    from pocketsam.speed.select import int8_dot_product, x86
-
-    return x86() and not int8_dot_product()
-
-
-def unsigned_weights(model) -> int:
-    """Rewrite, in place, the symmetric int8 weights of every layer (``Gemm``, ``Conv``,
-    ``MatMul`` reading a ``DequantizeLinear`` of an initializer) as uint8 with zero point
-    128: the same numbers exactly (``w + 128``), which ONNX Runtime then runs with its
-    uint8×uint8 kernels, which widen to int16 before multiplying and cannot saturate.
-    Measured on the AVX2 EPYC (golden vit_t at 1024², 1 thread, one run): embedding error
-    0.070 (the unfused QDQ value), encoder 4.67 s vs 4.82 s for the saturating uint8×int8
-    kernels and 4.69 s for float32 ONNX Runtime. (Halving the weights to 7 bits instead,
-    ONNX Runtime's ``reduce_range``, was 3.76 s but error 0.117.) Returns how many layers
-    were rewritten."""
-    from onnx import TensorProto, numpy_helper
-
-    inits = {t.name: t for t in model.graph.initializer}
-    dq = {n.output[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
-    done = 0
-    for node in model.graph.node:
-        if node.op_type not in ("Gemm", "Conv", "MatMul") or len(node.input) < 2 or node.input[1] not in dq:
-            continue
-        deq = dq[node.input[1]]
-        weight = inits.get(deq.input[0])
-        if weight is None or weight.data_type != TensorProto.INT8:
-            continue
-        q = numpy_helper.to_array(weight)
-        zero = inits.get(deq.input[2]) if len(deq.input) > 2 else None
-        if zero is not None and numpy_helper.to_array(zero).any():
-            continue  # asymmetric int8 weights (not written by pocketsam): leave them
-        weight.CopyFrom(numpy_helper.from_array((q.astype(np.int16) + 128).astype(np.uint8), weight.name))
-        shape = numpy_helper.to_array(inits[deq.input[1]]).shape  # one zero point per scale
-        zp = numpy_helper.from_array(np.full(shape, 128, np.uint8), f"{weight.name}_u8_zero_point")
-        model.graph.initializer.append(zp)
-        del deq.input[2:]
-        deq.input.append(zp.name)
-        done += 1
-    used = {name for node in model.graph.node for name in node.input}
-    kept = [t for t in model.graph.initializer if t.name in used]  # the replaced int8 zero points go
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(kept)
-    return done
-
-
-def runnable_encoder(artifact, cache_dir: str | Path | None = None) -> Path:
-    """The int8 encoder file of ``artifact`` (a loaded, checksum-verified
-    :class:`~pocketsam.quant.artifact.Int8Artifact`) to run on this CPU: its own, or where
-    :func:`saturates_int16` a copy with :func:`unsigned_weights` applied, made once and
-    cached under the encoder's recorded SHA-256."""
-    if not saturates_int16():
-        return artifact.encoder_path
-    import onnx
-
-    from pocketsam.io import atomic_write
-    from pocketsam.quant.artifact import ENCODER_NAME
-    from pocketsam.speed.onnx_backend import default_cache_dir
-
-    sha = artifact.meta["files"][ENCODER_NAME]["sha256"]
-    out = Path(cache_dir or default_cache_dir()) / "int8-no-vnni" / f"{sha[:24]}.onnx"
-    if not out.exists():
-        model = onnx.load(str(artifact.encoder_path))
-        unsigned_weights(model)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(out) as f:
-            f.write(model.SerializeToString())
-    return out

@@ -9,6 +9,7 @@ from typing import Sequence
 from torch.utils.data import Dataset
 
 from pocketsam.data.dataset import SegmentationDataset, collate
+from pocketsam.data import CocoReader, SA1BReader
 
 
 class SeededItems(Dataset):
@@ -52,7 +53,6 @@ def build_training_set(
     seed: int = 0,
 ):
     """Combine SA-1B folders and a COCO file into one seeded training dataset + collate fn."""
-    from pocketsam.data import CocoReader, SA1BReader
 
     parts: list[Sequence] = [SA1BReader(Path(d)) for d in sa1b_dirs]
     if coco_json:

@@ -36,13 +36,15 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
-from pocketsam.checkpoints import build_sam, export_state_dict, save_checkpoint
+from pocketsam.checkpoints import export_state_dict, save_checkpoint
+from pocketsam.runtime.load import build_sam
 from pocketsam.errors import PocketSamError
 from pocketsam.io import remove_stale_temporaries
 from pocketsam.models import MODEL_CONFIGS, create_model
 from pocketsam.train.config import PARTS, TrainConfig  # noqa: F401  (re-exported)
 from pocketsam.train.sampler import ResumableBatchSampler
 from pocketsam.train.step import SamTrainStep
+from pocketsam.io import write_text_atomic
 
 def _dist_info() -> tuple[int, int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -270,7 +272,6 @@ class Trainer:
 
     def _truncate_metrics(self, step: int) -> None:
         """Drop the metrics rows a killed run wrote after its last checkpoint."""
-        from pocketsam.io import write_text_atomic
 
         path = self.out / "metrics.jsonl"
         if not path.exists():

@@ -10,17 +10,15 @@ from torch.nn import functional as F
 from pocketsam.models.sam import Sam
 from pocketsam.train.losses import sam_loss
 from pocketsam.train.prompts import correction_points, noisy_boxes, sample_from_regions
+from pocketsam.train.validate import quick_miou
+from pocketsam.preprocess import normalize_batch
 
 
 def encode_images(sam: Sam, image: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
     """Image embeddings of a training batch: ``image`` (B, 3, S, S) float 0–255 padded
     bottom/right, ``size`` (B, 2) valid h, w → (B, C, S/16, S/16). The padding is 0 after
     normalisation, as at inference."""
-    s = image.shape[-1]
-    x = (image - sam.pixel_mean) / sam.pixel_std
-    ar = torch.arange(s, device=image.device)
-    valid = (ar[None, :, None] < size[:, 0, None, None]) & (ar[None, None, :] < size[:, 1, None, None])
-    return sam.image_encoder(x * valid[:, None])
+    return sam.image_encoder(normalize_batch(image, size, sam.pixel_mean, sam.pixel_std))
 
 
 class SamTrainStep(nn.Module):
@@ -57,7 +55,6 @@ class SamTrainStep(nn.Module):
         return encode_images(self.sam, image, size)
 
     def evaluate(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        from pocketsam.train.validate import quick_miou
 
         return quick_miou(self.sam, self, batch)
 

@@ -133,7 +133,7 @@ class Engine:
             self.decoder_error = "the onnx package is not installed (pip install 'pocketsam[onnx]')"
             return None
         from pocketsam.export.onnx_sam import export_decoder
-        from pocketsam.speed.onnx_backend import default_cache_dir, model_hash
+        from pocketsam.runtime.onnx import default_cache_dir, model_hash
 
         folder = Path(self.onnx_dir) if self.onnx_dir else default_cache_dir().parent / "serve"
         path = folder / model_hash(self.sam)[:24] / "decoder.onnx"
@@ -215,7 +215,7 @@ class Engine:
         cached embedding with the predictor's fast decoder and mask upsampling."""
         torch = self._torch
         from pocketsam.masks import upsample_logits
-        from pocketsam.transforms import ResizeLongestSide
+        from pocketsam.preprocess import ResizeLongestSide
 
         size = (entry.height, entry.width)
         transform = ResizeLongestSide(self.sam.img_size)

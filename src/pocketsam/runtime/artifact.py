@@ -18,16 +18,21 @@ edited artifact is one clear :class:`~pocketsam.errors.CheckpointError`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pocketsam.errors import CheckpointError
+from pocketsam.errors import CheckpointError, InputError
+from pocketsam.io import sha256_file
 
 META_NAME = "pocketsam_int8.json"
 WEIGHTS_NAME = "model.safetensors"
 ENCODER_NAME = "encoder.int8.onnx"
 FORMAT = "pocketsam-int8"
-VERSION = 1
+VERSION = 2
+"""2: the metadata carries its own SHA-256 (``sha256``), so an edited value is refused."""
+SEAL_KEY = "sha256"
 #: operator domains an artifact's graph may use: standard ONNX and ONNX Runtime's built-in
 #: contrib kernels (custom-op libraries are never registered).
 ALLOWED_DOMAINS = frozenset({"", "ai.onnx", "com.microsoft"})
@@ -39,6 +44,9 @@ class Int8Artifact:
 
     folder: Path
     meta: dict = field(default_factory=dict)
+    model_sha256: str | None = None
+    """:func:`~pocketsam.checkpoints.weights_sha256` of the float model it was loaded with
+    (set by the loader): int8 runs only while the model's weights are still these."""
 
     @property
     def weights_path(self) -> Path:
@@ -57,6 +65,13 @@ class Int8Artifact:
         iou = q.get("mask_iou_vs_fp32")
         return (f"int8 encoder from '{self.folder}'"
                 + (f" (mask IoU vs float32 {iou:.3f} on its calibration images)" if isinstance(iou, float) else ""))
+
+
+def seal(meta: dict) -> str:
+    """SHA-256 of the metadata without its own seal (canonical JSON): written into the
+    metadata as :data:`SEAL_KEY` and checked on load."""
+    rest = {k: v for k, v in meta.items() if k != SEAL_KEY}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def is_artifact(path: str | Path) -> bool:
@@ -92,8 +107,6 @@ def load_artifact(path: str | Path, verify: bool = True) -> Int8Artifact:
         CheckpointError: not an artifact, unreadable/invalid metadata, a missing file, a
             checksum mismatch, or a graph with unknown operator domains / external data.
     """
-    import json
-
     p = Path(path)
     folder = p.parent if p.name == META_NAME and p.is_file() else p
     meta_path = folder / META_NAME
@@ -109,6 +122,8 @@ def load_artifact(path: str | Path, verify: bool = True) -> Int8Artifact:
     if meta.get("version") != VERSION:
         raise CheckpointError(f"int8 artifact '{folder}' has format version {meta.get('version')!r}; "
                               f"this pocketsam reads version {VERSION}", "re-create it with this pocketsam's `quantize`")
+    if meta.get(SEAL_KEY) != seal(meta):
+        raise _damaged(folder, f"{META_NAME} was edited after it was written (its recorded SHA-256 does not match)")
     files = meta.get("files")
     if not isinstance(files, dict) or set(files) != {WEIGHTS_NAME, ENCODER_NAME}:
         raise _damaged(folder, f"{META_NAME} does not list {WEIGHTS_NAME} and {ENCODER_NAME}")
@@ -126,23 +141,11 @@ def load_artifact(path: str | Path, verify: bool = True) -> Int8Artifact:
     return art
 
 
-def sha256_file(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def check_graph(path: Path, folder: Path | None = None) -> None:
     """The ONNX graph uses only :data:`ALLOWED_DOMAINS` and no external data."""
     try:
-        import onnx
+        import onnx  # optional dependency (the [onnx] extra)
     except ImportError as exc:  # pragma: no cover - optional dependency
-        from pocketsam.errors import InputError
-
         raise InputError("int8 artifacts need onnx and onnxruntime", "pip install 'pocketsam[onnx]'") from exc
     folder = folder or path.parent
     try:

@@ -20,6 +20,12 @@ from torch.utils.data import Dataset
 
 from pocketsam.masks import box_iou
 from pocketsam.proposals.coding import decode_boxes, encode_targets, head_loss
+from pocketsam.distill.data import collect_images
+from pocketsam.distill.run import cached_embeddings, default_device, load_teacher
+from pocketsam.models.proposal_head import ProposalHead
+from pocketsam.train.engine import Trainer
+from pocketsam.errors import InputError
+from pocketsam.preprocess import ResizeLongestSide
 
 
 @dataclass
@@ -52,7 +58,6 @@ class EmbeddingBoxes(Dataset):
         return len(self.images)
 
     def __getitem__(self, key) -> dict[str, Any]:
-        from pocketsam.transforms import ResizeLongestSide
 
         index, seed = key
         im = self.images[index]
@@ -127,17 +132,12 @@ def train_proposals(train, cfg: ProposalConfig, progress: bool = True) -> dict:
     """Train a proposal head for the SAM checkpoint ``train.init`` (kept frozen)."""
     from pathlib import Path
 
-    from pocketsam.distill.data import collect_images
-    from pocketsam.distill.run import cached_embeddings, default_device, load_teacher
-    from pocketsam.models.proposal_head import ProposalHead
-    from pocketsam.train.engine import Trainer
 
     train.freeze = ["image_encoder", "prompt_encoder", "mask_decoder"]
     train.validate()
     sam = load_teacher(train.init, default_device(train))
     labeled = [im for im in collect_images(train.data) if im.labeled]
     if not labeled:
-        from pocketsam.errors import InputError
 
         raise InputError(
             "the proposal head learns from ground-truth boxes, and these folders have no SA-1B annotations",

@@ -26,18 +26,26 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
+from torch import nn
+
+from pocketsam.checkpoints.fingerprint import weights_sha256
+from pocketsam.io import cache_root, write_json_atomic
+from pocketsam.platform import cpu_name, native_bf16, relevant_flags
+from pocketsam.runtime.agreement import mask_agreement, scene
+from pocketsam.runtime.int8_torch import available as torch_int8_available
 
 IOU_FLOOR = 0.99
 MIN_GAIN = 1.1
-VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
-BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 CACHE_NAME = "fast_mode.json"
+Optimize = Callable[..., nn.Module]
+"""The runtime's :func:`~pocketsam.runtime.optimize`, passed in (it is the caller)."""
 
 
 @dataclass
@@ -53,48 +61,8 @@ class FastChoice:
         return f"{self.mode} ({self.reason})"
 
 
-def cpu_flags() -> set[str]:
-    """The CPU feature flags (Linux ``/proc/cpuinfo``; empty elsewhere)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def int8_dot_product(flags: set[str] | None = None) -> bool:
-    """The CPU has an int8 dot-product instruction (:data:`VNNI_FLAGS`)."""
-    flags = cpu_flags() if flags is None else flags
-    return any(f in flags for f in VNNI_FLAGS)
-
-
-def x86() -> bool:
-    return platform.machine().lower() in ("x86_64", "amd64")
-
-
-def relevant_flags(flags: set[str] | None = None) -> list[str]:
-    flags = cpu_flags() if flags is None else flags
-    return sorted(f for f in flags if f in (*VNNI_FLAGS, *BF16_FLAGS, "avx512f", "avx2", "amx_tile"))
-
-
 def _cache_path(cache_dir: str | Path | None) -> Path:
-    from pocketsam.speed.onnx_backend import default_cache_dir
-
-    return Path(cache_dir or default_cache_dir().parent) / CACHE_NAME
+    return Path(cache_dir or cache_root()) / CACHE_NAME
 
 
 def _machine_key() -> str:
@@ -119,8 +87,6 @@ def _load(path: Path) -> dict:
 def _store(path: Path, key: str, section: str, value) -> None:
     """Merge one entry into the cache file (atomically; a concurrent writer may win, which
     only costs a re-measurement)."""
-    from pocketsam.io import write_json_atomic
-
     data = _load(path)
     data.setdefault(key, {}).setdefault(section, {})
     if isinstance(value, dict) and section == "machine":
@@ -134,20 +100,17 @@ def _store(path: Path, key: str, section: str, value) -> None:
         pass
 
 
-def measure_speedups(model, modes: list[str], repeats: int = 3, cache_dir: str | Path | None = None) -> dict[str, float]:
+def measure_speedups(model, optimize: Optimize, modes: list[str], repeats: int = 3,
+                     cache_dir: str | Path | None = None) -> dict[str, float]:
     """Image-encoder speed-up over ``default`` of each of ``modes`` (``"bf16"``,
     ``"int8:torch"``, ``"int8:onnxruntime"``) for ``model`` at its input size: best of
     ``repeats`` runs, all paths timed alternately. ``cache_dir``: where int8 finds or makes
     the model's artifact (as ``mode="int8"``)."""
     with torch.inference_mode(False), torch.no_grad():  # may be called from inside set_image
-        return _measure(model, modes, repeats, cache_dir)
+        return _measure(model, optimize, modes, repeats, cache_dir)
 
 
-def _measure(model, modes: list[str], repeats: int, cache_dir) -> dict[str, float]:
-    import warnings
-
-    from pocketsam.speed import optimize
-
+def _measure(model, optimize: Optimize, modes: list[str], repeats: int, cache_dir) -> dict[str, float]:
     engines = {"default": optimize(model, "default")}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -169,16 +132,14 @@ def _measure(model, modes: list[str], repeats: int, cache_dir) -> dict[str, floa
     return {m: base / min(ts) for m, ts in times.items() if m != "default"}
 
 
-def model_speedups(model, modes: list[str], cache_dir: str | Path | None = None) -> dict[str, float]:
+def model_speedups(model, optimize: Optimize, modes: list[str], cache_dir: str | Path | None = None) -> dict[str, float]:
     """:func:`measure_speedups`, once per machine and model (cached by the weights' hash)."""
-    from pocketsam.checkpoints import weights_sha256
-
     path, key = _cache_path(cache_dir), _machine_key()
     sha = weights_sha256(model)[:24]
     cached = dict(_load(path).get(key, {}).get("speedups", {}).get(sha, {}))
     missing = [m for m in modes if m not in cached]
     if missing:
-        measured = measure_speedups(model, missing, cache_dir=cache_dir)
+        measured = measure_speedups(model, optimize, missing, cache_dir=cache_dir)
         cached.update(measured)
         _store(path, key, "speedups", {sha: cached})
         _store(path, key, "machine", {"cpu": cpu_name(), "flags": relevant_flags(), "threads": torch.get_num_threads(),
@@ -187,38 +148,32 @@ def model_speedups(model, modes: list[str], cache_dir: str | Path | None = None)
     return {m: float(cached[m]) for m in modes}
 
 
-def int8_backend(model, cache_dir: str | Path | None = None) -> str:
+def int8_backend(model, optimize: Optimize, cache_dir: str | Path | None = None) -> str:
     """The faster int8 backend for ``model`` on this machine (measured once, cached):
     ``"torch"`` (oneDNN int8 linear layers) or ``"onnxruntime"``."""
-    from pocketsam.quant.torch_int8 import available
-
-    if not available():
+    if not torch_int8_available():
         return "onnxruntime"
-    s = model_speedups(model, ["int8:torch", "int8:onnxruntime"], cache_dir)
+    s = model_speedups(model, optimize, ["int8:torch", "int8:onnxruntime"], cache_dir)
     return "torch" if s["int8:torch"] >= s["int8:onnxruntime"] else "onnxruntime"
 
 
-def bf16_quality(model, cache_dir: str | Path | None = None) -> float:
+def bf16_quality(model, optimize: Optimize, cache_dir: str | Path | None = None) -> float:
     """Mask IoU of ``bf16`` against ``default`` for ``model`` (once per model and machine)."""
-    from pocketsam.checkpoints import weights_sha256
-
     path, key = _cache_path(cache_dir), _machine_key()
     sha = weights_sha256(model)[:24]
     cached = _load(path).get(key, {}).get("bf16_iou", {})
     if sha in cached:
         return float(cached[sha])
-    from pocketsam.quant import mask_agreement, synthetic_images
-
-    size = model.img_size
-    iou = mask_agreement(model, None, synthetic_images(1, size, seed=1), mode="bf16")["mask_iou_vs_fp32"]
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref, test = optimize(model, "default"), optimize(model, "bf16")
+        iou = mask_agreement(ref, test, [scene(model.img_size, seed=1)])["mask_iou_vs_fp32"]
     _store(path, key, "bf16_iou", {sha: iou})
     return iou
 
 
-def choose_fast(model, cache_dir: str | Path | None = None) -> FastChoice:
+def choose_fast(model, optimize: Optimize, cache_dir: str | Path | None = None) -> FastChoice:
     """The path ``fast`` runs for ``model`` on this machine."""
-    from pocketsam.speed.backends import native_bf16
-
     shown = relevant_flags()
     notes: list[str] = []
     candidates: list[str] = []
@@ -227,7 +182,7 @@ def choose_fast(model, cache_dir: str | Path | None = None) -> FastChoice:
         candidates.append("bf16")
     else:
         notes.append("no native bf16")
-    art = getattr(model, "int8_artifact", None)
+    art = model.info.int8
     if device.type == "cpu" and art is not None:
         iou = (art.meta.get("quality") or {}).get("mask_iou_vs_fp32")
         # without VNNI the int8 encoder runs with uint8 weights (same numbers, so the recorded
@@ -242,16 +197,14 @@ def choose_fast(model, cache_dir: str | Path | None = None) -> FastChoice:
         return FastChoice("default", "nothing faster on this CPU: " + "; ".join(notes), {}, shown)
     measured = [c for c in candidates if c != "int8"]
     if "int8" in candidates:
-        from pocketsam.quant.torch_int8 import available
-
-        measured += ["int8:torch", "int8:onnxruntime"] if available() else ["int8:onnxruntime"]
-    speedups = model_speedups(model, measured, cache_dir)
+        measured += ["int8:torch", "int8:onnxruntime"] if torch_int8_available() else ["int8:onnxruntime"]
+    speedups = model_speedups(model, optimize, measured, cache_dir)
     for mode in sorted(speedups, key=lambda m: -speedups[m]):
         gain = speedups[mode]
         if gain < MIN_GAIN:
             break
         if mode == "bf16":
-            iou = bf16_quality(model, cache_dir)
+            iou = bf16_quality(model, optimize, cache_dir)
             if iou < IOU_FLOOR:
                 notes.append(f"bf16: mask IoU {iou:.3f} < {IOU_FLOOR}")
                 continue

@@ -11,6 +11,7 @@ never read a half-written model.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 import os
 import tempfile
 import warnings
@@ -21,27 +22,25 @@ import torch
 from torch import nn
 
 from pocketsam.errors import InputError
+from pocketsam.models.info import SpeedPath
 from pocketsam.models.mask_decoder import MaskDecoder
-from pocketsam.speed.fold import fold_batchnorm
+from pocketsam.checkpoints.fingerprint import weights_sha256
+from pocketsam.io import cache_root
+from pocketsam.runtime.fold import fold_batchnorm, inference_copy
+from pocketsam.version import __version__
 
 OPSET = 17
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("POCKETSAM_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pocketsam"
-    )
-    return Path(root) / "onnx"
+    """Where exported ONNX files are cached: ``<cache root>/onnx``."""
+    return cache_root("onnx")
 
 
 def model_hash(model: nn.Module) -> str:
     """SHA-256 of the state_dict (names, dtypes, shapes, bytes) + config + versions."""
-    import pocketsam
-
-    from pocketsam.checkpoints import weights_sha256
-
     h = hashlib.sha256()
-    h.update(f"pocketsam={pocketsam.__version__};torch={torch.__version__};opset={OPSET}".encode())
+    h.update(f"pocketsam={__version__};torch={torch.__version__};opset={OPSET}".encode())
     h.update(weights_sha256(model).encode())
     return h.hexdigest()
 
@@ -55,7 +54,7 @@ class _DecoderCore(nn.Module):
         return self.decoder.predict_masks(image_embeddings, image_pe, sparse, dense)
 
 
-def _export(module: nn.Module, args: tuple, path: Path, input_names, output_names, dynamic_axes,
+def export_graph(module: nn.Module, args: tuple, path: Path, input_names, output_names, dynamic_axes,
             opset: int = OPSET) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
@@ -76,8 +75,6 @@ def _export(module: nn.Module, args: tuple, path: Path, input_names, output_name
 
 def export_onnx(model: nn.Module, cache_dir: str | Path | None = None) -> tuple[Path, Path]:
     """Export (or find cached) ``encoder.onnx`` and ``decoder.onnx`` for ``model``."""
-    from pocketsam.speed.fold import inference_copy
-
     folder = Path(cache_dir or default_cache_dir()) / model_hash(model)[:24]
     enc_path, dec_path = folder / "encoder.onnx", folder / "decoder.onnx"
     if not (enc_path.exists() and dec_path.exists()):
@@ -92,7 +89,7 @@ def export_onnx(model: nn.Module, cache_dir: str | Path | None = None) -> tuple[
                 torch.zeros(1, dim, emb_h, emb_w), torch.zeros(1, dim, emb_h, emb_w),
                 torch.zeros(2, 3, dim), torch.zeros(1, dim, emb_h, emb_w),
             )
-            _export(
+            export_graph(
                 _DecoderCore(copy.mask_decoder), args, dec_path,
                 ["image_embeddings", "image_pe", "sparse", "dense"], ["masks", "iou_pred"],
                 {"sparse": {0: "prompts", 1: "tokens"}, "dense": {0: "dense_batch"},
@@ -101,15 +98,14 @@ def export_onnx(model: nn.Module, cache_dir: str | Path | None = None) -> tuple[
     return enc_path, dec_path
 
 
-def export_encoder(model: nn.Module, path: Path, opset: int = OPSET) -> Path:
+def export_encoder(model: nn.Module, path: Path, opset: int = OPSET, output: str = "embedding") -> Path:
     """The image encoder of ``model`` (BatchNorm folded, float32, CPU) as ONNX at ``path``:
-    input ``image`` (1×3×S×S, normalised and padded), output ``embedding``."""
-    from pocketsam.speed.fold import inference_copy
-
+    input ``image`` (1×3×S×S, normalised and padded), output ``output`` (1×C×S/16×S/16).
+    The one encoder exporter: the runtime's ONNX and int8 paths and ``pocketsam export``."""
     copy = inference_copy(model).cpu().float()
     size = copy.img_size
-    _export(fold_batchnorm(copy.image_encoder), (torch.zeros(1, 3, size, size),), path, ["image"], ["embedding"],
-            None, opset)
+    export_graph(fold_batchnorm(copy.image_encoder), (torch.zeros(1, 3, size, size),), path, ["image"], [output],
+                 None, opset)
     return path
 
 
@@ -167,6 +163,6 @@ def onnx_model(model: nn.Module, fast: nn.Module, cache_dir: str | Path | None =
         raise InputError("onnx mode runs on CPU", "move the model to CPU or use mode='bf16'/'compile'")
     enc_path, dec_path = export_onnx(model, cache_dir)
     fast.image_encoder = OrtImageEncoder(enc_path, fast.img_size, threads)
-    fast.mask_decoder = OrtMaskDecoder(dec_path, bool(getattr(fast.mask_decoder, "multimask_only", False)), threads)
-    fast.onnx_files = (enc_path, dec_path)
+    fast.mask_decoder = OrtMaskDecoder(dec_path, fast.config.decoder.multimask_only, threads)
+    fast.info = replace(fast.info, speed=SpeedPath("onnx", f"ONNX Runtime: {enc_path.parent}"))
     return fast

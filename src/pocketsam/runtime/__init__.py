@@ -15,14 +15,13 @@ default      BatchNorm folded into convolutions, channels-last convolutions, GEL
 bf16         default + bfloat16 autocast (AMX/AVX512-BF16 CPUs, CUDA). Slower than float32 on
              CPUs without native bf16 (a warning says so).
 int8         static int8 linear layers in the image encoder (VNNI / AMX-INT8 kernels) from the
-             model's int8 artifact (``pocketsam quantize``, :mod:`pocketsam.quant`), else from
-             one made once with synthetic calibration and cached (``cache_dir``); run by
+             model's int8 artifact (``pocketsam quantize``, :mod:`pocketsam.quant`); run by
              torch's oneDNN int8 kernels or by ONNX Runtime, whichever measured faster for the
              model on this machine (``backend=`` forces one); the default float32 decoder.
 fast         the fastest of default / bf16 / int8 that keeps mask IoU >= 0.99 against
-             float32 on this CPU (:mod:`pocketsam.speed.select`): candidates from the CPU
+             float32 on this CPU (:mod:`pocketsam.runtime.select`): candidates from the CPU
              flags, speed from a one-off measurement of the model's encoder cached per machine;
-             ``fast_choice`` on the copy says which and why.
+             ``info.speed.chosen_by`` on the copy says which and why.
 compile      BatchNorm folded, then ``torch.compile`` (Inductor, max-autotune off) on the image
              encoder and the mask decoder. The first image pays the compile time.
 onnx         encoder and decoder exported with ``torch.onnx`` and run by ONNX Runtime
@@ -37,56 +36,36 @@ Threads: torch's intra-op thread count is used as is (``torch.set_num_threads`` 
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import nn
 
-from pocketsam.speed.decoder import fast_mask_decoder
-from pocketsam.speed.fold import fold_batchnorm, inference_copy, to_channels_last
-from pocketsam.speed.fuse import fuse_gelu
+from dataclasses import replace
+
+from pocketsam.checkpoints.fingerprint import weights_key
+from pocketsam.errors import InputError
+from pocketsam.models.info import SpeedPath
+from pocketsam.platform import configure_threads
+from pocketsam.runtime.backends import autocast_bf16, compile_model, int8_model
+from pocketsam.runtime.decoder import fast_mask_decoder
+from pocketsam.runtime.fold import fold_batchnorm, inference_copy, to_channels_last
+from pocketsam.runtime.fuse import fuse_gelu
+from pocketsam.runtime.onnx import onnx_model
+from pocketsam.runtime import select
 
 MODES = ("reference", "default", "bf16", "int8", "compile", "onnx", "fast")
 
 __all__ = [
-    "MODES", "configure_threads", "fold_batchnorm", "fuse_gelu", "inference_copy", "optimize",
+    "MODES", "check_mode", "choose_fast", "configure_threads", "fold_batchnorm", "fuse_gelu", "inference_copy", "optimize",
     "to_channels_last", "weights_key",
 ]
 
 
-def configure_threads(threads: int | None = None) -> int:
-    """Set torch's intra-op thread count and return it.
+def check_mode(mode: str) -> str:
+    """The canonical name of a speed mode (aliases: fp32, none, ort, bfloat16).
 
-    ``threads`` wins; else ``POCKETSAM_THREADS``; else torch's current setting is kept
-    (which already honours ``OMP_NUM_THREADS`` and defaults to the physical cores), capped
-    at the CPUs this process may run on so that nothing is oversubscribed.
+    Raises:
+        InputError: an unknown mode.
     """
-    if threads is None and os.environ.get("POCKETSAM_THREADS"):
-        threads = int(os.environ["POCKETSAM_THREADS"])
-    if threads is None:
-        threads = torch.get_num_threads()
-        try:
-            threads = min(threads, len(os.sched_getaffinity(0)))
-        except (AttributeError, OSError):  # pragma: no cover - non-Linux
-            pass
-    threads = max(1, int(threads))
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-    return threads
-
-
-def weights_key(model: nn.Module) -> tuple:
-    """Cheap identity of a model's current weights (storage and in-place version of every
-    parameter and buffer): changes whenever a weight is replaced or modified in place."""
-    return tuple(
-        (t.data_ptr(), t._version, t.dtype, t.device.type)
-        for t in (*model.parameters(), *model.buffers())
-    )
-
-
-def _check_mode(mode: str) -> str:
-    from pocketsam.errors import InputError
-
     key = (mode or "default").lower().replace("_", "-")
     key = {"fp32": "default", "none": "reference", "ort": "onnx", "bfloat16": "bf16"}.get(key, key)
     if key not in MODES:
@@ -98,13 +77,11 @@ def optimize(model: nn.Module, mode: str = "default", **options) -> nn.Module:
     """An inference copy of ``model`` (a :class:`~pocketsam.models.sam.Sam`) for ``mode``.
 
     The copy has the same interface (``image_encoder``, ``prompt_encoder``,
-    ``mask_decoder``, ``preprocess``, ...) and a ``speed_mode`` attribute. ``options`` go to
-    the mode's backend (``cache_dir`` for onnx, ``compile_decoder`` for compile, ...).
+    ``mask_decoder``, ``preprocess``, ...); its ``info.speed`` says how it runs.
+    ``options`` go to the mode's backend (``cache_dir`` for onnx, ``backend`` for int8, ...).
     """
-    mode = _check_mode(mode)
+    mode = check_mode(mode)
     if mode == "fast":
-        from pocketsam.speed.select import choose_fast
-
         choice = choose_fast(model, cache_dir=options.get("cache_dir"))
         name, _, backend = choice.mode.partition(":")  # e.g. "int8:torch"
         if name != "int8":
@@ -112,17 +89,15 @@ def optimize(model: nn.Module, mode: str = "default", **options) -> nn.Module:
         elif backend:
             options["backend"] = backend
         fast = optimize(model, name, **options)
-        fast.fast_choice = choice
+        fast.info = replace(fast.info, speed=replace(fast.info.speed, chosen_by=choice))
         return fast
     fast = inference_copy(model)
-    fast.speed_mode = mode
+    fast.info = replace(model.info, speed=SpeedPath(mode))
     if mode == "reference":
         return fast
     cpu = fast.device.type == "cpu"
     if mode == "int8":
-        from pocketsam.speed.backends import int8_model
-
-        return int8_model(model, fast, **options)
+        return int8_model(model, fast, optimize, **options)
     if mode in ("default", "bf16"):
         enc = fold_batchnorm(fast.image_encoder)
         if cpu:
@@ -132,20 +107,20 @@ def optimize(model: nn.Module, mode: str = "default", **options) -> nn.Module:
         fast.mask_decoder = fast_mask_decoder(fast.mask_decoder)
         fast.image_encoder = ChannelsLastInput(enc) if cpu else enc
         if mode == "bf16":
-            from pocketsam.speed.backends import autocast_bf16
-
             autocast_bf16(fast, **options)
         return fast
     if mode == "compile":
-        from pocketsam.speed.backends import compile_model
-
         fold_batchnorm(fast.image_encoder)
         return compile_model(fast, **options)
     if mode == "onnx":
-        from pocketsam.speed.onnx_backend import onnx_model
-
         return onnx_model(model, fast, **options)
     raise AssertionError(mode)  # pragma: no cover
+
+
+def choose_fast(model: nn.Module, cache_dir=None) -> "select.FastChoice":
+    """What ``mode="fast"`` runs for ``model`` on this machine, and why
+    (:func:`pocketsam.runtime.select.choose_fast`)."""
+    return select.choose_fast(model, optimize, cache_dir)
 
 
 class ChannelsLastInput(nn.Module):

@@ -23,7 +23,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from pocketsam.models.common import LayerNorm2d
-from pocketsam.speed.fuse import FusedLinear
+from pocketsam.models.mask_decoder import best_multimask
+from pocketsam.runtime.fuse import FusedLinear
+from pocketsam.models.transformer import TwoWayTransformer
+from pocketsam.models.mask_decoder import MaskDecoder
 
 
 def _as_linear(conv: nn.ConvTranspose2d) -> nn.Linear:
@@ -175,7 +178,6 @@ class FastTwoWayTransformer(nn.Module):
 def fast_transformer(decoder: nn.Module) -> nn.Module:
     """Replace ``decoder.transformer`` by :class:`FastTwoWayTransformer` when it is SAM's
     two-way transformer with plain linear projections (in place). Returns ``decoder``."""
-    from pocketsam.models.transformer import TwoWayTransformer
 
     t = getattr(decoder, "transformer", None)
     if type(t) is TwoWayTransformer:
@@ -197,7 +199,7 @@ class FastMaskDecoder(nn.Module):
     def __init__(self, decoder: nn.Module) -> None:
         super().__init__()
         self.decoder = decoder
-        self.multimask_only = getattr(decoder, "multimask_only", False)
+        self.multimask_only = decoder.multimask_only
         self.num_mask_tokens = decoder.num_mask_tokens
         fast_transformer(decoder)
         up = decoder.output_upscaling
@@ -235,13 +237,13 @@ class FastMaskDecoder(nn.Module):
         tokens, src = d.transformer_inputs(image_embeddings, sparse, dense)
         _, c, h, w = src.shape
         hs, keys = d.transformer(src, image_pe, tokens)  # keys (B, H·W, C)
-        iou = d.iou_prediction_head(hs[:, 0])
+        iou_all = d.iou_prediction_head(hs[:, 0])
         pick_best = not multimask_output and self.multimask_only
         idx = list(range(1, self.num_mask_tokens)) if (multimask_output or pick_best) else [0]
         hyper = torch.stack([d.output_hypernetworks_mlps[i](hs[:, 1 + i]) for i in idx], dim=1)  # (B, m, C2)
-        iou = iou[:, idx]
+        iou = iou_all[:, idx]
         if pick_best:
-            best = iou.argmax(dim=1)
+            best = best_multimask(iou_all) - 1  # a row of idx = 1..M
             rows = torch.arange(b, device=iou.device)
             hyper, iou = hyper[rows, best].unsqueeze(1), iou[rows, best].unsqueeze(1)
         if self.fused:
@@ -265,6 +267,5 @@ class FastMaskDecoder(nn.Module):
 
 def fast_mask_decoder(decoder: nn.Module) -> nn.Module:
     """:class:`FastMaskDecoder` around ``decoder`` when it is SAM's mask decoder, else ``decoder``."""
-    from pocketsam.models.mask_decoder import MaskDecoder
 
     return FastMaskDecoder(decoder) if isinstance(decoder, MaskDecoder) else decoder

@@ -1,27 +1,28 @@
-"""Opt-in inference backends: bfloat16 autocast, static int8 (ONNX Runtime), torch.compile.
+"""Opt-in inference backends: bfloat16 autocast, static int8 (torch oneDNN or ONNX Runtime), torch.compile.
 
-Each function rewrites an inference copy made by :func:`pocketsam.speed.optimize` in place.
+Each function rewrites an inference copy made by :func:`pocketsam.runtime.optimize` in place.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
+from dataclasses import replace
+from typing import Callable
 
 import torch
 from torch import nn
 
-
-def native_bf16(device: torch.device | str = "cpu") -> bool:
-    """Whether bf16 matmuls run natively (CUDA, or a CPU with AVX512-BF16 / AMX)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    try:
-        return bool(check()) if check is not None else False
-    except Exception:  # pragma: no cover
-        return False
+from pocketsam.checkpoints.fingerprint import weights_sha256
+from pocketsam.errors import CheckpointError, InputError
+from pocketsam.models.info import SpeedPath
+from pocketsam.platform import native_bf16
+from pocketsam.runtime.decoder import fast_mask_decoder
+from pocketsam.runtime.int8_onnx import runnable_encoder, saturates_int16
+from pocketsam.runtime.int8_torch import available as torch_int8_available
+from pocketsam.runtime.int8_torch import check_ranges, convert
+from pocketsam.runtime.onnx import OrtImageEncoder
+from pocketsam.runtime.select import int8_backend
 
 
 class Autocast(nn.Module):
@@ -57,59 +58,63 @@ def autocast_bf16(fast: nn.Module, decoder: bool = True) -> nn.Module:
     return fast
 
 
-def int8_model(model: nn.Module, fast: nn.Module, cache_dir=None, threads: int | None = None,
-               backend: str | None = None) -> nn.Module:
-    """Static int8 image encoder from the model's int8 artifact (:mod:`pocketsam.quant`), or
-    from one made once per machine with synthetic calibration; the float32 fast decoder.
+def int8_model(model: nn.Module, fast: nn.Module, optimize: Callable[..., nn.Module], cache_dir=None,
+               threads: int | None = None, backend: str | None = None) -> nn.Module:
+    """Static int8 image encoder from the model's int8 artifact (``model.info.int8``: loaded
+    with ``build_sam(checkpoint=ARTIFACT)``, written by ``pocketsam quantize``), and the
+    float32 fast decoder.
 
     ``backend``: ``"torch"`` (oneDNN int8 linear layers inside the default path) or
     ``"onnxruntime"`` (the artifact's int8 ONNX encoder); ``None``: whichever a one-off
     measurement of this model on this machine found faster (cached;
-    :func:`pocketsam.speed.select.int8_backend`). CPU only."""
-    from pocketsam.errors import InputError
-    from pocketsam.quant import artifact_for
-    from pocketsam.quant.torch_int8 import available, check_ranges, convert
-    from pocketsam.speed.decoder import fast_mask_decoder
-    from pocketsam.speed.onnx_backend import OrtImageEncoder
-
+    :func:`pocketsam.runtime.select.int8_backend`). ``optimize``: the runtime's
+    :func:`~pocketsam.runtime.optimize` (for the default copy the torch backend starts from).
+    CPU only."""
     if fast.device.type != "cpu":
         raise InputError("int8 mode runs on CPU only", "use mode='bf16' on CUDA")
     if backend not in (None, "torch", "onnxruntime"):
         raise InputError(f"unknown int8 backend '{backend}'", "use 'torch' or 'onnxruntime'")
-    art = artifact_for(model, cache_dir)
+    art = own_artifact(model)
     if art.img_size != fast.img_size:
         raise InputError(f"the int8 encoder was quantised for {art.img_size}² inputs, this model runs at {fast.img_size}²",
                          "quantise the model at its input size")
     part = art.meta.get("torch") or {}
-    if backend is None and available() and part.get("ranges"):
-        from pocketsam.speed.select import int8_backend
-
-        backend = int8_backend(model, cache_dir)  # whichever measured faster for this model here
-    use_torch = backend == "torch"
-    if use_torch:
-        if not available():
+    if backend is None and torch_int8_available() and part.get("ranges"):
+        backend = int8_backend(model, optimize, cache_dir)  # whichever measured faster for this model here
+    if backend == "torch":
+        if not torch_int8_available():
             raise InputError("torch's oneDNN int8 kernels are not available here", "use backend='onnxruntime'")
-        from pocketsam.speed import optimize
-
         try:
             ranges = check_ranges(part.get("ranges"))
         except ValueError as exc:
-            from pocketsam.errors import CheckpointError
-
             raise CheckpointError(f"int8 artifact '{art.folder}' is damaged: its torch ranges are invalid ({exc})",
                                   "re-create it with `pocketsam quantize`") from None
         fast = optimize(model, "default")
-        fast.speed_mode = "int8"
         convert(fast.image_encoder, ranges, part.get("float") or ())
-        fast.int8_backend = "torch oneDNN int8 linear layers"
+        detail = "torch oneDNN int8 linear layers"
     else:
-        from pocketsam.quant.onnx_int8 import runnable_encoder, saturates_int16
-
         fast.image_encoder = OrtImageEncoder(runnable_encoder(art, cache_dir), fast.img_size, threads)
         fast.mask_decoder = fast_mask_decoder(fast.mask_decoder)
-        fast.int8_backend = "ONNX Runtime QDQ encoder" + (" (uint8 weights: no VNNI)" if saturates_int16() else "")
-    fast.int8_artifact = art
+        detail = "ONNX Runtime QDQ encoder" + (" (uint8 weights: no VNNI)" if saturates_int16() else "")
+    fast.info = replace(model.info, speed=SpeedPath("int8", f"{detail}: {art.describe()}"))
     return fast
+
+
+def own_artifact(model: nn.Module):
+    """The int8 artifact ``model`` was loaded from, if its weights are still the artifact's.
+
+    Raises:
+        InputError: the model has none (or was changed since), with how to make one.
+    """
+    art = model.info.int8
+    if art is None:
+        raise InputError("int8 mode needs a model loaded from an int8 artifact",
+                         "make one with `pocketsam quantize CKPT --calib DIR --out OUT` (or "
+                         "pocketsam.quant.quantize_model(sam, images, OUT)), then build_sam(checkpoint=OUT)")
+    if art.model_sha256 != weights_sha256(model):
+        raise InputError("the model's weights changed since it was loaded from its int8 artifact",
+                         "quantise the changed model again (`pocketsam quantize`)")
+    return art
 
 
 class Compiled(nn.Module):
