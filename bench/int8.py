@@ -111,8 +111,8 @@ def main() -> int:
     args = ap.parse_args()
 
     from pocketsam import build_sam
-    from pocketsam.runtime import configure_threads
     from pocketsam.platform import cpu_name, relevant_flags
+    from pocketsam.runtime import configure_threads
 
     threads = configure_threads(args.threads)
     int8 = build_sam(checkpoint=args.artifact)
@@ -134,8 +134,8 @@ def main() -> int:
             print(f"{prompt:5s} ({r['masks']} masks, {r['images']} images): mIoU vs float32 {r['miou_vs_fp32']:.4f}; "
                   f"vs ground truth int8 {r['miou_gt_int8']:.4f}, float32 {r['miou_gt_fp32']:.4f}")
     if not args.no_speed:
-        from pocketsam.io import load_image
         from pocketsam.benchmark import synthetic_image
+        from pocketsam.io import load_image
 
         image = load_image(args.images[0]) if args.images else synthetic_image(768, 1024)
         modes = [m.strip() for m in args.modes.split(",") if m.strip()]

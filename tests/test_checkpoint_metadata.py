@@ -8,18 +8,26 @@ import warnings
 
 import pytest
 import torch
+from conftest import tiny_config
 from safetensors import safe_open
 from safetensors.torch import save, save_file
 
 import pocketsam
 from pocketsam import build_sam
-from pocketsam.checkpoints import HEADER_KEY, checkpoint_contents, checkpoint_metadata, default_checkpoint, export_state_dict, peek_checkpoint, read_checkpoint, read_metadata, save_checkpoint
-from pocketsam.errors import CheckpointWarning
-from pocketsam.errors import CheckpointError
+from pocketsam.checkpoints import (
+    HEADER_KEY,
+    checkpoint_contents,
+    checkpoint_metadata,
+    default_checkpoint,
+    export_state_dict,
+    peek_checkpoint,
+    read_checkpoint,
+    read_metadata,
+    save_checkpoint,
+)
+from pocketsam.errors import CheckpointError, CheckpointWarning
 from pocketsam.models import DecoderConfig, SamConfig, ViTConfig, create_model
 from pocketsam.models.proposal_head import ProposalHead
-
-from conftest import tiny_config
 
 THRESHOLDS = {"pred_iou_thresh": 0.4, "stability_score_thresh": 0.65, "high_score_thresh": 1.5}
 # a ViT without relative positions needs every hint there is (heads, window, global blocks, input size)

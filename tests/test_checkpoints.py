@@ -9,14 +9,13 @@ import random
 
 import pytest
 import torch
+from conftest import tiny_config
 from safetensors.torch import save_file
 
 from pocketsam import build_sam, sam_model_registry
 from pocketsam.checkpoints import export_state_dict, read_checkpoint
 from pocketsam.errors import CheckpointError
 from pocketsam.models import create_model
-
-from conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -209,10 +208,10 @@ def test_export_cli_writes_loadable_fp16_safetensors_and_pth(tmp_path, capsys):
 
 def test_recommended_everything_thresholds_travel_with_the_weights(tmp_path, capsys):
     from pocketsam.checkpoints import save_checkpoint
-    from pocketsam.errors import CheckpointWarning
-    from pocketsam.thresholds import EVERYTHING_KEYS
     from pocketsam.cli import export as export_cli
     from pocketsam.cli import main
+    from pocketsam.errors import CheckpointWarning
+    from pocketsam.thresholds import EVERYTHING_KEYS
 
     assert export_cli.EVERYTHING_KEYS is EVERYTHING_KEYS  # one home (pocketsam.thresholds), no copy
     torch.manual_seed(4)
@@ -264,10 +263,9 @@ def test_thresholds_everything_refuses_are_refused_by_export_and_ignored_at_load
     from safetensors.torch import load_file
 
     from pocketsam.checkpoints import save_checkpoint
-    from pocketsam.errors import CheckpointWarning
-    from pocketsam.thresholds import check_everything_setting
     from pocketsam.cli import main
-    from pocketsam.errors import InputError
+    from pocketsam.errors import CheckpointWarning, InputError
+    from pocketsam.thresholds import check_everything_setting
 
     torch.manual_seed(5)
     model = create_model(tiny_config()).eval()

@@ -186,8 +186,8 @@ def test_eval_prompts_against_a_teacher(scenes, tmp_path, capsys):
     """miou_vs_teacher: a model against itself agrees exactly; against another model with
     another input size, less; the ground-truth mIoU stays as it was."""
     import torch
-
     from conftest import tiny_config
+
     from pocketsam.checkpoints import save_checkpoint
     from pocketsam.models import create_model
 

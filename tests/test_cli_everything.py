@@ -160,8 +160,16 @@ def test_modes_own_the_mode_knowledge():
 
     from pocketsam.errors import InputError
     from pocketsam.everything import GENERATORS, ObjectAwareMaskGenerator
-    from pocketsam.everything.modes import (MODES, RESULT_SETTINGS, THRESHOLDS, check_mode, check_proposals,
-                                            default_setting, misplaced_thresholds, model_mode)
+    from pocketsam.everything.modes import (
+        MODES,
+        RESULT_SETTINGS,
+        THRESHOLDS,
+        check_mode,
+        check_proposals,
+        default_setting,
+        misplaced_thresholds,
+        model_mode,
+    )
 
     assert tuple(GENERATORS) == MODES == tuple(THRESHOLDS) == tuple(RESULT_SETTINGS)
     assert GENERATORS["boxes"] is ObjectAwareMaskGenerator
@@ -188,8 +196,8 @@ def test_modes_own_the_mode_knowledge():
 def tiny_ckpt(tmp_path_factory) -> Path:
     """A very small random model at a 256² input (fast: one encoder pass is milliseconds)."""
     import torch
-
     from conftest import tiny_config
+
     from pocketsam.checkpoints import save_checkpoint
     from pocketsam.models import create_model
 
@@ -301,12 +309,12 @@ def _args(folder, ckpt, out, *extra):
 
 def test_resume_records_provenance_and_refuses_results_made_differently(tmp_path, capsys, monkeypatch, tiny_ckpt):
     import torch
+    from conftest import tiny_config
 
     import pocketsam
-    from conftest import tiny_config
-    from pocketsam.version import __version__
     from pocketsam.checkpoints import save_checkpoint
     from pocketsam.models import create_model
+    from pocketsam.version import __version__
 
     _write_images(tmp_path / "in", 2)
     out = tmp_path / "out"

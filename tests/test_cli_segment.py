@@ -307,8 +307,8 @@ def test_malicious_pickle_is_refused_subprocess(small_png: Path, tmp_path: Path)
 @pytest.fixture(scope="module")
 def tiny_state() -> dict:
     import torch
-
     from conftest import tiny_config
+
     from pocketsam.checkpoints import export_state_dict
     from pocketsam.models import create_model
 

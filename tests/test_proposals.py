@@ -8,8 +8,8 @@ import torch
 
 from pocketsam import build_sam
 from pocketsam.checkpoints import HEAD_PREFIX, save_checkpoint
-from pocketsam.errors import CheckpointWarning
 from pocketsam.cli import main
+from pocketsam.errors import CheckpointWarning
 from pocketsam.everything import ObjectAwareMaskGenerator
 from pocketsam.models import MODEL_CONFIGS, create_model
 from pocketsam.models.proposal_head import ProposalHead

@@ -108,10 +108,10 @@ def test_scale_search_beats_min_max_on_a_constructed_layer():
 @pytest.fixture(scope="module")
 def tiny_artifact(tmp_path_factory):
     """The tiny test model quantised with two generated scenes (a few seconds)."""
+    from conftest import tiny_config
+
     from pocketsam.models import create_model
     from pocketsam.quant import quantize_model, synthetic_images
-
-    from conftest import tiny_config
 
     torch.manual_seed(0)
     model = create_model(tiny_config()).eval()
@@ -193,9 +193,8 @@ def _rehash(folder, name):
 
 
 def test_corrupt_artifacts_are_one_clear_error(tiny_artifact, tmp_path, capsys):
-    from onnx import helper
-
     import onnx
+    from onnx import helper
 
     from pocketsam.cli import main
 
@@ -326,7 +325,6 @@ def test_int8_mode_without_artifact_quantises_once(tiny_sam, tmp_path, capsys):
     """No artifact: int8 mode says how to make one; quant.artifact_for (benchmarks) quantises
     with generated scenes once (cached by the weights' hash), then the int8 path runs
     whichever backend a one-off measurement found faster (also cached)."""
-    from pocketsam.errors import InputError
     from pocketsam.quant import artifact_for
     from pocketsam.runtime import select
 

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from pocketsam import SamPredictor, build_sam
-from pocketsam.runtime.agreement import accuracy_prompts
-from pocketsam.runtime import optimize, weights_key
 from pocketsam.platform import native_bf16
+from pocketsam.runtime import optimize, weights_key
+from pocketsam.runtime.agreement import accuracy_prompts
 
 
 def _randomize_bn(model: nn.Module) -> None:
@@ -67,8 +67,9 @@ def test_fast_mask_decoder_is_the_same_math(multimask_only, depth):
     import copy
     from dataclasses import replace
 
-    from pocketsam.models import create_model
     from conftest import tiny_config
+
+    from pocketsam.models import create_model
     from pocketsam.runtime.decoder import FastMaskDecoder, FastTwoWayTransformer, fast_mask_decoder
 
     cfg = tiny_config()

@@ -12,9 +12,8 @@ plus :func:`build_sam`, which reads the architecture from the checkpoint itself:
     sam = build_sam(checkpoint="any_sam_family_checkpoint.pth")
 """
 
-from pocketsam.version import __version__  # noqa: E402
-
 from pocketsam.errors import PocketSamError  # noqa: E402
+from pocketsam.version import __version__  # noqa: E402
 
 _LAZY = {
     "build_sam": "pocketsam.runtime.load",

@@ -352,7 +352,7 @@ def _try_lock(fd: int) -> bool:
 
 
 @contextmanager
-def atomic_write(path: PathLike, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
+def atomic_write(path: PathLike, mode: str = "wb", encoding: str | None = None, fsync: bool = True) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on clean exit, move it over ``path``.
 
     The temporary file lives in the same directory (so ``os.replace`` is atomic), is
@@ -363,6 +363,8 @@ def atomic_write(path: PathLike, mode: str = "wb", encoding: str | None = None) 
         path: destination file.
         mode: ``"wb"`` or ``"w"``.
         encoding: text encoding for ``mode="w"`` (default UTF-8).
+        fsync: flush to disk before the rename (off for data that can be regenerated, where
+            an fsync per file would dominate the run time).
     Yields:
         the open temporary file.
     Raises:
@@ -385,7 +387,34 @@ def atomic_write(path: PathLike, mode: str = "wb", encoding: str | None = None) 
         with f:
             yield f
             f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise _write_error(dest, exc) from None
+        raise
+
+
+@contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path`` for a writer that wants a file name rather than a
+    file object (``torch.onnx.export``, ``onnx.save``, ONNX Runtime's quantiser); on clean
+    exit it is moved over ``path``, on error removed. Same naming as :func:`atomic_write`,
+    so :func:`remove_stale_temporaries` sweeps what a killed process left.
+
+    Raises:
+        InputError: the destination cannot be written.
+    """
+    dest = Path(path)
+    tmp = dest.with_name(_temporary_name(dest.name))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o644)
         os.replace(tmp, dest)
     except BaseException as exc:
         try:
@@ -407,9 +436,9 @@ def _write_error(dest: Path, exc: OSError) -> InputError:
     )
 
 
-def write_bytes_atomic(data: bytes, path: PathLike) -> None:
-    """Atomically replace ``path`` with ``data``."""
-    with atomic_write(path, "wb") as f:
+def write_bytes_atomic(data: bytes, path: PathLike, fsync: bool = True) -> None:
+    """Atomically replace ``path`` with ``data`` (``fsync``: see :func:`atomic_write`)."""
+    with atomic_write(path, "wb", fsync=fsync) as f:
         f.write(data)
 
 

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
+
 from pocketsam.masks import decode_rle
 
 POSITIVE_COLOR = (40, 220, 60)

@@ -10,25 +10,34 @@ from typing import Mapping
 
 import torch
 
+from pocketsam.checkpoints.detect import (
+    ARCHITECTURE_LIMITS,
+    _meta_model,
+    check_finite,
+    check_fits,
+    config_from_state_dict,
+    load_into,
+)
+from pocketsam.checkpoints.read import (
+    HEAD_PREFIX,
+    Metadata,
+    StateDict,
+    _unwrap,
+    multimask_only_by_name,
+    read_checkpoint,
+)
 from pocketsam.errors import CheckpointError, InputError
+from pocketsam.models.info import ModelInfo
+from pocketsam.models.proposal_head import ProposalHead
 from pocketsam.models.registry import (
     MODEL_CONFIGS,
     SamConfig,
     TinyViTConfig,
     create_model,
 )
-from pocketsam.models.info import ModelInfo
 from pocketsam.models.sam import Sam
-
-from pocketsam.checkpoints.detect import (
-    ARCHITECTURE_LIMITS, _meta_model, check_finite, check_fits, config_from_state_dict, load_into,
-)
-from pocketsam.checkpoints.read import (
-    HEAD_PREFIX, Metadata, StateDict, _unwrap, multimask_only_by_name, read_checkpoint,
-)
 from pocketsam.thresholds import everything_defaults
 from pocketsam.weights import resolve_checkpoint_name
-from pocketsam.models.proposal_head import ProposalHead
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 DEFAULT_CHECKPOINT_NAME = "pocketsam_tiny_synth.safetensors"

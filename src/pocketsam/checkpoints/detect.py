@@ -5,13 +5,14 @@ and strict checks that a state_dict fits a model."""
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 import re
 from dataclasses import replace
+from functools import lru_cache
 from typing import Mapping
 
 import torch
 
+from pocketsam.checkpoints.read import OFFICIAL_TYPES, short_reason
 from pocketsam.errors import CheckpointError
 from pocketsam.models.registry import (
     MODEL_CONFIGS,
@@ -22,8 +23,6 @@ from pocketsam.models.registry import (
     create_model,
 )
 from pocketsam.models.sam import Sam
-
-from pocketsam.checkpoints.read import short_reason, OFFICIAL_TYPES
 
 
 # ------------------------------------------------------------------------- detection

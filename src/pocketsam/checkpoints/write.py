@@ -9,16 +9,19 @@ from typing import Mapping
 
 import torch
 
-from pocketsam.errors import CheckpointWarning
-from pocketsam.models.sam import Sam
-
 from pocketsam.checkpoints.detect import config_metadata, reference_type
 from pocketsam.checkpoints.read import (
+    HEAD_PREFIX,
+    META_PREFIX,
+    Metadata,
+    StateDict,
+    header_metadata,
     multimask_only_by_name,
-    HEAD_PREFIX, META_PREFIX, Metadata, StateDict, header_metadata,
 )
-from pocketsam.thresholds import EVERYTHING_PREFIX, check_everything_setting
+from pocketsam.errors import CheckpointWarning
 from pocketsam.io import atomic_write
+from pocketsam.models.sam import Sam
+from pocketsam.thresholds import EVERYTHING_PREFIX, check_everything_setting
 
 
 def checkpoint_metadata(model: Sam, everything: bool = True) -> Metadata:

@@ -27,7 +27,6 @@ from pocketsam.errors import CheckpointError, InputError
 from pocketsam.everything.modes import THRESHOLDS, misplaced_thresholds
 from pocketsam.thresholds import EVERYTHING_KEYS
 
-
 # ------------------------------------------------------------------ checks and --speed
 
 

@@ -117,7 +117,8 @@ def list_images(path: Path) -> list[Path]:
     if not path.exists():
         raise InputError(f"input '{path}' does not exist", "check the path")
     if path.is_dir():
-        from pocketsam.io import IMAGE_SUFFIXES, list_images as images_in
+        from pocketsam.io import IMAGE_SUFFIXES
+        from pocketsam.io import list_images as images_in
 
         files = images_in(path)
         if not files:
@@ -235,8 +236,8 @@ def generator_settings(args: argparse.Namespace, checkpoint: Path) -> tuple[dict
 
     from pocketsam.checkpoints import read_metadata
     from pocketsam.errors import CheckpointWarning
-    from pocketsam.thresholds import everything_defaults
     from pocketsam.everything import resolve_settings
+    from pocketsam.thresholds import everything_defaults
 
     settings: dict[str, Any] = {
         "box_nms_thresh": args.box_nms_thresh,
@@ -267,9 +268,9 @@ def provenance(args: argparse.Namespace, checkpoint: Path, kwargs: dict[str, Any
             left out are the generator's defaults and are recorded as such.
         proposals: boxes mode: where the boxes came from.
     """
-    from pocketsam.version import __version__
     from pocketsam.checkpoints import multimask_only_by_name
     from pocketsam.checkpoints.build import ASSETS, DEFAULT_CHECKPOINT_NAME
+    from pocketsam.version import __version__
 
     settings = {k: kwargs[k] if k in kwargs else default_setting(args.mode, k) for k in RESULT_SETTINGS[args.mode]}
     ckpt: dict[str, Any] = {"file": checkpoint.name, "sha256": checkpoint_sha256}

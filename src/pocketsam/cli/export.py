@@ -64,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from pocketsam.checkpoints import save_checkpoint
-    from pocketsam.runtime.load import build_sam
     from pocketsam.errors import InputError
+    from pocketsam.runtime.load import build_sam
 
     fmt = args.format
     if fmt == "onnx":

@@ -42,6 +42,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from pycocotools import mask as mask_utils
 
 from pocketsam.errors import InputError
+from pocketsam.io import write_bytes_atomic
 
 STYLES = ("default", "alt")
 
@@ -661,11 +662,9 @@ def generate_image(seed: int, index: int, height: int = 512, width: int = 512, s
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    # Temporary name + rename: an interrupted run never leaves a truncated file. No fsync —
-    # generated data can always be regenerated, and fsync per file would dominate runtime.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    # No fsync: generated data can always be regenerated, and an fsync per file would
+    # dominate the run time. The rename still means an interrupted run leaves no torn file.
+    write_bytes_atomic(data, path, fsync=False)
 
 
 def _work(args: tuple[str, int, int, int, int, str]) -> int:

@@ -21,11 +21,11 @@ import torch
 from torch.utils.data import Dataset
 
 from pocketsam.data.dataset import SegmentationDataset, collate, masks_to_boxes
+from pocketsam.data.sa1b import read_sa1b_json
 from pocketsam.data.sample import Sample
 from pocketsam.distill.cache import TeacherCache, file_sha256
 from pocketsam.errors import InputError
 from pocketsam.io import IMAGE_SUFFIXES, list_images, load_image
-from pocketsam.data.sa1b import read_sa1b_json
 
 
 @dataclass

@@ -11,15 +11,22 @@ from typing import Sequence
 import torch
 
 from pocketsam.checkpoints import weights_sha256
-from pocketsam.runtime.load import build_sam
 from pocketsam.distill.cache import CacheTransform, TeacherCache, build_cache
-from pocketsam.distill.data import DistillDataset, DistillImage, collect_images, distill_collate, flip_content, frame_images
+from pocketsam.distill.data import (
+    DistillDataset,
+    DistillImage,
+    collect_images,
+    distill_collate,
+    flip_content,
+    frame_images,
+)
 from pocketsam.distill.step import EncoderDistillStep, FullDistillStep, LossWeights
 from pocketsam.errors import PocketSamError
 from pocketsam.models.sam import Sam
+from pocketsam.runtime import optimize
+from pocketsam.runtime.load import build_sam
 from pocketsam.train.engine import TrainConfig, Trainer
 from pocketsam.train.step import encode_images
-from pocketsam.runtime import optimize
 
 STAGES = ("encoder", "full")
 

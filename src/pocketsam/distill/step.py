@@ -26,7 +26,12 @@ import torch
 from torch import nn
 
 from pocketsam.distill.losses import (
-    embedding_loss, hard_mask_weights, logit_loss, mask_disagreement, resize_to, token_loss,
+    embedding_loss,
+    hard_mask_weights,
+    logit_loss,
+    mask_disagreement,
+    resize_to,
+    token_loss,
 )
 from pocketsam.masks import batched_mask_to_box
 from pocketsam.models.sam import Sam

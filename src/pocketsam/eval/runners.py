@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from pocketsam.checkpoints import default_checkpoint
 from pocketsam.data.sample import Sample
 from pocketsam.errors import InputError, PocketSamError
 from pocketsam.eval.metrics import (
@@ -40,12 +41,10 @@ from pocketsam.eval.metrics import (
     paired_iou,
     rle_iou,
 )
+from pocketsam.everything.proposals import BoxesProposals, check_matched
 from pocketsam.masks import batched_mask_to_box, encode_rle, farthest_point
-from pocketsam.checkpoints import default_checkpoint
-from pocketsam.runtime.load import build_sam
 from pocketsam.predictor import SamPredictor
-from pocketsam.everything.proposals import check_matched
-from pocketsam.everything.proposals import BoxesProposals
+from pocketsam.runtime.load import build_sam
 
 #: COCO area ranges used to split mIoU by object size.
 AREA_RANGES = {"small": (0, 32**2), "medium": (32**2, 96**2), "large": (96**2, math.inf)}

@@ -37,8 +37,8 @@ import torch
 
 from pocketsam.masks import (
     MaskData,
-    batch_iterator,
     area_from_rle,
+    batch_iterator,
     batched_mask_to_box,
     batched_nms,
     box_xyxy_to_xywh,

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
-from pocketsam.masks import coco_encode_rle, encode_rle
+
 from pocketsam.io import write_json_atomic
+from pocketsam.masks import coco_encode_rle, encode_rle
 
 #: The category of masks that come without one (grid and hierarchical modes, proposals
 #: without categories).

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pocketsam.errors import PocketSamError
 from pocketsam.everything._common import (
     Crop,
     FilterSettings,
@@ -24,10 +25,9 @@ from pocketsam.everything._common import (
     to_records,
 )
 from pocketsam.everything.proposals import as_proposal_source, unpack_proposals
-from pocketsam.errors import PocketSamError
 from pocketsam.masks import MaskData, batched_nms
-from pocketsam.proposals import HeadProposals
 from pocketsam.predictor import check_image
+from pocketsam.proposals import HeadProposals
 
 
 class ObjectAwareMaskGenerator(MaskGeneratorBase):

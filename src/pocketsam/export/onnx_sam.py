@@ -46,8 +46,6 @@ without VNNI (:func:`pocketsam.quant.onnx_int8.unsigned_weights`).
 
 from __future__ import annotations
 
-import hashlib
-import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
@@ -56,17 +54,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pocketsam.errors import InputError
-from pocketsam.models.sam import Sam
-from pocketsam.runtime import onnx as runtime_onnx
-from pocketsam.version import __version__
-from pocketsam.models.registry import MODEL_CONFIGS
-from pocketsam.runtime.fold import inference_copy
-from pocketsam.quant import artifact_for, quantize_model
-from pocketsam.runtime.int8_onnx import unsigned_weights
 from pocketsam.checkpoints import weights_sha256
-from pocketsam.io import write_json_atomic
-from pocketsam.io import read_json
+from pocketsam.errors import InputError
+from pocketsam.io import atomic_path, read_json, sha256_file, write_json_atomic
+from pocketsam.models.registry import MODEL_CONFIGS
+from pocketsam.models.sam import Sam
+from pocketsam.quant import artifact_for, quantize_model
+from pocketsam.runtime import onnx as runtime_onnx
+from pocketsam.runtime.fold import inference_copy
+from pocketsam.runtime.int8_onnx import unsigned_weights
+from pocketsam.version import __version__
 
 OPSET = 17
 RGB_OPSET = 18  # Resize's antialias attribute
@@ -272,10 +269,8 @@ def export_encoder_rgb(sam: Sam, path: str | Path) -> Path:
             if out.name == "enc_image_embeddings":
                 _rename(merged.graph, "enc_image_embeddings", "image_embeddings")
         onnx.checker.check_model(merged)
-        staged = Path(tmp) / "encoder_rgb.onnx"
-        onnx.save(merged, str(staged))
-        os.chmod(staged, 0o644)
-        os.replace(staged, path)
+        with atomic_path(path) as staged:
+            onnx.save(merged, str(staged))
     return path
 
 
@@ -297,10 +292,8 @@ def export_encoder_int8(sam: Sam, path: str | Path, calib_images: list | None = 
         # int16 pair sums of x86 kernels without VNNI (see unsigned_weights).
         unsigned_weights(model)
         _rename(model.graph, "embedding", "image_embeddings")
-        staged = Path(tmp) / "encoder_int8.onnx"
-        onnx.save(model, str(staged))
-        os.chmod(staged, 0o644)
-        os.replace(staged, path)
+        with atomic_path(path) as staged:
+            onnx.save(model, str(staged))
     meta = art.meta
     calibration = meta.get("calibration", {})
     return {
@@ -320,14 +313,6 @@ def _rename(graph: Any, old: str, new: str) -> None:
     for value in graph.output:
         if value.name == old:
             value.name = new
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def sam_onnx_config(sam: Sam, return_single_mask: bool = True, source: str | None = None) -> dict[str, Any]:
@@ -406,7 +391,7 @@ def export_sam_onnx(
                            "opset": RGB_OPSET}
         else:
             files[part] = {"file": path.name, **export_encoder_int8(sam, path, calib_images, log)}
-        files[part]["sha256"] = _sha256(path)
+        files[part]["sha256"] = sha256_file(path)
         files[part]["bytes"] = path.stat().st_size
     config["files"] = files
     write_json_atomic(config, out / "config.json")

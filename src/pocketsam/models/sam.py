@@ -15,7 +15,6 @@ from pocketsam.models.prompt_encoder import PromptEncoder
 from pocketsam.preprocess import PIXEL_MEAN, PIXEL_STD, normalize_pad
 
 
-
 class Sam(nn.Module):
     mask_threshold: float = 0.0
     image_format: str = "RGB"

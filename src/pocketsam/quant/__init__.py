@@ -29,23 +29,28 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
-import torch
-
-from dataclasses import replace
-
 import onnx  # the [onnx] extra: quantisation writes and calibrates an ONNX encoder
+import torch
 
 from pocketsam.checkpoints import save_checkpoint, weights_sha256
 from pocketsam.errors import InputError
 from pocketsam.io import (
-    IMAGE_SUFFIXES, cache_root, list_images, load_image, replace_files_together, sha256_file, write_json_atomic,
+    IMAGE_SUFFIXES,
+    cache_root,
+    list_images,
+    load_image,
+    replace_files_together,
+    sha256_file,
+    write_json_atomic,
 )
 from pocketsam.preprocess import Preprocess
 from pocketsam.quant.onnx_int8 import OP_TYPES, QUANT_OPSET, calibrate, make_plan, quantize_onnx, simplify
+from pocketsam.quant.torch_int8 import calibrate_torch, linear_sites
 from pocketsam.runtime import optimize
 from pocketsam.runtime.agreement import mask_agreement, scene
 from pocketsam.runtime.artifact import (
@@ -65,7 +70,6 @@ from pocketsam.runtime.int8_torch import available as torch_int8_available
 from pocketsam.runtime.load import build_sam
 from pocketsam.runtime.onnx import export_encoder
 from pocketsam.runtime.qnumerics import ALPHAS
-from pocketsam.quant.torch_int8 import calibrate_torch, linear_sites
 from pocketsam.version import __version__
 
 __all__ = [

@@ -36,21 +36,21 @@ Threads: torch's intra-op thread count is used as is (``torch.set_num_threads`` 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
-
-from dataclasses import replace
 
 from pocketsam.checkpoints.fingerprint import weights_key
 from pocketsam.errors import InputError
 from pocketsam.models.info import SpeedPath
 from pocketsam.platform import configure_threads
+from pocketsam.runtime import select
 from pocketsam.runtime.backends import autocast_bf16, compile_model, int8_model
 from pocketsam.runtime.decoder import fast_mask_decoder
 from pocketsam.runtime.fold import fold_batchnorm, inference_copy, to_channels_last
 from pocketsam.runtime.fuse import fuse_gelu
 from pocketsam.runtime.onnx import onnx_model
-from pocketsam.runtime import select
 
 MODES = ("reference", "default", "bf16", "int8", "compile", "onnx", "fast")
 

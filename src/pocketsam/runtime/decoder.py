@@ -23,10 +23,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from pocketsam.models.common import LayerNorm2d
-from pocketsam.models.mask_decoder import best_multimask
-from pocketsam.runtime.fuse import FusedLinear
+from pocketsam.models.mask_decoder import MaskDecoder, best_multimask
 from pocketsam.models.transformer import TwoWayTransformer
-from pocketsam.models.mask_decoder import MaskDecoder
+from pocketsam.runtime.fuse import FusedLinear
 
 
 def _as_linear(conv: nn.ConvTranspose2d) -> nn.Linear:

@@ -27,6 +27,7 @@ from pocketsam.platform import int8_dot_product, x86
 from pocketsam.runtime.fuse import FusedLinear, FusedMlp
 from pocketsam.runtime.qnumerics import activation_qparams, quantize_weight
 
+
 def available() -> bool:
     """torch's oneDNN int8 linear kernels exist and the CPU has int8 dot products."""
     ops = getattr(torch.ops, "onednn", None)

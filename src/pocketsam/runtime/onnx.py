@@ -11,21 +11,19 @@ never read a half-written model.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
-import os
-import tempfile
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from pocketsam.checkpoints.fingerprint import weights_sha256
 from pocketsam.errors import InputError
+from pocketsam.io import atomic_path, cache_root
 from pocketsam.models.info import SpeedPath
 from pocketsam.models.mask_decoder import MaskDecoder
-from pocketsam.checkpoints.fingerprint import weights_sha256
-from pocketsam.io import cache_root
 from pocketsam.runtime.fold import fold_batchnorm, inference_copy
 from pocketsam.version import __version__
 
@@ -57,20 +55,12 @@ class _DecoderCore(nn.Module):
 def export_graph(module: nn.Module, args: tuple, path: Path, input_names, output_names, dynamic_axes,
             opset: int = OPSET) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
-    os.close(fd)
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                module, args, tmp, dynamo=False, opset_version=opset, input_names=input_names,
-                output_names=output_names, dynamic_axes=dynamic_axes, do_constant_folding=True,
-            )
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp, warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module, args, str(tmp), dynamo=False, opset_version=opset, input_names=input_names,
+            output_names=output_names, dynamic_axes=dynamic_axes, do_constant_folding=True,
+        )
 
 
 def export_onnx(model: nn.Module, cache_dir: str | Path | None = None) -> tuple[Path, Path]:

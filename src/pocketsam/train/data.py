@@ -8,8 +8,8 @@ from typing import Sequence
 
 from torch.utils.data import Dataset
 
-from pocketsam.data.dataset import SegmentationDataset, collate
 from pocketsam.data import CocoReader, SA1BReader
+from pocketsam.data.dataset import SegmentationDataset, collate
 
 
 class SeededItems(Dataset):

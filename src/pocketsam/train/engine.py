@@ -37,14 +37,14 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from pocketsam.checkpoints import export_state_dict, save_checkpoint
-from pocketsam.runtime.load import build_sam
 from pocketsam.errors import PocketSamError
-from pocketsam.io import remove_stale_temporaries
+from pocketsam.io import atomic_write, remove_stale_temporaries, write_text_atomic
 from pocketsam.models import MODEL_CONFIGS, create_model
+from pocketsam.runtime.load import build_sam
 from pocketsam.train.config import PARTS, TrainConfig  # noqa: F401  (re-exported)
 from pocketsam.train.sampler import ResumableBatchSampler
 from pocketsam.train.step import SamTrainStep
-from pocketsam.io import write_text_atomic
+
 
 def _dist_info() -> tuple[int, int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -62,9 +62,8 @@ def lr_lambda(cfg: TrainConfig):
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        torch.save(obj, f)
 
 
 #: Settings that may differ when a run is resumed: they change neither the data order nor

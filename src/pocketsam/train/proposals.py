@@ -18,14 +18,14 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from pocketsam.masks import box_iou
-from pocketsam.proposals.coding import decode_boxes, encode_targets, head_loss
 from pocketsam.distill.data import collect_images
 from pocketsam.distill.run import cached_embeddings, default_device, load_teacher
-from pocketsam.models.proposal_head import ProposalHead
-from pocketsam.train.engine import Trainer
 from pocketsam.errors import InputError
+from pocketsam.masks import box_iou
+from pocketsam.models.proposal_head import ProposalHead
 from pocketsam.preprocess import ResizeLongestSide
+from pocketsam.proposals.coding import decode_boxes, encode_targets, head_loss
+from pocketsam.train.engine import Trainer
 
 
 @dataclass

@@ -8,10 +8,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from pocketsam.models.sam import Sam
+from pocketsam.preprocess import normalize_batch
 from pocketsam.train.losses import sam_loss
 from pocketsam.train.prompts import correction_points, noisy_boxes, sample_from_regions
 from pocketsam.train.validate import quick_miou
-from pocketsam.preprocess import normalize_batch
 
 
 def encode_images(sam: Sam, image: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
