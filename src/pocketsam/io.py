@@ -35,6 +35,7 @@ Conversion rules of :func:`load_image`:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -470,22 +471,31 @@ def cache_root(*parts: str) -> Path:
     return Path(root).joinpath(*parts)
 
 
+_SHA_MEMO: dict[tuple, str] = {}
+
+
 def sha256_file(path: PathLike, chunk_size: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes, read in chunks (any size of file, little memory).
+
+    Remembered per process for as long as the file's path, size and modification time stay
+    the same, so a checkpoint that several steps identify is read and hashed once.
 
     Raises:
         InputError: the file cannot be read.
     """
-    import hashlib
-
-    h = hashlib.sha256()
     try:
+        st = os.stat(path)
+        key = (os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino)
+        if key in _SHA_MEMO:
+            return _SHA_MEMO[key]
+        h = hashlib.sha256()
         with open(path, "rb") as f:
             while block := f.read(chunk_size):
                 h.update(block)
     except OSError as exc:
         raise InputError(f"cannot read '{path}': {exc.strerror or exc}", "check the file") from None
-    return h.hexdigest()
+    _SHA_MEMO[key] = digest = h.hexdigest()
+    return digest
 
 
 def _json_default(obj: Any) -> Any:
