@@ -419,17 +419,66 @@ def write_text_atomic(text: str, path: PathLike, encoding: str = "utf-8") -> Non
         f.write(text)
 
 
-def read_json(path: PathLike, what: str = "JSON file") -> Any:
-    """Parse a JSON file; every failure is one :class:`InputError` naming ``what`` and the file."""
+def read_json(path: PathLike, what: str = "JSON file", max_depth: int | None = None) -> Any:
+    """Parse a JSON file (:func:`loads_json`: nesting bounded by ``max_depth``, default
+    :data:`MAX_JSON_DEPTH`); every failure is one :class:`InputError` naming ``what`` and the file."""
     p = Path(path)
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        data = p.read_bytes()
     except FileNotFoundError:
         raise InputError(f"{what} '{p}' does not exist", "check the path") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"'{p}' is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", "fix the file") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise InputError(f"cannot read {what} '{p}': {exc}", "check the file") from None
+    return loads_json(data, f"'{p}'", max_depth=max_depth)
+
+
+#: The deepest nesting of arrays and objects that :func:`loads_json` (and so every JSON file
+#: or request pocketsam reads) accepts. COCO files need 4; the bound keeps a hostile
+#: ``[[[[…`` from exhausting the recursion limit, here or in code that walks the result.
+MAX_JSON_DEPTH = 64
+
+_JSON_KEEP = b'"[]{}'
+_JSON_DROP = bytes(b for b in range(256) if b not in _JSON_KEEP)
+
+
+def json_depth(data: str | bytes) -> int:
+    """The deepest nesting of ``[``/``{`` in JSON text, brackets inside strings not counted
+    (0 for a bare number or string). Runs at C speed on any size of text: escapes are
+    removed, then everything but quotes and brackets, then the (now quote-free) strings."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+    # In JSON a backslash only occurs in strings and always starts a two-character escape,
+    # so removing backslash pairs left to right, then backslash-quote pairs, leaves no
+    # escaped quote behind.
+    raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _JSON_DROP)
+    brackets = np.frombuffer(re.sub(rb'"[^"]*"?', b"", raw), np.uint8)
+    if not brackets.size:
+        return 0
+    steps = np.where((brackets == ord("[")) | (brackets == ord("{")), 1, -1).astype(np.int32)
+    return max(0, int(np.cumsum(steps).max()))
+
+
+def loads_json(data: str | bytes, what: str = "the JSON text", max_depth: int | None = None) -> Any:
+    """``json.loads`` with the nesting bounded (``max_depth``, default :data:`MAX_JSON_DEPTH`)
+    and every failure one :class:`InputError` naming ``what``: not UTF-8, not JSON (with line
+    and column), nested too deeply, an integer too long to convert.
+
+    Raises:
+        InputError: as above.
+    """
+    limit = MAX_JSON_DEPTH if max_depth is None else int(max_depth)
+    depth = json_depth(data)
+    if depth > limit:
+        raise InputError(f"{what} nests arrays/objects {depth} levels deep; at most {limit} are accepted",
+                         "give the structure the documented format describes")
+    try:
+        return json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{what} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})",
+                         "fix the file") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{what} is not UTF-8 text", "save it as UTF-8 JSON") from None
+    except (ValueError, RecursionError) as exc:  # e.g. Python's limit on digits of an integer
+        raise InputError(f"{what} cannot be read as JSON ({exc})", "fix the file") from None
 
 
 def sha256_file(path: PathLike, chunk_size: int = 1 << 20) -> str:

@@ -195,7 +195,7 @@ def recorded_head(annotations: Path) -> tuple[dict[str, Any], dict[str, Any] | N
                 doc = json.loads(head + f.read())
                 found = {k: doc[k] for k in _HEAD_KEYS if k in doc}
         image = found["image"]
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError):  # a damaged file: not ours
         return None
     if not isinstance(image, dict) or not isinstance(image.get("file_name"), str):
         return None
