@@ -181,7 +181,11 @@ def test_bad_prompts(client, scene_id):
         ({"points": [[10, 10]], "labels": [2]}, "labels must be"),
         ({"points": [[10, 10]], "labels": [0]}, "foreground point"),
         ({"points": [[10, float("nan")]], "labels": [1]}, "finite numbers"),
-        ({"points": [[10, 10]], "labels": [1], "box": [50, 50, 40, 60]}, "empty or outside"),
+        ({"points": [[10, 10]], "labels": [1], "box": [50, 50, 40, 60]}, "empty or inverted"),
+        ({"points": [], "labels": [], "box": [50, 50, 600, 60]}, "goes outside the image"),  # the CLI's rule
+        ({"points": [[10 ** 400, 10]], "labels": [1]}, "finite numbers"),  # was a 500 OverflowError
+        ({"points": [[10, 10]], "labels": [1], "box": [0, 0, 10 ** 400, 5]}, "finite numbers"),
+        ({"points": [[True, 10]], "labels": [1]}, "finite numbers"),
         ({"points": [[1, 1]] * 65, "labels": [1] * 65}, "at most 64"),
         ([1, 2], "JSON object"),
     ]
@@ -189,6 +193,14 @@ def test_bad_prompts(client, scene_id):
         r = client.post(url, content=json.dumps(body).encode())
         assert r.status_code == 400 and message in r.json()["error"], (body, r.text)
     assert client.post(url, content=b"{nope").status_code == 400
+    # JSON that Python's parser alone turns into a 500: infinities, 400 digits, deep nesting
+    for raw, message in [(b'{"points": [[1e999, 10]], "labels": [1]}', "finite numbers"),
+                         (b'{"points": [[Infinity, 10]], "labels": [1]}', "finite numbers"),
+                         (b'{"points": [[1' + b"0" * 5000 + b', 10]], "labels": [1]}', "digits"),
+                         (b"[" * 100_000, "100000 levels deep"), (b'{"a": ' * 50_000, "levels deep"),
+                         (b'{"a": "\xff"}', "not UTF-8")]:
+        r = client.post(url, content=raw)
+        assert r.status_code == 400 and message in r.json()["error"], (raw[:40], r.text)
 
 
 def test_no_path_traversal(client, scene_id, tmp_path):
@@ -282,3 +294,63 @@ def test_cli_refuses_bad_settings(capsys):
         assert err.startswith("error: cannot listen on 127.0.0.1:") and err.count("\n") == 1
     assert main(["serve", "--checkpoint", "/nonexistent.pt"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_one_click_rule_everywhere(client, scene_id, tmp_path):
+    """pocketsam.prompts' rule gives the same mask in `pocketsam segment`, the server's
+    decode endpoint and the exported ONNX decoder (what the browser runs): one click → the
+    best of the three multimask outputs, several points or a box → the single-mask output."""
+    ort = pytest.importorskip("onnxruntime")
+    from pocketsam import SamPredictor, build_sam
+    from pocketsam.export.onnx_sam import export_decoder
+    from pocketsam.io import load_image
+
+    sam = build_sam()
+    predictor = SamPredictor(sam)
+    image = load_image(SCENE)
+    predictor.set_image(image)
+    embedding = predictor.get_image_embedding().numpy()
+    multi, multi_scores, _ = predictor.predict(np.float64([CLICK]), np.int64([1]), multimask_output=True)
+    single, _, _ = predictor.predict(np.float64([CLICK]), np.int64([1]), multimask_output=False)
+    best = multi[int(np.argmax(multi_scores))]
+    assert (best != single).sum() > 0  # else this image could not tell the two outputs apart
+    session = ort.InferenceSession(str(export_decoder(sam, tmp_path / "decoder.onnx")))
+
+    cases = [({"points": [list(CLICK)], "labels": [1], "box": None}, ["--point", "%d,%d" % CLICK], True),
+             ({"points": [], "labels": [], "box": [140, 120, 230, 220]}, ["--box", "140,120,230,220"], False),
+             ({"points": [[200, 160], [10, 10]], "labels": [1, 0], "box": None},
+              ["--point", "200,160", "--point", "10,10,0"], False)]
+    for prompts, flags, from_multimask in cases:
+        out = tmp_path / f"cli{len(flags)}{prompts['box'] is None}"
+        assert main(["segment", str(SCENE), *flags, "--out", str(out)]) == 0
+        cli = np.array(Image.open(out / "mask_0.png")) > 0
+        assert not (out / "mask_1.png").exists()  # one mask by default
+        r = client.post(f"/api/images/{scene_id}/decode", json=prompts)
+        assert r.status_code == 200, r.text
+        web = decode_rle(r.json()["segmentation"])
+        coords, labels = list(prompts["points"]), list(prompts["labels"])
+        if prompts["box"]:
+            coords, labels = coords + [prompts["box"][:2], prompts["box"][2:]], labels + [2, 3]
+        else:
+            coords, labels = coords + [[0, 0]], labels + [-1]
+        coords = predictor.transform.apply_coords(np.asarray(coords, float), image.shape[:2])
+        onnx_masks, onnx_scores, _ = session.run(None, {
+            "image_embeddings": embedding, "point_coords": coords[None].astype(np.float32),
+            "point_labels": np.float32([labels]), "mask_input": np.zeros((1, 1, 64, 64), np.float32),
+            "has_mask_input": np.zeros(1, np.float32), "orig_im_size": np.float32(image.shape[:2])})
+        onnx = onnx_masks[0, 0] > 0
+        # the library: predict_prompt is the rule, on the drop-in predict
+        from pocketsam.prompts import predict_prompt
+
+        point_args = (np.float64(prompts["points"]), np.int64(prompts["labels"])) if prompts["points"] else (None, None)
+        lib, lib_scores, _ = predict_prompt(predictor, *point_args,
+                                            box=np.float64(prompts["box"]) if prompts["box"] else None)
+        ref_multi, ref_scores, _ = predictor.predict(*point_args, box=np.float64(prompts["box"]) if prompts["box"]
+                                                     else None, multimask_output=from_multimask)
+        expected = ref_multi[int(np.argmax(ref_scores))]
+        assert lib.shape[0] == 1 and (lib[0] == expected).all(), prompts
+        assert (web == expected).all(), prompts
+        # ONNX Runtime upsamples in float32 through a 256² map: a few edge pixels may differ
+        assert (onnx != expected).sum() <= 0.001 * expected.size, prompts
+        assert abs(float(onnx_scores[0, 0]) - float(lib_scores[0])) <= 1e-3, prompts
+        assert (cli == expected).all(), ("pocketsam segment", prompts)

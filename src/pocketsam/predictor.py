@@ -104,6 +104,36 @@ class SamPredictor:
         self._dense_pe = engine.prompt_encoder.get_dense_pe()
         self.is_image_set = True
 
+    @torch.inference_mode()
+    def set_embedding(self, embedding: Array, original_size: tuple[int, int],
+                      input_size: tuple[int, int] | None = None) -> None:
+        """Use an embedding computed earlier (:meth:`get_image_embedding` of this model) as
+        the current image, without running the encoder: a server keeps embeddings per
+        image and decodes every prompt through :meth:`predict` like any other caller.
+
+        Args:
+            embedding: 1×C×h×w (as :meth:`get_image_embedding`), numpy or tensor.
+            original_size: (H, W) of the image it was computed from.
+            input_size: (h, w) of the resized image; by default what :attr:`transform`
+                gives for ``original_size``.
+        Raises:
+            InputError: an embedding of another shape than this model's.
+        """
+        expected = (1, self.model.prompt_encoder.embed_dim, *self.model.prompt_encoder.image_embedding_size)
+        features = torch.as_tensor(embedding)
+        if tuple(features.shape) != tuple(expected) or not features.is_floating_point():
+            raise InputError(f"the embedding has shape {tuple(features.shape)}, not {expected} (this model's)",
+                             "pass get_image_embedding() of the same model")
+        self.reset_image()
+        self.original_size = tuple(int(s) for s in original_size)
+        self.input_size = (tuple(int(s) for s in input_size) if input_size is not None
+                           else self.transform.get_preprocess_shape(*self.original_size, self.model.img_size))
+        engine = self.engine
+        self.features = features.to(self.device, torch.float32)
+        self._active = engine
+        self._dense_pe = engine.prompt_encoder.get_dense_pe()
+        self.is_image_set = True
+
     def get_image_embedding(self) -> torch.Tensor:
         """The current image embedding, 1×C×H×W with H = W = ``img_size / 16``
         (1×256×64×64 for SAM)."""
