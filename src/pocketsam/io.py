@@ -40,6 +40,7 @@ import os
 import re
 import shutil
 import threading
+import time
 import uuid
 import warnings
 from contextlib import contextmanager
@@ -535,21 +536,29 @@ def replace_files_together(
     with ``os.replace`` (no copying, nothing left to fail but the renames), the names in
     ``last`` after the others (e.g. an index that refers to the rest); then the files of
     ``out_dir`` for which ``stale(name)`` is true and that were not just written (outputs
-    of an earlier run) are deleted. Other files in ``out_dir`` are kept.
+    of an earlier run) are deleted. Other files in ``out_dir`` are kept. Staging folders
+    for ``out_dir`` that a killed process left are deleted first
+    (:func:`remove_stale_staging`); the stage holds a lock file while it is in use.
 
     Raises:
         InputError: ``out_dir`` or the staging folder cannot be created or written.
     """
     dest = Path(out_dir)
     stage = dest.with_name(_temporary_name(dest.name))
+    remove_stale_staging(dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         stage.mkdir()
     except OSError as exc:
         raise _write_error(dest, exc) from None
     try:
+        held = _hold_stage(stage)
+    except OSError as exc:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise _write_error(dest, exc) from None
+    try:
         yield stage
-        new = sorted(p.name for p in stage.iterdir())
+        new = sorted(p.name for p in stage.iterdir() if p.name != LOCK_NAME)
         try:
             dest.mkdir(exist_ok=True)
             for name in sorted(new, key=lambda n: last.index(n) + 1 if n in last else 0):
@@ -561,7 +570,89 @@ def replace_files_together(
                 if p.name not in new and stale(p.name) and p.is_file():
                     p.unlink(missing_ok=True)
     finally:
+        os.close(held)  # first: Windows cannot delete an open file
         shutil.rmtree(stage, ignore_errors=True)
+
+
+#: How old a staging folder without a held lock file must be to count as left by a killed
+#: process (the lock file is created right after the folder; only a process killed in
+#: between, or a pocketsam from before staging locks, leaves one without).
+STALE_STAGING_S = 60.0
+
+
+def _hold_stage(stage: Path) -> int:
+    """Hold an OS lock on ``stage/.pocketsam.lock`` while the stage is being filled, so
+    that :func:`remove_stale_staging` in another process can tell it is alive. Returns
+    the descriptor (closing it releases the lock)."""
+    fd = os.open(stage / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    _try_lock(fd)
+    return fd
+
+
+def remove_stale_staging(dest: PathLike) -> int:
+    """Delete the staging folders of :func:`replace_files_together` for ``dest``
+    (``.NAME.<12 hex>.tmp`` beside it) that a killed process left: those whose lock is
+    not held (its process is gone), and old ones without a lock file. A staging folder of
+    a run still going on is kept. Called by :func:`replace_files_together` itself, so the
+    next run of any command that writes through it (``quantize``, ``segment``,
+    ``everything``) sweeps what a killed one left.
+
+    Returns:
+        how many were removed.
+    """
+    dest = Path(dest)
+    pattern = re.compile(re.escape("." + dest.name) + r"\.[0-9a-f]{12}\.tmp")
+    removed = 0
+    try:
+        entries = [e for e in os.scandir(dest.parent if str(dest.parent) else ".")
+                   if pattern.fullmatch(e.name) and e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return 0
+    for e in entries:
+        lock = Path(e.path) / LOCK_NAME
+        try:
+            fd = os.open(lock, os.O_RDWR)
+        except FileNotFoundError:
+            try:
+                stale = time.time() - os.stat(e.path).st_mtime > STALE_STAGING_S
+            except OSError:
+                continue
+        except OSError:
+            continue
+        else:
+            try:
+                stale = _try_lock(fd)  # we got it: nobody holds it any more
+            finally:
+                os.close(fd)
+        if stale:
+            shutil.rmtree(e.path, ignore_errors=True)
+            removed += not os.path.exists(e.path)
+    return removed
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM (and SIGHUP) raise :class:`KeyboardInterrupt` as Ctrl-C
+    does, so ``finally`` blocks and context managers run: locks are released and removed,
+    staging folders deleted. Python's default for SIGTERM ends the process at once and
+    leaves them behind. Outside the main thread (where handlers cannot be set) it does
+    nothing; the previous handlers come back on exit."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    names = [n for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    previous = {n: signal.signal(getattr(signal, n), interrupt) for n in names}
+    try:
+        yield
+    finally:
+        for n, handler in previous.items():
+            signal.signal(getattr(signal, n), handler)
 
 
 def to_pil(image: np.ndarray | Image.Image) -> Image.Image:

@@ -312,6 +312,9 @@ def filter_candidates(
         masks = logits > mask_threshold
         boxes = batched_mask_to_box(masks)
         near = is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_w, orig_h])
+        # A mask without a pixel (common on images of a few pixels) is no mask, and its
+        # stability score is 0/0 (NaN): dropped here, counted in after_edge.
+        near |= ~masks.flatten(1).any(dim=1)
         if bool(near.any()):
             far = ~near
             sel, stab, logits, masks, boxes = sel[far], stab[far], logits[far], masks[far], boxes[far]

@@ -23,6 +23,7 @@ from pocketsam.everything._common import (
     remove_small_regions_and_dedupe,
     to_records,
 )
+from pocketsam.everything.limits import check_everything_work
 from pocketsam.masks import (
     MaskData,
     box_area,
@@ -84,9 +85,11 @@ class SamAutomaticMaskGenerator(MaskGeneratorBase):
     ) -> None:
         if (points_per_side is None) == (point_grids is None):
             raise ValueError("Exactly one of points_per_side or point_grids must be provided.")
+        if points_per_side is not None and points_per_side < 1:
+            raise ValueError(f"points_per_side must be >= 1, got {points_per_side}")
+        # the work is bounded before the grids are built (points_per_side=100000: a 74 GiB grid)
+        check_everything_work(points_per_side, crop_n_layers, crop_n_points_downscale_factor)
         if points_per_side is not None:
-            if points_per_side < 1:
-                raise ValueError(f"points_per_side must be >= 1, got {points_per_side}")
             self.point_grids = build_all_layer_point_grids(
                 points_per_side, crop_n_layers, crop_n_points_downscale_factor
             )
@@ -138,6 +141,12 @@ class SamAutomaticMaskGenerator(MaskGeneratorBase):
     def _generate_masks(self, image: np.ndarray, stats: Stats) -> MaskData:
         orig_size = (int(image.shape[0]), int(image.shape[1]))
         crop_boxes, layer_idxs = generate_crop_boxes(orig_size, self.crop_n_layers, self.crop_overlap_ratio)
+        # Deep crop layers on a small image give crops less than one pixel wide or high
+        # (a 1×1 image has no 2×2 split): they hold no pixel to segment, so they are skipped.
+        kept = [(box, layer) for box, layer in zip(crop_boxes, layer_idxs) if box[2] > box[0] and box[3] > box[1]]
+        if len(kept) < len(crop_boxes):
+            stats.extra["crops_skipped_empty"] = len(crop_boxes) - len(kept)
+        crop_boxes, layer_idxs = [b for b, _ in kept], [layer for _, layer in kept]
         stats.extra["crops"] = len(crop_boxes)
         data = MaskData()
         for crop_box, layer in zip(crop_boxes, layer_idxs):
