@@ -142,10 +142,15 @@ class SamAutomaticMaskGenerator(MaskGeneratorBase):
         orig_size = (int(image.shape[0]), int(image.shape[1]))
         crop_boxes, layer_idxs = generate_crop_boxes(orig_size, self.crop_n_layers, self.crop_overlap_ratio)
         # Deep crop layers on a small image give crops less than one pixel wide or high
-        # (a 1×1 image has no 2×2 split): they hold no pixel to segment, so they are skipped.
-        kept = [(box, layer) for box, layer in zip(crop_boxes, layer_idxs) if box[2] > box[0] and box[3] > box[1]]
+        # (a 1×1 image has no 2×2 split), or the same pixels as an earlier crop: they hold
+        # nothing new to segment (an encoder pass each), so they are skipped.
+        kept, seen = [], set()
+        for box, layer in zip(crop_boxes, layer_idxs):
+            if box[2] > box[0] and box[3] > box[1] and tuple(box) not in seen:
+                kept.append((box, layer))
+                seen.add(tuple(box))
         if len(kept) < len(crop_boxes):
-            stats.extra["crops_skipped_empty"] = len(crop_boxes) - len(kept)
+            stats.extra["crops_skipped"] = len(crop_boxes) - len(kept)
         crop_boxes, layer_idxs = [b for b, _ in kept], [layer for _, layer in kept]
         stats.extra["crops"] = len(crop_boxes)
         data = MaskData()
