@@ -447,3 +447,20 @@ def test_sigterm_ends_everything_without_leaving_its_lock(tmp_path, nano_ckpt):
     assert not left
     for d in out.iterdir():  # every image folder holds both files or none
         assert sorted(p.name for p in d.iterdir()) in (["annotations.json", "overlay.png"], []), d
+
+
+def test_export_into_a_path_under_a_file_is_one_error_line(tmp_path, nano_ckpt, capsys):
+    """`export … --out afile/x.safetensors` gave FileExistsError (#24 item 13)."""
+    from pocketsam.cli import main
+
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    (tmp_path / "d.safetensors").mkdir()
+    for out, what in [(afile / "x.safetensors", "is a file, not a folder"),
+                      (afile / "deeper" / "x.pth", "is a file, not a folder"),
+                      (tmp_path / "d.safetensors", "is a folder")]:
+        assert main(["export", str(nano_ckpt), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and what in err, err
+    assert afile.read_text() == "mine"
+    assert main(["export", str(nano_ckpt), "--out", str(tmp_path / "new" / "x.safetensors")]) == 0  # folders are made

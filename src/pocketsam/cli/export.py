@@ -60,6 +60,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _check_output_file(out: str) -> None:
+    """``--out`` can be written as a file: not a folder, and its nearest existing folder is a
+    writable folder (missing folders are created), not a file (``afile/x.safetensors``).
+
+    Raises:
+        InputError: one line naming what is in the way.
+    """
+    import os
+    from pathlib import Path
+
+    from pocketsam.errors import InputError
+
+    path = Path(out)
+    if path.is_dir():
+        raise InputError(f"--out '{out}' is a folder", "give a file name ending in .safetensors, .pth or .pt")
+    ancestor = path.absolute().parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"cannot write --out '{out}': '{ancestor}' is a file, not a folder", "choose another --out")
+    if not os.access(ancestor, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise InputError(f"cannot write --out '{out}': '{ancestor}' is not writable", "choose another --out")
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -87,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
     elif fmt is not None and (fmt == "safetensors") != str(args.out).endswith(".safetensors"):
         raise InputError(f"--format {fmt} does not match the output name '{args.out}'",
                          "end it in .safetensors for safetensors, .pth/.pt for pth")
+    else:
+        _check_output_file(args.out)  # before the model loads
     check_threshold_values(args)  # the rule `everything` applies to its options
     with warnings_as_lines():  # e.g. invalid thresholds recorded in the input: dropped
         model = build_sam(args.model_type, checkpoint=args.checkpoint)
