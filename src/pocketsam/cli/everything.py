@@ -125,6 +125,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace results made with another checkpoint, mode or settings (default: refuse)")
     p.add_argument("--force", action="store_true", help="recompute every image, even finished ones")
+    p.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                   help="refuse images larger than N pixels (default about 179 million); in a folder such an "
+                   "image is reported as failed and the others go on")
     p.set_defaults(func=run)
 
 
@@ -182,6 +185,8 @@ def validate(args: argparse.Namespace) -> dict[str, Any]:
         raise InputError(f"--points-per-side must be >= 1, got {args.points_per_side}")
     if args.points_per_batch < 1:
         raise InputError(f"--points-per-batch must be >= 1, got {args.points_per_batch}")
+    if args.max_pixels is not None and args.max_pixels <= 0:
+        raise InputError(f"--max-pixels must be positive, got {args.max_pixels}")
     if args.min_mask_region_area < 0 or args.crop_n_layers < 0:
         raise InputError("--min-mask-region-area and --crop-n-layers must be >= 0")
     if args.mode != "boxes":  # the work per image, bounded before anything runs
@@ -288,7 +293,7 @@ def _run(args: argparse.Namespace, ctx: dict[str, Any]) -> int:
 
     from pocketsam import build_sam
     from pocketsam.errors import PocketSamError
-    from pocketsam.io import load_image, sha256_file
+    from pocketsam.io import DEFAULT_MAX_PIXELS, load_image, sha256_file
 
     with warnings_as_lines():
         sam = build_sam(model_type=args.model_type, checkpoint=ctx["checkpoint"], device=ctx["device"])
@@ -304,7 +309,7 @@ def _run(args: argparse.Namespace, ctx: dict[str, Any]) -> int:
         bar.set_postfix_str(file.name)
         try:
             digest = sha256_file(file)
-            image = load_image(file)
+            image = load_image(file, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
             with torch.inference_mode():
                 records = generator.generate(image, proposals=everything.detections.proposals(file.name)) \
                     if everything.detections is not None else generator.generate(image)
