@@ -57,8 +57,8 @@ from pocketsam.errors import CheckpointError, InputError
 
 __all__ = [
     "OpenVINOArtifact", "OpenVINOImageEncoder", "available", "compile_artifact", "compile_encoder",
-    "embedding_mask_iou", "encoder_inputs", "load_artifact", "native_bf16", "quantize_encoder",
-    "save_artifact",
+    "decode_agreement", "embedding_mask_iou", "encoder_inputs", "load_artifact", "native_bf16",
+    "predictor_input", "quantize_encoder", "save_artifact",
 ]
 
 META_NAME = "pocketsam_openvino.json"
@@ -99,7 +99,7 @@ def native_bf16() -> bool:
         return False
 
 
-def compile_encoder(onnx_path, precision: str = "f32", threads: int | None = None):
+def compile_encoder(onnx_path, precision: str = "f32", threads: int | None = None, config: dict | None = None):
     """Compile an encoder for OpenVINO's CPU plugin.
 
     Args:
@@ -109,6 +109,8 @@ def compile_encoder(onnx_path, precision: str = "f32", threads: int | None = Non
             every layer that is not int8. ``"bf16"`` only on CPUs with native bf16.
         threads: ``INFERENCE_NUM_THREADS`` (default: torch's intra-op thread count, so that
             OpenVINO and torch paths are compared on the same cores).
+        config: more CPU plugin properties (e.g. ``{"PERF_COUNT": True}`` for per-layer
+            timings from ``request.get_profiling_info()``).
     Returns:
         an ``openvino.CompiledModel``: input (1, 3, S, S) float32 -> output (1, C, S/16, S/16).
     Raises:
@@ -127,6 +129,7 @@ def compile_encoder(onnx_path, precision: str = "f32", threads: int | None = Non
         # one stream, latency hint: one image at a time on all the given threads, as pocketsam runs
         "PERFORMANCE_HINT": "LATENCY",
         "NUM_STREAMS": 1,
+        **(config or {}),
     }
     return core.compile_model(model, "CPU", config)
 
@@ -190,7 +193,6 @@ def embedding_mask_iou(model, embed: Callable[[torch.Tensor], torch.Tensor], ima
         ``embedding_rel_l2``.
     """
     from pocketsam.predictor import SamPredictor
-    from pocketsam.speed.agreement import accuracy_prompts
 
     ref = SamPredictor(model, mode="default")
     kinds: dict[str, list[float]] = {"point": [], "box": [], "point+box": []}
@@ -198,30 +200,49 @@ def embedding_mask_iou(model, embed: Callable[[torch.Tensor], torch.Tensor], ima
     for image in images:
         ref.set_image(image)
         fp32 = ref.features
-        x = ref.engine.preprocess(torch.as_tensor(np.array(ref.transform.apply_image(image))).permute(2, 0, 1)[None].float())
         with torch.inference_mode():
-            test = embed(x).float()
+            test = embed(predictor_input(ref, image)).float()
         errs.append(float((test - fp32).norm() / fp32.norm()))
-        prompts = accuracy_prompts(*image.shape[:2])
-        if points_only:
-            prompts = [p for p in prompts if "box" not in p]
-        ious = []
-        for kw in prompts:
-            ref.features = fp32
-            a = ref.predict(**kw)[0]
-            ref.features = test
-            b = ref.predict(**kw)[0]
-            kind = "point+box" if "box" in kw and "point_coords" in kw else ("box" if "box" in kw else "point")
-            for m, n in zip(a, b):
-                union = (m | n).sum()
-                v = float((m & n).sum() / union) if union else 1.0
-                kinds[kind].append(v)
-                ious.append(v)
-        per_image.append(float(np.mean(ious)))
+        found = decode_agreement(ref, fp32, test, image.shape[:2], points_only)
+        for k, v in found.items():
+            kinds[k] += v
+        per_image.append(float(np.mean([v for vs in found.values() for v in vs])))
+        ref.features = fp32
     every = [v for vs in kinds.values() for v in vs]
     return {"mask_iou_vs_fp32": float(np.mean(every)),
             **{f"mask_iou_{k}": float(np.mean(v)) for k, v in kinds.items() if v},
             "per_image": per_image, "embedding_rel_l2": float(np.mean(errs)), "images": len(images)}
+
+
+def predictor_input(predictor, image: np.ndarray) -> torch.Tensor:
+    """The encoder input (1, 3, S, S) that ``predictor.set_image(image)`` computes."""
+    x = torch.as_tensor(np.array(predictor.transform.apply_image(image))).permute(2, 0, 1)[None].float()
+    with torch.inference_mode():
+        return predictor.engine.preprocess(x.to(predictor.device))
+
+
+def decode_agreement(predictor, fp32: torch.Tensor, test: torch.Tensor, hw: tuple[int, int],
+                     points_only: bool = False) -> dict[str, list[float]]:
+    """IoU of each mask decoded from embedding ``test`` against the same prompt's mask from
+    ``fp32`` (both (1, C, S/16, S/16)), by prompt kind, with ``predictor``'s decoder; the
+    predictor must have had the image set (its size and transform are used). Leaves
+    ``predictor.features`` = ``test``."""
+    from pocketsam.speed.agreement import accuracy_prompts
+
+    prompts = accuracy_prompts(*hw)
+    if points_only:
+        prompts = [p for p in prompts if "box" not in p]
+    kinds: dict[str, list[float]] = {}
+    for kw in prompts:
+        predictor.features = fp32
+        a = predictor.predict(**kw)[0]
+        predictor.features = test
+        b = predictor.predict(**kw)[0]
+        kind = "point+box" if "box" in kw and "point_coords" in kw else ("box" if "box" in kw else "point")
+        for m, n in zip(a, b):
+            union = (m | n).sum()
+            kinds.setdefault(kind, []).append(float((m & n).sum() / union) if union else 1.0)
+    return kinds
 
 
 # --------------------------------------------------------------------------- int8 artifact
