@@ -18,7 +18,7 @@ from pocketsam.everything.limits import (
     MAX_CROP_N_LAYERS,
     MAX_GRID_PROMPTS,
     MAX_POINTS_PER_SIDE,
-    MAX_PROMPT_BOXES,
+    MAX_PROMPT_BATCH,
     MAX_PROMPT_POINTS,
     check_everything_work,
     check_prompt_count,
@@ -68,6 +68,7 @@ def test_work_estimate_is_arithmetic():
     ({"points_per_side": 2, "crop_n_layers": 50}, "crop_n_layers 50 means"),
     ({"points_per_side": 64, "crop_n_layers": 4}, "1,396,736 prompts over 341 crops"),
     ({"points_per_side": None, "point_grids": [np.zeros((1, 2))] * 7, "crop_n_layers": 6}, "crop_n_layers 6"),
+    ({"points_per_batch": 100000}, "points_per_batch must be from 1 to 4096"),
 ])
 @pytest.mark.parametrize("mode", ["grid", "hierarchical"])
 def test_library_refuses_unbounded_grids_before_allocating(nano, mode, kwargs, message):
@@ -80,17 +81,18 @@ def test_library_refuses_unbounded_grids_before_allocating(nano, mode, kwargs, m
 
 
 def test_prompt_count_bound():
-    check_prompt_count(MAX_PROMPT_POINTS, MAX_PROMPT_BOXES)
+    check_prompt_count(MAX_PROMPT_POINTS, MAX_PROMPT_BATCH)
     with pytest.raises(PocketSamError, match="100,000 points in one prompt; at most 1024"):
         check_prompt_count(100_000)
-    with pytest.raises(PocketSamError, match="boxes in one call"):
-        check_prompt_count(0, MAX_PROMPT_BOXES + 1)
+    with pytest.raises(PocketSamError, match="prompts in one call"):
+        check_prompt_count(0, MAX_PROMPT_BATCH + 1)
 
 
 @pytest.mark.parametrize("extra, message", [
     (["--points-per-side", "100000"], "--points-per-side 100000 means 10,000,000,000 prompts per crop"),
     (["--crop-n-layers", "50"], "--crop-n-layers 50 means"),
     (["--crop-n-layers", "6", "--points-per-side", "2"], "--crop-n-layers 6 means 5,461 crops"),
+    (["--points-per-batch", "100000"], "--points-per-batch must be from 1 to 4096, got 100000"),
 ])
 def test_cli_refuses_unbounded_work_with_the_numbers(tmp_path, capsys, nano_ckpt, extra, message):
     img = tmp_path / "one.png"

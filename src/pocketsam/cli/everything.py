@@ -81,7 +81,7 @@ from pocketsam.cli.common import (
     warnings_as_lines,
 )
 from pocketsam.errors import InputError
-from pocketsam.everything.limits import check_everything_work
+from pocketsam.everything.limits import check_batch_size, check_everything_work
 from pocketsam.everything.modes import MODES, check_proposals, make_generator
 from pocketsam.everything.results import (
     COCO_FILE,
@@ -183,8 +183,7 @@ def validate(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.points_per_side < 1:
         raise InputError(f"--points-per-side must be >= 1, got {args.points_per_side}")
-    if args.points_per_batch < 1:
-        raise InputError(f"--points-per-batch must be >= 1, got {args.points_per_batch}")
+    check_batch_size(args.points_per_batch, cli=True)
     if args.max_pixels is not None and args.max_pixels <= 0:
         raise InputError(f"--max-pixels must be positive, got {args.max_pixels}")
     if args.min_mask_region_area < 0 or args.crop_n_layers < 0:

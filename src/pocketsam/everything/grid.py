@@ -23,7 +23,7 @@ from pocketsam.everything._common import (
     remove_small_regions_and_dedupe,
     to_records,
 )
-from pocketsam.everything.limits import check_everything_work
+from pocketsam.everything.limits import check_batch_size, check_everything_work
 from pocketsam.masks import (
     MaskData,
     box_area,
@@ -99,6 +99,7 @@ class SamAutomaticMaskGenerator(MaskGeneratorBase):
                 raise ValueError(f"point_grids needs one grid per crop layer ({crop_n_layers + 1})")
         if points_per_batch < 1:
             raise ValueError(f"points_per_batch must be >= 1, got {points_per_batch}")
+        check_batch_size(points_per_batch)  # its masks are held at once
         filters = FilterSettings(pred_iou_thresh, stability_score_thresh, stability_score_offset)
         super().__init__(model, filters, box_nms_thresh, min_mask_region_area, output_mode, speed)
         self.points_per_side = points_per_side

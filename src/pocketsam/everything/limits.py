@@ -11,7 +11,9 @@ points per prompt) and far below what exhausts a machine:
 * :data:`MAX_CROP_N_LAYERS` = 4 (1 + 4 + 16 + 64 + 256 = 341 crops, each one encoder pass);
 * :data:`MAX_GRID_PROMPTS` = 2²⁰ point prompts for one image over all its crops;
 * :data:`MAX_PROMPT_POINTS` = 1024 points in one prompt (one mask prediction), and
-  :data:`MAX_PROMPT_BOXES` = 4096 boxes in one batched call.
+  :data:`MAX_PROMPT_BATCH` = 4096 prompts (boxes, or point sets) decoded in one batched
+  call: also the bound on ``points_per_batch`` / ``boxes_per_batch`` (each prompt holds
+  3 low-resolution masks, 0.75 MiB, while its batch is decoded).
 
 :func:`everything_work` gives the estimate the checks use, so a caller can show it.
 """
@@ -24,7 +26,7 @@ MAX_POINTS_PER_SIDE = 1024
 MAX_CROP_N_LAYERS = 4
 MAX_GRID_PROMPTS = 1 << 20
 MAX_PROMPT_POINTS = 1024
-MAX_PROMPT_BOXES = 4096
+MAX_PROMPT_BATCH = 4096
 
 
 def _name(key: str, cli: bool) -> str:
@@ -74,17 +76,32 @@ def check_everything_work(points_per_side: int | None, crop_n_layers: int = 0, d
     return work
 
 
-def check_prompt_count(n_points: int = 0, n_boxes: int = 0) -> None:
+def check_prompt_count(n_points: int = 0, n_prompts: int = 0) -> None:
     """Refuse a prompt with more than :data:`MAX_PROMPT_POINTS` points, or a batch of more
-    than :data:`MAX_PROMPT_BOXES` boxes (``SamPredictor.predict``/``predict_torch``, the
+    than :data:`MAX_PROMPT_BATCH` prompts (``SamPredictor.predict``/``predict_torch``, the
     ``segment`` command, the server's ``/decode``).
 
+    Args:
+        n_points: points in one prompt (``point_coords.shape[-2]``).
+        n_prompts: prompts decoded together (boxes, or the batch of point sets).
     Raises:
         InputError: naming the count and the bound.
     """
     if int(n_points) > MAX_PROMPT_POINTS:
         raise InputError(f"{int(n_points):,} points in one prompt; at most {MAX_PROMPT_POINTS} are allowed",
                          "a mask needs a few points (SAM was trained with up to about a dozen)")
-    if int(n_boxes) > MAX_PROMPT_BOXES:
-        raise InputError(f"{int(n_boxes):,} boxes in one call; at most {MAX_PROMPT_BOXES} are allowed",
+    if int(n_prompts) > MAX_PROMPT_BATCH:
+        raise InputError(f"{int(n_prompts):,} prompts in one call; at most {MAX_PROMPT_BATCH} are allowed",
                          "split them into several calls")
+
+
+def check_batch_size(value: int, name: str = "points_per_batch", cli: bool = False) -> int:
+    """``value`` if it is a batch size from 1 to :data:`MAX_PROMPT_BATCH`.
+
+    Raises:
+        InputError: naming the setting (``--points-per-batch`` with ``cli``).
+    """
+    if not 1 <= int(value) <= MAX_PROMPT_BATCH:
+        raise InputError(f"{_name(name, cli)} must be from 1 to {MAX_PROMPT_BATCH}, got {value}",
+                         "64 (the default) decodes fast; larger batches only need more memory")
+    return int(value)
