@@ -13,14 +13,13 @@ from pocketsam.cli import main
 from pocketsam.data import SA1BReader
 from pocketsam.data.synth import generate_dataset
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
-CKPT = GOLDEN / "vit_t_random.pt"
+from conftest import FIXTURE_VIT_T
+
+CKPT = FIXTURE_VIT_T  # a small vit_t-layout checkpoint in the repository (tests/fixtures/golden)
 
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory) -> dict[str, Path]:
-    if not CKPT.exists():
-        pytest.fail(f"golden checkpoint not found at {CKPT} (CI puts ../shared beside the checkout)")
     root = tmp_path_factory.mktemp("evaldata")
     data = root / "sa1b"
     generate_dataset(data, 2, size=(64, 80), seed=3, workers=1, progress=False)

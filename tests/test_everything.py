@@ -27,7 +27,6 @@ from pocketsam.everything import (
     YoloProposals,
 )
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
 LOOSE = dict(pred_iou_thresh=-100.0, stability_score_thresh=0.2)
 
 
@@ -185,11 +184,10 @@ def test_grid_matches_reference_algorithm(sam, image, kw):
     assert_same_records(mine, ref)
 
 
-@pytest.mark.skipif(not (GOLDEN / "vit_t_random.pt").exists(), reason="golden checkpoint not available")
-def test_grid_matches_reference_golden_vit_t(image):
+def test_grid_matches_reference_golden_vit_t(image, golden_vit_t):
     from pocketsam import build_sam
 
-    model = build_sam(checkpoint=GOLDEN / "vit_t_random.pt")
+    model = build_sam(checkpoint=golden_vit_t.checkpoint)
     model.image_encoder = _CachedEncoder(model.image_encoder)
     kw = dict(pred_iou_thresh=-100.0, stability_score_thresh=0.5, box_nms_thresh=0.9)
     gen = SamAutomaticMaskGenerator(model, points_per_side=3, **kw)

@@ -13,6 +13,8 @@ import torch
 from pocketsam import SamPredictor, build_sam
 from pocketsam.cli import main
 
+from conftest import FIXTURE_VIT_T
+
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
@@ -281,8 +283,8 @@ def test_torch_module_matches_onnx(tmp_path):
             np.testing.assert_allclose(a, b.numpy(), rtol=1e-4, atol=1e-3)
 
 
-def test_cli_errors(tmp_path, capsys, golden_dir):
-    ckpt = str(golden_dir / "vit_t_random.pt")
+def test_cli_errors(tmp_path, capsys):
+    ckpt = str(FIXTURE_VIT_T)  # any valid checkpoint: the in-repo one
     (tmp_path / "file").write_text("x")
     cases = [
         (["--format", "onnx", "--out", str(tmp_path / "o"), "--dtype", "fp16"], "--dtype fp16 is not available"),
@@ -297,7 +299,7 @@ def test_cli_errors(tmp_path, capsys, golden_dir):
         assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
 
 
-def test_int8_encoder_from_an_int8_artifact(golden_int8_artifact, golden_cases, tmp_path):
+def test_int8_encoder_from_an_int8_artifact(golden_int8_artifact, golden_vit_t, tmp_path):
     """--int8 with a `pocketsam quantize` artifact as the checkpoint: its int8 encoder, with
     encoder.onnx's interface, close to the float embedding."""
     assert main(["export", str(golden_int8_artifact), "--format", "onnx", "--int8", "--parts", "decoder",
@@ -309,12 +311,11 @@ def test_int8_encoder_from_an_int8_artifact(golden_int8_artifact, golden_cases, 
     assert [o.name for o in model.graph.output] == ["image_embeddings"]
     assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)
     sam = build_sam(checkpoint=golden_int8_artifact)
-    image = golden_cases["vit_t/0/image"]
-    resized = SamPredictor(sam).transform.apply_image(image)
+    resized = SamPredictor(sam).transform.apply_image(golden_vit_t.image)
     pre = sam.preprocess(torch.as_tensor(resized).permute(2, 0, 1)[None].float()).numpy()
     (embedding,) = session(tmp_path / "encoder_int8.onnx").run(None, {"image": pre})
-    assert embedding.shape == (1, 256, 64, 64)
-    assert rel_l2(embedding, golden_cases["vit_t/0/embedding"]) <= 0.1
+    assert embedding.shape == golden_vit_t.embedding.shape
+    assert rel_l2(embedding, golden_vit_t.embedding) <= 0.1
 
 
 def test_int8_encoder_calibrated_on_a_folder(tmp_path, tiny_sam, capsys):

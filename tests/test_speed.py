@@ -149,13 +149,13 @@ def test_inference_copy_follows_weight_changes(tiny_sam):
 
 # ----------------------------------------------------------- opt-in modes: accuracy
 @pytest.fixture(scope="module")
-def golden_sam(vit_t_checkpoint):
-    return build_sam(checkpoint=vit_t_checkpoint)
+def golden_sam(golden_vit_t):
+    return build_sam(checkpoint=golden_vit_t.checkpoint)
 
 
 @pytest.fixture(scope="module")
-def reference_masks(golden_sam, golden_cases):
-    image = golden_cases["vit_t/0/image"]
+def reference_masks(golden_sam, golden_vit_t):
+    image = golden_vit_t.image
     predictor = SamPredictor(golden_sam, mode="reference")
     predictor.set_image(image)
     return image, [predictor.predict(**kw)[0] for kw in accuracy_prompts(*image.shape[:2])]
