@@ -444,7 +444,7 @@ def content_disposition(filename: str) -> str:
     fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\%' else "_" for c in filename) or "download"
     header = f'attachment; filename="{fallback}"'
     if fallback != filename:
-        header += f"; filename*=UTF-8''{quote(filename, safe='')}"
+        header += f"; filename*=UTF-8''{quote(filename.encode('utf-8', 'replace'), safe='')}"
     return header
 
 
