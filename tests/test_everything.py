@@ -288,15 +288,22 @@ def test_hierarchical_two_passes(sam, image):
     assert 0 <= st["prompts"].get("dense", 0) <= 64
     assert 0.0 <= st["covered_fraction"] <= 1.0
     assert recs and set(recs[0]) >= {"segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box"}
-    # nothing confident → every dense point is prompted; everything confident → none
+    # nothing confident → every dense point is prompted; everything confident → none.
+    # TinySAM's layout (the default) on 72×96 at strides 9 and 12: 15 points around the
+    # top-left sparse point, 11 around the top-right and the bottom-left ones (no +2 column
+    # or row beyond the image), 8 around the bottom-right one; the regular grid: all 8².
     g_none = SamHierarchicalMaskGenerator(sam, points_per_side=8, high_score_thresh=float("inf"), **LOOSE)
     g_none.generate(image)
-    assert g_none.last_stats["prompts"] == {"sparse": 4, "dense": 64}
+    assert g_none.last_stats["prompts"] == {"sparse": 4, "dense": 45}
+    g_grid = SamHierarchicalMaskGenerator(sam, points_per_side=8, high_score_thresh=float("inf"),
+                                          dense_layout="grid", **LOOSE)
+    g_grid.generate(image)
+    assert g_grid.last_stats["prompts"] == {"sparse": 4, "dense": 64}
     g_all = SamHierarchicalMaskGenerator(sam, points_per_side=8, high_score_thresh=-float("inf"), **LOOSE)
     g_all.generate(image)
     assert g_all.last_stats["prompts"].get("dense", 0) == 0
     # the dense pass adds candidates the sparse pass alone does not have
-    assert g_none.last_stats["masks"]["decoded"] == 3 * 68
+    assert g_none.last_stats["masks"]["decoded"] == 3 * 49
 
 
 def test_hierarchical_covered_fraction_is_the_mean_over_crops(sam, image):

@@ -51,7 +51,7 @@ RESULT_SETTINGS = {
     "grid": ("points_per_side", "crop_n_layers", "pred_iou_thresh", "stability_score_thresh", "box_nms_thresh",
              "min_mask_region_area"),
     "hierarchical": ("points_per_side", "crop_n_layers", "pred_iou_thresh", "stability_score_thresh",
-                     "high_score_thresh", "box_nms_thresh", "min_mask_region_area"),
+                     "high_score_thresh", "box_nms_thresh", "min_mask_region_area", "dense_layout"),
     "boxes": ("score_thresh", "pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "min_mask_region_area"),
 }
 
