@@ -189,6 +189,35 @@ def test_generators_refuse_grayscale_arrays(predictor, mode):
         gen.generate(np.zeros((30, 40), np.uint8))
 
 
+@pytest.fixture()
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: one thread, no stall on busy cores
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("mode", ["grid", "hierarchical", "boxes"])
+def test_generators_drop_masks_without_pixels(mode, one_thread):
+    """Masks with no pixel (#24 item 1: 1×1 … 32×32 images gave area-0 masks with a NaN
+    stability score, in the CLI and the server's Everything): with the filters off, where
+    they got through, the result is valid and empty, never area 0 or NaN."""
+    from pocketsam import SamPredictor
+    from pocketsam.everything import GENERATORS
+    from pocketsam.models import MODEL_CONFIGS, create_model
+
+    torch.manual_seed(3)
+    model = create_model(MODEL_CONFIGS["pocketsam_nano"].with_img_size(64)).eval()
+    model.mask_threshold = 1e6  # no logit reaches it: every decoded mask is empty
+    rng = np.random.default_rng(0)
+    for s in (1, 5, 32):
+        kwargs = {"proposals": np.array([[0.0, 0, s, s]])} if mode == "boxes" else {"points_per_side": 2}
+        gen = GENERATORS[mode](SamPredictor(model), pred_iou_thresh=0, stability_score_thresh=0, **kwargs)
+        assert gen.generate(rng.integers(0, 255, (s, s, 3), dtype=np.uint8)) == []
+        counts = gen.last_stats["masks"]
+        assert counts["after_stability"] > 0 and counts["after_edge"] == 0, counts  # decoded, then dropped
+
+
 # ------------------------------------------------------------- (C) output paths first
 def _no_work(*_args, **_kwargs):
     raise AssertionError("the work started before the output path was checked")
