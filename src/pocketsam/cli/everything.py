@@ -148,15 +148,13 @@ def list_images(path: Path) -> list[Path]:
 def generator_settings(args: argparse.Namespace, checkpoint: Path) -> tuple[dict[str, Any], dict[str, float]]:
     """The generator's keyword arguments for these options and this checkpoint, read
     without building the model (:func:`pocketsam.checkpoints.read_metadata`): options
-    given, else the checkpoint's recommendations (:func:`pocketsam.everything.resolve_settings`).
+    given, else the checkpoint's recommendations (:func:`pocketsam.everything.modes.with_recommendations`).
 
     Returns:
         (kwargs, from_model) — ``from_model``: the settings taken from the checkpoint.
     """
-    from types import SimpleNamespace
-
     from pocketsam.checkpoints import CheckpointWarning, everything_defaults, read_metadata
-    from pocketsam.everything import resolve_settings
+    from pocketsam.everything.modes import with_recommendations
 
     settings: dict[str, Any] = {
         "box_nms_thresh": args.box_nms_thresh,
@@ -174,7 +172,7 @@ def generator_settings(args: argparse.Namespace, checkpoint: Path) -> tuple[dict
     with warnings.catch_warnings():  # a bad recorded value is reported when the model loads
         warnings.simplefilter("ignore", CheckpointWarning)
         recommended = everything_defaults(read_metadata(checkpoint), f"checkpoint '{checkpoint}'")
-    return resolve_settings(args.mode, SimpleNamespace(everything_defaults=recommended), **settings)
+    return with_recommendations(args.mode, recommended, **settings)
 
 
 def validate(args: argparse.Namespace) -> dict[str, Any]:

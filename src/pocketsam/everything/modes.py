@@ -133,9 +133,19 @@ def resolve_settings(mode: str, model: Any, **settings: Any) -> tuple[dict[str, 
     Returns:
         (kwargs, from_model) — ``from_model`` lists the settings taken from the checkpoint.
     """
+    recommended = getattr(getattr(model, "model", model), "everything_defaults", None) or {}  # a Sam or a predictor
+    return with_recommendations(mode, recommended, **settings)
+
+
+def with_recommendations(mode: str, recommended: Mapping[str, float], **settings: Any) -> tuple[dict[str, Any], dict[str, float]]:
+    """:func:`resolve_settings` with the checkpoint's recommendations given as a mapping
+    (e.g. read from the file's metadata before any model is built).
+
+    Returns:
+        (kwargs, from_model) — ``from_model`` lists the settings taken from ``recommended``.
+    """
     check_mode(mode)
     kwargs = {k: v for k, v in settings.items() if v is not None}
-    recommended = getattr(getattr(model, "model", model), "everything_defaults", None) or {}  # a Sam or a predictor
     from_model = {k: recommended[k] for k in RECOMMENDABLE[mode] if k not in kwargs and k in recommended}
     return {**kwargs, **from_model}, from_model
 
