@@ -325,10 +325,11 @@ class EverythingRun:
         self.provenance_of = provenance_of
         self.detections = detections
         self.failed: set[str] = set()
+        self._dest = {f.name: self.out / n for f, n in zip(self.files, self.names)}
 
     def dest(self, file: Path) -> Path:
-        """The result folder of ``file``."""
-        return self.out / self.names[self.files.index(Path(file))]
+        """The result folder of ``file`` (one of :attr:`files`)."""
+        return self._dest[Path(file).name]
 
     def _provenance(self, file: Path) -> dict[str, Any] | None:
         return dict(self.provenance_of(file)) if self.provenance_of is not None else None
