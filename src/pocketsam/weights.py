@@ -110,18 +110,43 @@ def _size(n: int | None) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
 
 
+#: The name of the model shipped with pocketsam (``--checkpoint bundled``); what a missing
+#: checkpoint means everywhere.
+BUNDLED = "bundled"
+
+#: One line for wherever the bundled model segments a user's image: what it is, what to use instead.
+BUNDLED_NOTE = ("the bundled model was trained on synthetic scenes and does poorly on real photos; for photos run "
+                "`pocketsam download mobile_sam`, then use --checkpoint mobile_sam")
+
+
+def is_bundled(checkpoint: str | Path | None) -> bool:
+    """Whether ``checkpoint`` (None, ``"bundled"`` or a path) is the bundled model."""
+    from pocketsam.checkpoints import default_checkpoint
+
+    try:
+        path = resolve_checkpoint_name(BUNDLED if checkpoint is None else checkpoint)
+        return Path(path).resolve() == default_checkpoint().resolve()
+    except (CheckpointError, OSError):
+        return False
+
+
 def resolve_checkpoint_name(checkpoint: str | Path) -> Path:
-    """A checkpoint argument as a path. An existing path is returned as is; a known name
-    (``mobile_sam``, or its file name ``mobile_sam.pt``; no folder part) is the file in
-    :func:`weights_dir`; anything else is returned as a path (its reader reports it
-    missing).
+    """A checkpoint argument as a path. An existing path is returned as is; ``bundled``
+    (:data:`BUNDLED`) is the model shipped with pocketsam; a known name (``mobile_sam``, or
+    its file name ``mobile_sam.pt``; no folder part) is the file in :func:`weights_dir`;
+    anything else is returned as a path (its reader reports it missing).
 
     Raises:
-        CheckpointError: a known name that is not downloaded yet, saying how to get it.
+        CheckpointError: a known name that is not downloaded yet, saying how to get it; or
+            ``bundled`` in an installation without the bundled model.
     """
     path = Path(checkpoint)
     if path.exists() or len(path.parts) != 1:
         return path
+    if str(checkpoint).strip().lower() == BUNDLED:
+        from pocketsam.checkpoints import default_checkpoint
+
+        return default_checkpoint()
     w = lookup(str(checkpoint))
     if w is None:
         return path

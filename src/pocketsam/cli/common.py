@@ -1,6 +1,7 @@
 """What the commands share, in one place (command modules never import each other):
 
-* checks made before any model is loaded: :func:`resolve_checkpoint`,
+* checks made before any model is loaded: :func:`resolve_checkpoint` (and
+  :func:`say_bundled`, the bundled model's one-line note),
   :func:`check_output_dir`, :func:`check_output_file`, :func:`check_device`;
 * options: ``--speed`` (:func:`add_speed_argument`, :func:`say_speed`), the "segment
   everything" thresholds (:func:`add_threshold_args`, :func:`check_thresholds`,
@@ -50,9 +51,9 @@ def say_speed(predictor) -> None:
 
 
 def resolve_checkpoint(checkpoint: str | None) -> Path:
-    """The checkpoint to use: ``--checkpoint`` (a path, or the name of official weights in
-    the local weights folder, :func:`pocketsam.weights.resolve_checkpoint_name`), else the
-    bundled default if there is one.
+    """The checkpoint to use: ``--checkpoint`` (a path, ``bundled``, or the name of official
+    weights in the local weights folder, :func:`pocketsam.weights.resolve_checkpoint_name`),
+    else the bundled model if there is one.
 
     Only checks that the file (or int8 artifact folder) exists; its contents are
     validated by ``build_sam``.
@@ -73,6 +74,15 @@ def resolve_checkpoint(checkpoint: str | None) -> Path:
             raise CheckpointError(f"checkpoint '{checkpoint}' is a directory",
                                   "pass the checkpoint file itself, or an int8 artifact folder of `pocketsam quantize`")
     return path
+
+
+def say_bundled(checkpoint: Path) -> None:
+    """One line on stderr when ``checkpoint`` is the bundled model: what it is and how to get
+    a model for real photos (:data:`pocketsam.weights.BUNDLED_NOTE`)."""
+    from pocketsam.weights import BUNDLED_NOTE, is_bundled
+
+    if is_bundled(checkpoint):
+        print(f"note: {BUNDLED_NOTE}", file=sys.stderr)
 
 
 def check_output_dir(out: str) -> Path:

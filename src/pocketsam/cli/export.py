@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(preprocessed 1x3xSxS image -> embedding), encoder_rgb.onnx (HxWx3 uint8 RGB image -> "
         "embedding), decoder.onnx (Segment Anything's ONNX decoder interface) and config.json.",
     )
-    p.add_argument("checkpoint", help="input checkpoint")
+    p.add_argument("checkpoint", nargs="?", default="bundled",
+                   help="input checkpoint: a path, official weights' name (mobile_sam ...) or bundled (the default)")
     p.add_argument("--out", "-o", required=True,
                    help="output file: .safetensors, or .pth/.pt; with --format onnx a directory")
     p.add_argument("--format", choices=FORMATS, default=None,
@@ -115,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
         _check_output_file(args.out)  # before the model loads
     check_threshold_values(args)  # the rule `everything` applies to its options
     with warnings_as_lines():  # e.g. invalid thresholds recorded in the input: dropped
-        model = build_sam(args.model_type, checkpoint=args.checkpoint)
+        # the bundled model when none is named: never random weights (build_sam with only a model type)
+        model = build_sam(args.model_type, checkpoint=args.checkpoint or "bundled")
     if args.drop_thresholds:
         model.everything_defaults.clear()
     if args.drop_proposal_head:

@@ -10,6 +10,11 @@ Points and one box make one prompt (one mask set). Several ``--box`` options mak
 prompt each, decoded as a batch (SAM's ``predict_torch`` with boxes): one mask set per
 box. Points cannot be combined with several boxes (which box would they refine?).
 
+Which mask a prompt gives is the one click rule of :mod:`pocketsam.prompts`, the same as
+the web app's and the ONNX decoder's: a single click returns the best of SAM's three
+multimask outputs (the highest predicted IoU); several points, or a box, return SAM's
+single-mask output; ``--multimask`` returns all three multimask outputs, best first.
+
 Writes into ``--out``:
 
 * ``mask_0.png`` … ``mask_{N-1}.png`` — each mask white (255) on black (0), image-sized,
@@ -39,6 +44,7 @@ from pocketsam.cli.common import (
     check_device,
     check_output_dir,
     resolve_checkpoint,
+    say_bundled,
     say_speed,
     warnings_as_lines,
 )
@@ -90,8 +96,9 @@ def register(subparsers: Any) -> None:
         "--checkpoint",
         "-c",
         default=None,
-        help="SAM / MobileSAM / TinySAM checkpoint (.pt/.pth/.safetensors); "
-        "the architecture is detected from the file",
+        help="SAM / MobileSAM / TinySAM checkpoint (.pt/.pth/.safetensors; the architecture is detected "
+        "from the file), the name of downloaded official weights (mobile_sam ...), or bundled "
+        "(the default: pocketsam's small model, trained on synthetic scenes)",
     )
     p.add_argument(
         "--model-type",
@@ -117,7 +124,9 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--multimask",
         action="store_true",
-        help="return SAM's 3 candidate masks (sorted by score) instead of the single best one",
+        help="return all 3 of SAM's multimask outputs, best predicted IoU first. Without it each prompt "
+        "gives one mask: for a single click the best of the 3 multimask outputs, for several points or "
+        "a box SAM's single-mask output",
     )
     p.add_argument("--out", "-o", required=True, metavar="DIR", help="output directory (created if needed)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1, mps (default cpu)")
@@ -243,6 +252,7 @@ def run(args: argparse.Namespace) -> int:
     image = load_image(args.image, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
     height, width = image.shape[:2]
     check_prompts_inside(prompts, width, height)
+    say_bundled(checkpoint)  # once the input is known good, before the (slow) model
 
     # --- the model: only now
     import numpy as np
@@ -254,14 +264,17 @@ def run(args: argparse.Namespace) -> int:
     predictor = SamPredictor(sam, mode=args.speed)
     predictor.set_image(image)
     say_speed(predictor)
-    if len(prompts.boxes) > 1:  # one prompt per box, decoded as one batch
+    if len(prompts.boxes) > 1:  # one prompt per box, decoded as one batch; a box is unambiguous
         import torch
 
         boxes = torch.as_tensor(prompts.boxes, dtype=torch.float32)
         masks_t, scores_t, _ = predictor.predict_batch(boxes=boxes, multimask_output=args.multimask)
         masks, scores = masks_t.cpu().numpy(), scores_t.float().cpu().numpy()
     else:
-        masks, scores, _ = predictor.predict(
+        from pocketsam.prompts import predict_prompt  # the one click rule
+
+        masks, scores, _ = predict_prompt(
+            predictor,
             point_coords=np.asarray(prompts.points, dtype=np.float64) if prompts.points else None,
             point_labels=np.asarray(prompts.labels, dtype=np.int64) if prompts.points else None,
             box=np.asarray(prompts.boxes[0], dtype=np.float64) if prompts.boxes else None,
