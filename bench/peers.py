@@ -65,10 +65,13 @@ def gemm_peak(threads: int) -> dict:
     return out
 
 
+CLOCK = time.perf_counter
+
+
 def _timed(fn) -> float:
-    t = time.perf_counter()
+    t = CLOCK()
     fn()
-    return time.perf_counter() - t
+    return CLOCK() - t
 
 
 class OVDecoder:
@@ -101,10 +104,10 @@ def decoder_latency(predictors: dict, image, repeats: int) -> dict:
         for _ in range(repeats):
             for name, p in predictors.items():
                 pts = (p.transform.apply_coords_torch(point, p.original_size), torch.ones(1, 1, dtype=torch.int))
-                t = time.perf_counter()
+                t = CLOCK()
                 for _ in range(5):
                     p.predict_low_res(pts, None, None, True)
-                times[name].append((time.perf_counter() - t) / 5 * 1000)
+                times[name].append((CLOCK() - t) / 5 * 1000)
     return {n: statistics.median(v) for n, v in times.items()}
 
 
@@ -151,6 +154,11 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-int8", action="store_true", help="skip both int8 quantisations (the slowest part)")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="encoder time: wall clock, or this process's CPU time (on a shared, oversubscribed "
+                         "machine, CPU time at --threads 1 is what is left of the signal)")
+    ap.add_argument("--work", help="keep the exports and both int8 artifacts here and reuse them when present "
+                                   "(default: a temporary folder, removed at the end)")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--output")
     args = ap.parse_args()
@@ -165,6 +173,8 @@ def main() -> int:
     from pocketsam.speed import configure_threads, optimize
     from pocketsam.speed.select import cpu_name, relevant_flags
 
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     threads = configure_threads(args.threads)
     start = time.perf_counter()
     cpu0 = time.process_time()
@@ -176,25 +186,27 @@ def main() -> int:
         "flags": relevant_flags(), "threads": threads, "load": [round(v, 2) for v in os.getloadavg()],
         "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "openvino": openvino.__version__,
         "checkpoint": args.checkpoint, "img_size": model.img_size, "photos": [p.name for p in paths],
-        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "clock": args.clock, "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
     }
     log(f"{header['cpu']}; {' '.join(header['flags'])}; {threads} threads")
     peak = gemm_peak(threads)
     log(f"GEMM 4096³: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s")
 
-    work = Path(tempfile.mkdtemp(prefix="pocketsam-peers-"))
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="pocketsam-peers-"))
+    work.mkdir(parents=True, exist_ok=True)
     encoders: dict[str, torch.nn.Module] = {}
     notes: dict[str, str] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         source = model
         if not args.no_int8:
-            from pocketsam.quant import load_int8_model, quantize_model
+            from pocketsam.quant import is_artifact, load_int8_model, quantize_model
 
-            log("pocketsam quantize (int8 artifact, calibrated on the photos)")
-            t = time.perf_counter()
-            quantize_model(model, images, work / "int8", measure=len(images), threads=threads)
-            notes["quantize_s"] = f"{time.perf_counter() - t:.0f}"
+            if not is_artifact(work / "int8"):
+                log("pocketsam quantize (int8 artifact, calibrated on the photos)")
+                t = time.perf_counter()
+                quantize_model(model, images, work / "int8", measure=len(images), threads=threads)
+                notes["quantize_s"] = f"{time.perf_counter() - t:.0f}"
             source = load_int8_model(work / "int8")  # same weights, with the artifact attached
         for mode in ("default", "bf16"):
             encoders[f"pocketsam {mode}"] = optimize(source, mode).image_encoder
@@ -213,11 +225,14 @@ def main() -> int:
             encoders["OpenVINO bf16"] = pov.OpenVINOImageEncoder.from_onnx(enc_onnx, model.img_size, "bf16", threads)
         ov_art = None
         if not args.no_int8:
-            log("NNCF int8 (transformer preset, calibrated on the photos)")
-            t = time.perf_counter()
-            ov_art = pov.quantize_encoder(model, images, work / "ov_int8", onnx_path=enc_onnx, threads=threads,
-                                          measure=0, image_names=[p.name for p in paths])
-            notes["nncf_s"] = f"{time.perf_counter() - t:.0f}"
+            if (work / "ov_int8" / pov.META_NAME).is_file():
+                ov_art = pov.load_artifact(work / "ov_int8")
+            else:
+                log("NNCF int8 (transformer preset, calibrated on the photos)")
+                t = time.perf_counter()
+                ov_art = pov.quantize_encoder(model, images, work / "ov_int8", onnx_path=enc_onnx, threads=threads,
+                                              measure=0, image_names=[p.name for p in paths])
+                notes["nncf_s"] = f"{time.perf_counter() - t:.0f}"
             encoders["OpenVINO NNCF int8 (rest f32)"] = pov.compile_artifact(ov_art, "f32", threads)
             if pov.native_bf16():
                 encoders["OpenVINO NNCF int8 (rest bf16)"] = pov.compile_artifact(ov_art, "bf16", threads)
@@ -289,6 +304,10 @@ def main() -> int:
                   + ", ".join(f"{t} {n}" for t, n in v["runtime_layers"].items()))
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2))
+    if not args.work:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
@@ -320,7 +339,7 @@ def markdown(r: dict) -> str:
         f"bf16 {r['gemm_gflops']['bf16']:.0f} GFLOP/s",
         f"`{h['command']}`",
         "",
-        "| encoder | ms median (min–max) | pocketsam fast ÷ path | click mask IoU vs fp32: mean (worst photo) |",
+        f"| encoder | {'CPU ' if r['header'].get('clock') == 'cpu' else ''}ms median (min–max) | pocketsam fast ÷ path | click mask IoU vs fp32: mean (worst photo) |",
         "|---|---|---|---|",
     ]
     for row in r["encoder"]:
