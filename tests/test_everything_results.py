@@ -91,3 +91,26 @@ def test_write_result_never_leaves_one_file_without_the_other(tmp_path, generato
     with pytest.raises(PocketSamError):
         write_result(tmp_path / "new", Path("a.png"), image, bad, {})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
+def test_typed_settings_hold_the_generators_defaults():
+    """One typed settings object per mode (issue 23 item 4) replaces reading constructor
+    defaults with inspect; this test alone compares the two, so a changed default is
+    caught here (change both)."""
+    import inspect
+    from dataclasses import fields
+
+    from pocketsam.everything import GENERATORS
+    from pocketsam.everything.modes import SETTINGS, default_setting, result_settings
+
+    for mode, cls in SETTINGS.items():
+        params = {}
+        for klass in reversed(GENERATORS[mode].__mro__):
+            if "__init__" in klass.__dict__ and klass is not object:
+                params.update(inspect.signature(klass.__dict__["__init__"]).parameters)
+        for f in fields(cls):
+            assert f.name in params, (mode, f.name)
+            assert params[f.name].default == f.default == default_setting(mode, f.name), (mode, f.name)
+    assert result_settings("grid", {"points_per_side": 4, "points_per_batch": 8}) == SETTINGS["grid"](points_per_side=4)
+    with pytest.raises(KeyError):
+        default_setting("grid", "points_per_batch")  # changes no result

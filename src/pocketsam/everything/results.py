@@ -34,7 +34,7 @@ import math
 import os
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -164,18 +164,18 @@ def provenance(checkpoint: Path, checkpoint_sha256: str, mode: str, settings: Ma
         checkpoint_sha256: the SHA-256 of the file that identifies the weights
             (:func:`pocketsam.quant.artifact.identity_file` for an int8 artifact).
         mode: the everything mode.
-        settings: the generator's keyword arguments as applied; the settings of
-            :data:`~pocketsam.everything.modes.RESULT_SETTINGS` left out are the
-            generator's defaults and are recorded as such.
+        settings: the generator's keyword arguments as applied; the result settings
+            (:data:`~pocketsam.everything.modes.SETTINGS`, one typed object per mode)
+            left out are the defaults and are recorded as such.
         model_type: a forced architecture, or None (detected).
         proposals: boxes mode: where the boxes came from.
     """
     from pocketsam import __version__
     from pocketsam.checkpoints import ASSETS, DEFAULT_CHECKPOINT_NAME, multimask_only_by_name
-    from pocketsam.everything.modes import RESULT_SETTINGS, default_setting
+    from pocketsam.everything.modes import result_settings
 
     checkpoint = Path(checkpoint)
-    recorded = {k: settings[k] if k in settings else default_setting(mode, k) for k in RESULT_SETTINGS[mode]}
+    recorded = asdict(result_settings(mode, settings))
     ckpt: dict[str, Any] = {"file": checkpoint.name, "sha256": checkpoint_sha256}
     if checkpoint.resolve() == (ASSETS / DEFAULT_CHECKPOINT_NAME).resolve():
         ckpt["bundled"] = True
