@@ -111,6 +111,17 @@ def test_each_stage_trains_with_its_own_defaults_unless_told_otherwise(setup, tm
     assert lrs[-1] == pytest.approx(1e-3 * 0.5)  # the cosine ends at --min-lr-ratio
 
 
+def test_a_warmup_share_is_of_the_steps_the_run_started_with(setup, tmp_path):
+    args = _args(setup, tmp_path / "r", "--steps", "2", "--warmup", "0.5", "--save-every", "1")
+    assert main(args) == 0
+    assert _saved_settings(tmp_path / "r")["warmup_steps"] == 1
+    # resumed with more steps: the warm-up stays 1 step (the engine refuses a changed one), the cosine stretches
+    args[args.index("--steps") + 1] = "4"
+    assert main([*args, "--resume"]) == 0
+    saved = _saved_settings(tmp_path / "r")
+    assert (saved["warmup_steps"], saved["steps"]) == (1, 4)
+
+
 def test_bad_inputs_give_one_line_errors(setup, tmp_path, capsys):
     root, teacher, data = setup
     junk = tmp_path / "junk.pth"
