@@ -12,15 +12,17 @@ Where pass 2 puts its points is ``dense_layout``:
   the points ``(x + i·w, y + j·h)`` for ``i, j`` in ``{-1, 0, 1, 2}`` except ``(0, 0)``
   (the sparse point, already prompted), with integer strides ``w = W // points_per_side``
   and ``h = H // points_per_side``; points beyond the image are skipped (in TinySAM's
-  code only the ``+2`` column and row can leave it). Sparse points are ``4 / points_per_side``
-  of the image apart, so the 4×4 blocks tile the image at the dense stride. Same prompts,
+  code only the ``+2`` column and row can leave it). Sparse points are about four
+  dense strides apart, so the 4×4 blocks tile the image at the dense stride. Same prompts,
   in the same order and to the same bits, as TinySAM's ``hierarchical_generate``, hence
   the same masks on the same model (``tests/test_hierarchical_layout.py``).
 * ``"grid"``: the regular dense grid of segment_anything (cell centres,
-  ``points_per_side²``), pocketsam's earlier layout. It prompts 12–23 % more points than
-  TinySAM's on the same image (more of them fall in the gaps at the image border) and
-  returns masks TinySAM's code does not; see ``docs/everything.md`` for the measured
-  difference.
+  ``points_per_side²``), pocketsam's earlier layout. When ``points_per_side`` (n) is a
+  multiple of 4 and divides the sides, TinySAM's points lie on the lattice ``w, 2w, …,
+  (n−1)·w`` (one column and one row fewer than the grid) without the sparse points,
+  at most ``(n−1)² − (n/4)²`` (897 for n = 32) against the grid's ``n²`` (1024); they lie
+  between the grid's points, so the two layouts find different masks. Measured
+  difference: ``docs/everything.md`` (``bench/hierarchical_layout.py``).
 
 A dense point counts as covered when the covered map is set at ``[int(y), int(x)]``.
 Beyond TinySAM's code, on purpose: records carry ``crop_box`` like the other generators,
