@@ -354,3 +354,143 @@ def test_one_click_rule_everywhere(client, scene_id, tmp_path):
         assert (onnx != expected).sum() <= 0.001 * expected.size, prompts
         assert abs(float(onnx_scores[0, 0]) - float(lib_scores[0])) <= 1e-3, prompts
         assert (cli == expected).all(), ("pocketsam segment", prompts)
+
+
+@pytest.mark.parametrize("name", ["снимок экрана.jpg", "写真 2024.png", 'a"b\\c%.jpg'])
+def test_downloads_of_images_with_any_name(client, name):
+    """Content-Disposition of COCO / PNG downloads for names outside Latin-1 (were a 500
+    UnicodeEncodeError): RFC 6266's filename*=UTF-8'' with an ASCII fallback."""
+    from urllib.parse import quote
+
+    from pocketsam.web.app import safe_name
+
+    r = client.post(f"/api/images?name={quote(name)}", content=png_bytes((20, 10 + len(name))))  # bytes of its own
+    assert r.status_code == 200 and r.json()["name"] == safe_name(name)
+    image_id = r.json()["id"]
+    body = {"objects": [{"counts": [20 * (10 + len(name))], "name": "объект"}]}
+    stem = Path(safe_name(name)).stem
+    for fmt, suffix in [("coco", "_coco.json"), ("png", "_masks.zip")]:
+        r = client.post(f"/api/images/{image_id}/export?format={fmt}", json=body)
+        assert r.status_code == 200, r.text
+        header = r.headers["content-disposition"]
+        header.encode("latin-1")  # a valid HTTP header value
+        assert header.startswith('attachment; filename="') and f"filename*=UTF-8''{quote(stem + suffix, safe='')}" in header
+        fallback = header.split('filename="')[1].split('"')[0]
+        assert fallback.isascii() and fallback.endswith(suffix) and '"' not in fallback and "\\" not in fallback
+    assert client.post(f"/api/images/{image_id}/export?format=coco", json=body).json()["annotations"][0]["name"] == "объект"
+
+
+def test_work_per_request_is_bounded(client, engine, scene_id):
+    """PNG export and Everything build full-size masks: pixels × masks over the server's
+    limit is refused up front with the numbers (a 4xx); COCO export works on the runs."""
+    limit = engine.settings.max_work_pixels
+    engine.settings.max_work_pixels = 512 * 384 * 3  # three masks of the scene
+    try:
+        body = {"objects": [{"counts": [512 * 384]}] * 4}
+        r = client.post(f"/api/images/{scene_id}/export?format=png", json=body)
+        assert r.status_code == 422
+        message = r.json()["error"]
+        assert "4 mask(s) of this 512x384 image: 1 megapixels" in message and "limit of 1 per request" in message
+        assert "COCO" in message
+        assert client.post(f"/api/images/{scene_id}/export?format=coco", json=body).status_code == 200
+        body["objects"] = body["objects"][:3]
+        assert client.post(f"/api/images/{scene_id}/export?format=png", json=body).status_code == 200
+        r = client.post(f"/api/images/{scene_id}/everything")
+        assert r.status_code == 422 and f"up to {engine.settings.max_everything_masks} mask(s)" in r.json()["error"]
+    finally:
+        engine.settings.max_work_pixels = limit
+
+
+def test_everything_reports_its_progress(client, engine, scene_id):
+    """While Everything runs, its progress endpoint counts the prompts decoded; afterwards
+    it says the run is finished with every announced prompt decoded."""
+    import threading
+    import time
+
+    assert client.get(f"/api/images/{'0' * 64}/everything/progress").status_code == 404
+    seen = []
+    done = threading.Event()
+
+    def poll():
+        while not done.is_set():
+            seen.append(engine.progress_of(scene_id))
+            time.sleep(0.005)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        r = client.post(f"/api/images/{scene_id}/everything")
+    finally:
+        done.set()
+        poller.join()
+    assert r.status_code == 200
+    final = client.get(f"/api/images/{scene_id}/everything/progress").json()
+    assert final["running"] is False and final["fraction"] == 1.0 and final["done"] == final["total"] > 0
+    running = [p for p in seen if p["running"]]
+    assert running, "the run was never seen in progress"
+    assert all(0 <= p["done"] <= p["total"] and 0.0 <= p["fraction"] <= 1.0 for p in running)
+    assert [p["done"] for p in running] == sorted(p["done"] for p in running)  # it only goes forward
+
+
+def test_model_note_is_served(engine):
+    from pocketsam.web.app import create_app
+
+    note = engine.settings.model_note
+    engine.settings.model_note = "the bundled model was trained on synthetic scenes"
+    try:
+        with TestClient(create_app(engine)) as c:
+            assert c.get("/api/config").json()["model_note"] == "the bundled model was trained on synthetic scenes"
+        assert 'id="model-note"' in (REPO / "src/pocketsam/web/static/index.html").read_text()
+    finally:
+        engine.settings.model_note = note
+
+
+def test_serve_says_what_the_bundled_model_is(monkeypatch, capsys):
+    """serve prints the bundled model's note (only for the bundled model) and puts it in the
+    page's config; a limit of inf is one error line (was an OverflowError)."""
+    import uvicorn
+
+    from pocketsam.weights import BUNDLED_NOTE
+
+    captured = {}
+
+    def run(self, sockets=None):
+        captured["note"] = self.config.app.state.engine.settings.model_note
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
+    assert main(["serve", "--port", "0", "--decoder", "server"]) == 0
+    out, err = capsys.readouterr()
+    assert f"note: {BUNDLED_NOTE}" in err and "pocketsam download mobile_sam" in BUNDLED_NOTE
+    assert "--checkpoint mobile_sam" in BUNDLED_NOTE and captured["note"] == BUNDLED_NOTE
+
+    for flag in ["--max-upload-mb", "--max-work-mpix"]:
+        for value in ["inf", "nan", "-1", "1e300"]:
+            assert main(["serve", flag, value]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith(f"error: {flag} must be") and err.count("\n") == 1, (flag, value, err)
+
+
+def test_sigterm_removes_the_temp_folder(tmp_path):
+    """`pocketsam serve` stopped with SIGTERM (a service manager, `kill`) shuts down and
+    removes its temp folder, as Ctrl-C does (issue 24 item 6)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "TMPDIR": str(tmp_path), "POCKETSAM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "pocketsam", "serve", "--port", "0", "--decoder", "server"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        for line in proc.stdout:
+            if line.startswith("pocketsam serve: http://") or time.monotonic() > deadline:
+                break
+        assert list(tmp_path.glob("pocketsam-serve-*")), "serve made no temp folder"
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=30)[0]
+    finally:
+        proc.kill()
+    assert "Traceback" not in out
+    assert not list(tmp_path.glob("pocketsam-serve-*"))
