@@ -13,6 +13,7 @@ Golden data comes from two places:
 
 from __future__ import annotations
 
+import pocketsam  # noqa: F401 — before torch: pocketsam sets OpenMP's wait policy, which torch reads once (pocketsam/__init__.py)
 import os
 from dataclasses import dataclass
 from pathlib import Path

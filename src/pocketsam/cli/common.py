@@ -8,7 +8,8 @@
   :func:`threshold_settings`; which mode takes which is
   :mod:`pocketsam.everything.modes`'), the training engine's options
   (:func:`add_engine_options`, :func:`engine_config`, :func:`report`);
-* :func:`warnings_as_lines`: pocketsam's warnings as one ``warning: …`` line each.
+* :func:`warnings_as_lines`: pocketsam's warnings as one ``warning: …`` line each;
+  :func:`prompt_progress`: prompts decoded / total while one image is segmented.
 
 Free of torch at import, like every command module (``pocketsam --help`` stays instant).
 """
@@ -147,12 +148,15 @@ def check_device(device: str) -> str:
 def warnings_as_lines() -> Iterator[None]:
     """Show pocketsam's warnings raised inside the block (something in a checkpoint
     ignored, :class:`~pocketsam.checkpoints.CheckpointWarning`; detections for no image,
-    :class:`~pocketsam.everything.proposals.UnmatchedDetectionsWarning`) as one
+    :class:`~pocketsam.everything.proposals.UnmatchedDetectionsWarning`; no masks while
+    the checkpoint's thresholds went unused,
+    :class:`~pocketsam.everything._common.UnusedRecommendationWarning`) as one
     ``warning: …`` line each on stderr; other warnings are shown as usual."""
     from pocketsam.checkpoints import CheckpointWarning
+    from pocketsam.everything._common import UnusedRecommendationWarning
     from pocketsam.everything.proposals import UnmatchedDetectionsWarning
 
-    ours = (CheckpointWarning, UnmatchedDetectionsWarning)
+    ours = (CheckpointWarning, UnmatchedDetectionsWarning, UnusedRecommendationWarning)
     with warnings.catch_warnings(record=True) as caught:
         for category in ours:
             warnings.simplefilter("always", category)
@@ -162,6 +166,32 @@ def warnings_as_lines() -> Iterator[None]:
             print(f"warning: {w.message}", file=sys.stderr)
         else:
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
+#: Seconds an image's prompt progress bar waits before it appears (a quick image shows none).
+PROGRESS_DELAY_S = 2.0
+
+
+@contextmanager
+def prompt_progress(generator: Any, desc: str, quiet: bool = False) -> Iterator[None]:
+    """A progress bar on stderr for one image's ``generator.generate`` inside the block:
+    prompts decoded / total (the generators' :attr:`progress` callback). It appears once
+    the image has taken :data:`PROGRESS_DELAY_S`, and goes when the image is done."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, desc=desc, unit="prompt", file=sys.stderr, delay=PROGRESS_DELAY_S, leave=False,
+               disable=quiet)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    generator.progress = progress
+    try:
+        yield
+    finally:
+        generator.progress = None
+        bar.close()
 
 
 # ------------------------------------------------------------ "everything" thresholds

@@ -75,7 +75,9 @@ from pocketsam.cli.common import (
     check_output_dir,
     check_thresholds,
     option_name,
+    prompt_progress,
     resolve_checkpoint,
+    say_bundled,
     say_speed,
     threshold_settings,
     warnings_as_lines,
@@ -104,7 +106,9 @@ def register(subparsers: Any) -> None:
         description="Automatic mask generation; writes SA-1B-style annotations.json and overlay.png per image.",
     )
     p.add_argument("input", metavar="IMAGE_OR_DIR", help="an image, or a folder of images (not recursive)")
-    p.add_argument("--checkpoint", "-c", default=None, help="SAM / MobileSAM / TinySAM checkpoint")
+    p.add_argument("--checkpoint", "-c", default=None,
+                   help="SAM / MobileSAM / TinySAM checkpoint, downloaded official weights' name (mobile_sam ...), "
+                   "or bundled (the default: pocketsam's small model, trained on synthetic scenes)")
     p.add_argument("--model-type", default=None, help="force an architecture (vit_h, vit_l, vit_b, vit_t, ...)")
     p.add_argument("--mode", choices=MODES, default="grid", help="prompting strategy (default grid)")
     p.add_argument("--boxes", default=None, metavar="DETECTIONS.json", help="COCO detections JSON (mode boxes; default: the checkpoint's proposal head)")
@@ -125,6 +129,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace results made with another checkpoint, mode or settings (default: refuse)")
     p.add_argument("--force", action="store_true", help="recompute every image, even finished ones")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress bars (prompts decoded within an image; images of a folder)")
     p.add_argument("--max-pixels", type=int, default=None, metavar="N",
                    help="refuse images larger than N pixels (default about 179 million); in a folder such an "
                    "image is reported as failed and the others go on")
@@ -292,6 +298,7 @@ def _run(args: argparse.Namespace, ctx: dict[str, Any]) -> int:
     from pocketsam.errors import PocketSamError
     from pocketsam.io import DEFAULT_MAX_PIXELS, load_image, sha256_file
 
+    say_bundled(ctx["checkpoint"])
     with warnings_as_lines():
         sam = build_sam(model_type=args.model_type, checkpoint=ctx["checkpoint"], device=ctx["device"])
     if args.mode == "boxes" and not args.boxes:
@@ -301,13 +308,13 @@ def _run(args: argparse.Namespace, ctx: dict[str, Any]) -> int:
     say_speed(generator.predictor)
     failures: list[str] = []
     t0 = time.perf_counter()
-    bar = tqdm(plan.todo, desc="everything", unit="img", disable=len(files) == 1)
+    bar = tqdm(plan.todo, desc="everything", unit="img", disable=len(files) == 1 or args.quiet)
     for file, dest in bar:
         bar.set_postfix_str(file.name)
         try:
             digest = sha256_file(file)
             image = load_image(file, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
-            with torch.inference_mode():
+            with torch.inference_mode(), warnings_as_lines(), prompt_progress(generator, file.name, args.quiet):
                 records = generator.generate(image, proposals=everything.detections.proposals(file.name)) \
                     if everything.detections is not None else generator.generate(image)
             doc = everything.write(file, image, records, generator.last_stats, digest)

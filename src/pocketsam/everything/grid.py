@@ -135,7 +135,7 @@ class SamAutomaticMaskGenerator(MaskGeneratorBase):
             records = to_records(data, self.output_mode)
         stats.count("returned", len(records))
         stats.extra["image_size"] = [int(image.shape[0]), int(image.shape[1])]
-        self.last_stats = stats.as_dict()
+        self._finished(stats)  # last_stats; says so when the checkpoint's thresholds would have kept masks
         return records
 
     # ------------------------------------------------------------------ internals
