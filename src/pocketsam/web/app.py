@@ -245,7 +245,7 @@ class Engine:
             with self.cache_lock:
                 self.progress[entry.id] = progress
             generator = make_generator(mode, self.predictor, output_mode="coco_rle")  # its inference copy
-            _count_prompts(generator, progress)
+            generator.progress = progress.update
             try:
                 records = generator.generate(image)
             finally:
@@ -266,51 +266,22 @@ class Engine:
 
 
 class Progress:
-    """Prompts decoded by one everything run (updated from its worker thread; ints and a
-    bool, so reads from another thread need no lock)."""
+    """Prompts decoded by one everything run, from the generator's progress hook (called in
+    its worker thread; plain ints and a bool, so reads from another thread need no lock)."""
 
     def __init__(self) -> None:
         self.done = 0
         self.total = 0
-        self.passes = 0
         self.finished = False
         self.start = time.perf_counter()
 
+    def update(self, done: int, total: int) -> None:
+        self.done, self.total = int(done), int(total)
+
     def as_dict(self) -> dict[str, Any]:
         fraction = 1.0 if self.finished else (self.done / self.total if self.total else 0.0)
-        return {"running": not self.finished, "done": self.done, "total": self.total, "passes": self.passes,
+        return {"running": not self.finished, "done": self.done, "total": self.total,
                 "fraction": round(min(1.0, fraction), 4), "seconds": round(time.perf_counter() - self.start, 3)}
-
-
-def _count_prompts(generator: Any, progress: Progress) -> None:
-    """Count, on this generator object only, the prompts each of its decoding passes
-    announces and decodes (every generator decodes through ``_decode``, batch by batch
-    through its predictor's ``predict_batch_low_res``)."""
-    from pocketsam.everything._common import decode_and_filter
-
-    class Counting:
-        """The generator's predictor, counting each batch it decodes."""
-
-        def __init__(self, predictor: Any) -> None:
-            self._predictor = predictor
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self._predictor, name)
-
-        def predict_batch_low_res(self, point_coords=None, point_labels=None, boxes=None, *args, **kwargs):
-            out = self._predictor.predict_batch_low_res(point_coords, point_labels, boxes, *args, **kwargs)
-            progress.done += len(boxes if boxes is not None else point_coords)
-            return out
-
-    counting = Counting(generator.predictor)
-
-    def _decode(prompts, boxes, batch_size, crop, stats):
-        progress.total += len(prompts)
-        progress.passes += 1
-        return decode_and_filter(counting, prompts, boxes, batch_size, generator.filters, crop, stats,
-                                 generator._on_kept)
-
-    generator._decode = _decode
 
 
 # --------------------------------------------------------------------------- helpers

@@ -505,8 +505,7 @@
           const p = await (await api(`/api/images/${id}/everything/progress`)).json();
           if (!polling || !p.running) continue;
           progress(p.fraction);
-          const pass = p.passes > 1 ? ` (pass ${p.passes})` : "";
-          setStatus(`Segmenting everything (${mode}): ${p.done} of ${p.total} prompts decoded${pass}, ${p.seconds.toFixed(1)} s`);
+          setStatus(`Segmenting everything (${mode}): ${p.done} of ${p.total} prompts decoded, ${p.seconds.toFixed(1)} s`);
         } catch (e) { /* a missed poll is harmless */ }
       }
     };
