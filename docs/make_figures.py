@@ -1,4 +1,4 @@
-"""Regenerate ``docs/everything_modes.png`` and print the numbers for its README caption.
+"""Regenerate ``docs/everything_modes.png`` (shown in docs/everything.md) and print each mode's numbers.
 
     python docs/make_figures.py [--checkpoint C] [--threads 2]
 

@@ -14,17 +14,7 @@ from safetensors.torch import save, save_file
 
 import pocketsam
 from pocketsam import build_sam
-from pocketsam.checkpoints import (
-    HEADER_KEY,
-    checkpoint_contents,
-    checkpoint_metadata,
-    default_checkpoint,
-    export_state_dict,
-    peek_checkpoint,
-    read_checkpoint,
-    read_metadata,
-    save_checkpoint,
-)
+from pocketsam.checkpoints import HEADER_KEY, checkpoint_contents, checkpoint_metadata, default_checkpoint, export_state_dict, peek_checkpoint, read_checkpoint, read_metadata, save_checkpoint
 from pocketsam.errors import CheckpointError, CheckpointWarning
 from pocketsam.models import DecoderConfig, SamConfig, ViTConfig, create_model
 from pocketsam.models.proposal_head import ProposalHead
@@ -209,10 +199,10 @@ def test_an_invalid_threshold_in_the_header_is_ignored_with_a_warning_as_in_tens
 
 # --------------------------------------------------------------------------- .pth files
 @pytest.mark.parametrize("model_type", ["vit_t", "tinysam"])
-def test_official_pth_loads_strictly_in_the_reference_code(tmp_path, golden_dir, model_type):
+def test_official_pth_loads_strictly_in_the_reference_code(tmp_path, official_shapes, model_type):
     """An official architecture's .pth holds exactly the reference keys (no thresholds, no
     proposal head, no metadata) and loads with the reference's ``load_state_dict(strict=True)``."""
-    reference = json.loads((golden_dir / "official_state_dict_shapes.json").read_text())["vit_t"]
+    reference = official_shapes["vit_t"]
     model = _model(model_type, seed=1)
     model.proposal_head = ProposalHead(256, 8, upsample=1)
     name = "tinysam_mine.pth" if model_type == "tinysam" else "mobile_sam.pth"
@@ -233,9 +223,9 @@ def test_official_pth_loads_strictly_in_the_reference_code(tmp_path, golden_dir,
 
 
 @pytest.mark.parametrize("model_type", ["vit_b", "vit_l", "vit_h"])
-def test_official_sam_pth_contents_are_the_reference_keys(golden_dir, model_type):
+def test_official_sam_pth_contents_are_the_reference_keys(official_shapes, model_type):
     """The same for SAM's ViTs, without allocating them: what save_checkpoint would write."""
-    reference = json.loads((golden_dir / "official_state_dict_shapes.json").read_text())[model_type]
+    reference = official_shapes[model_type]
     with torch.device("meta"):
         model = create_model(model_type)
         model.proposal_head = ProposalHead(256, 8, upsample=1)

@@ -9,13 +9,14 @@ import random
 
 import pytest
 import torch
-from conftest import tiny_config
 from safetensors.torch import save_file
 
 from pocketsam import build_sam, sam_model_registry
 from pocketsam.checkpoints import export_state_dict, read_checkpoint
 from pocketsam.errors import CheckpointError
 from pocketsam.models import create_model
+
+from conftest import FIXTURE_VIT_T, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -148,11 +149,11 @@ def test_random_init_by_name_and_registry_aliases():
     assert not model.mask_decoder.multimask_only
 
 
-def test_tinysam_detected_from_filename(tmp_path, vit_t_checkpoint):
+def test_tinysam_detected_from_filename(tmp_path):
     target = tmp_path / "tinysam_42.3.pth"
-    target.write_bytes(vit_t_checkpoint.read_bytes())
+    target.write_bytes(FIXTURE_VIT_T.read_bytes())  # a (reduced) vit_t layout, as TinySAM's
     assert build_sam(checkpoint=target).mask_decoder.multimask_only
-    assert not build_sam(checkpoint=vit_t_checkpoint).mask_decoder.multimask_only
+    assert not build_sam(checkpoint=FIXTURE_VIT_T).mask_decoder.multimask_only
 
 
 def test_tiny_vit_models_run_at_another_input_size():

@@ -75,6 +75,53 @@ def test_full_stage_on_unlabeled_images_says_it_uses_teacher_prompts(setup, tmp_
     assert all(r["prompts"] == 4 for r in rows if "prompts" in r)  # 2 images x 2 random points
 
 
+def _saved_settings(out: Path) -> dict:
+    return json.loads(torch.load(out / "checkpoint_last.pt", map_location="cpu", weights_only=True)["config"])
+
+
+@pytest.mark.parametrize("stage", ["encoder", "full"])
+def test_each_stage_trains_with_its_own_defaults_unless_told_otherwise(setup, tmp_path, stage):
+    from pocketsam.cli.distill import STAGE_DEFAULTS
+
+    steps = 4
+    args = _args(setup, tmp_path / "d", "--steps", str(steps), "--stage", stage, "--rounds", "1")
+    i = args.index("--warmup")
+    del args[i:i + 2]  # the stage's warm-up too
+    cache = tmp_path / "cache"
+    args[args.index("--cache") + 1] = str(cache)
+    assert main(args) == 0
+    d = STAGE_DEFAULTS[stage]
+    saved = _saved_settings(tmp_path / "d")
+    warmup = round(d["warmup"] * steps) if d["warmup"] < 1 else d["warmup"]
+    assert (saved["lr"], saved["weight_decay"], saved["warmup_steps"], saved["min_lr_ratio"], saved["step.flip"]) == (
+        d["lr"], d["weight_decay"], warmup, d["min_lr_ratio"], d["flip"])
+    # the cache it filled holds mirrored embeddings exactly when it trains with flips
+    assert ["-flip-" in p.name for p in cache.iterdir()] == [d["flip"]]
+
+    # given values win; a warm-up below 1 is a share of --steps
+    args += ["--lr", "1e-3", "--weight-decay", "0.2", "--warmup", "0.5", "--min-lr-ratio", "0.5",
+             "--flip" if not d["flip"] else "--no-flip"]
+    args[args.index("--out") + 1] = str(tmp_path / "given")
+    assert main(args) == 0
+    saved = _saved_settings(tmp_path / "given")
+    assert (saved["lr"], saved["weight_decay"], saved["warmup_steps"], saved["min_lr_ratio"], saved["step.flip"]) == (
+        1e-3, 0.2, 2, 0.5, not d["flip"])
+    lrs = [r["lr"] for r in _rows(tmp_path / "given") if "lr" in r]
+    assert lrs[1] == pytest.approx(1e-3)  # the peak, right after the 2-step warm-up
+    assert lrs[-1] == pytest.approx(1e-3 * 0.5)  # the cosine ends at --min-lr-ratio
+
+
+def test_a_warmup_share_is_of_the_steps_the_run_started_with(setup, tmp_path):
+    args = _args(setup, tmp_path / "r", "--steps", "2", "--warmup", "0.5", "--save-every", "1")
+    assert main(args) == 0
+    assert _saved_settings(tmp_path / "r")["warmup_steps"] == 1
+    # resumed with more steps: the warm-up stays 1 step (the engine refuses a changed one), the cosine stretches
+    args[args.index("--steps") + 1] = "4"
+    assert main([*args, "--resume"]) == 0
+    saved = _saved_settings(tmp_path / "r")
+    assert (saved["warmup_steps"], saved["steps"]) == (1, 4)
+
+
 def test_bad_inputs_give_one_line_errors(setup, tmp_path, capsys):
     root, teacher, data = setup
     junk = tmp_path / "junk.pth"
@@ -86,6 +133,8 @@ def test_bad_inputs_give_one_line_errors(setup, tmp_path, capsys):
         (["distill", "cache", "--teacher", str(teacher), "--data", str(empty), "--cache", str(tmp_path / "c")], "no images in"),
         (_args(setup, tmp_path / "o", "--student", "nope_arch"), "neither a registered architecture nor a checkpoint"),
         (_args(setup, tmp_path / "o", "--lr", "nan"), "must be a finite number"),
+        (_args(setup, tmp_path / "o", "--min-lr-ratio", "2"), "--min-lr-ratio must be between 0 and 1"),
+        (_args(setup, tmp_path / "o", "--warmup", "-1"), "--warmup must be >= 0"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv

@@ -13,14 +13,13 @@ from pocketsam.cli import main
 from pocketsam.data import SA1BReader
 from pocketsam.data.synth import generate_dataset
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
-CKPT = GOLDEN / "vit_t_random.pt"
+from conftest import FIXTURE_VIT_T
+
+CKPT = FIXTURE_VIT_T  # a small vit_t-layout checkpoint in the repository (tests/fixtures/golden)
 
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory) -> dict[str, Path]:
-    if not CKPT.exists():
-        pytest.fail(f"golden checkpoint not found at {CKPT} (CI puts ../shared beside the checkout)")
     root = tmp_path_factory.mktemp("evaldata")
     data = root / "sa1b"
     generate_dataset(data, 2, size=(64, 80), seed=3, workers=1, progress=False)
@@ -83,13 +82,9 @@ def test_eval_everything_boxes(scenes, tmp_path):
 
 
 def test_eval_errors(scenes, tmp_path, capsys, monkeypatch):
-    from pocketsam import checkpoints
-    from pocketsam.errors import CheckpointError
+    from pocketsam import weights
 
-    def no_bundled():
-        raise CheckpointError("no checkpoint given and this installation has no bundled model", "pass --checkpoint")
-
-    monkeypatch.setattr(checkpoints, "default_checkpoint", no_bundled)
+    monkeypatch.setattr(weights, "ASSETS", tmp_path / "no_assets")  # an installation without the bundled model
     assert main(["eval", "prompts", "--data", str(scenes["data"]), "--quiet"]) == 2
     assert "no bundled model" in capsys.readouterr().err
     # boxes mode without --boxes needs a checkpoint with a proposal head

@@ -23,11 +23,13 @@ from PIL import Image
 from pocketsam.cli import main
 from pocketsam.masks import decode_rle, mask_bbox_xywh
 
+from conftest import FIXTURE_VIT_T, PHOTOS, shared_photo
+
 REPO = Path(__file__).resolve().parents[1]
-GOLDEN = REPO.parent / "shared" / "golden"
-PHOTOS = REPO.parent / "shared" / "photos"
-VIT_T = GOLDEN / "vit_t_random.pt"
-DOG = PHOTOS / "dog.jpg"  # 800×534
+# a small vit_t-layout checkpoint in the repository (tests/fixtures/golden): the command's
+# behaviour does not depend on the model's size, and a fresh clone has it
+VIT_T = FIXTURE_VIT_T
+DOG = PHOTOS / "dog.jpg"  # 800×534, in ../shared/photos (where present)
 
 
 def _run_subprocess(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -55,7 +57,7 @@ def _assert_clean_error(rc: int, err: str, out: str = "", match: str | None = No
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Two real runs on dog.jpg: multimask point+box (subprocess), single point (in-process)."""
-    assert VIT_T.exists() and DOG.exists(), f"golden data not found under {REPO.parent / 'shared'}"
+    shared_photo("dog.jpg", "the end-to-end segment runs on a real 800×534 photo")
     base = tmp_path_factory.mktemp("segment")
     multi_dir = base / "multi"
     proc = _run_subprocess(
@@ -246,7 +248,7 @@ def test_bad_checkpoints(capsys, no_model, small_png: Path, tmp_path: Path) -> N
 
 def test_no_checkpoint(capsys, no_model, monkeypatch, small_png: Path, tmp_path: Path) -> None:
     """An installation without the bundled model asks for --checkpoint."""
-    import pocketsam.checkpoints.build as ckpt
+    import pocketsam.weights as ckpt
 
     monkeypatch.setattr(ckpt, "ASSETS", tmp_path / "no_assets")
     argv = ["segment", str(small_png), "-p", "10,10", "-o", str(tmp_path / "o")]
@@ -436,3 +438,93 @@ def test_points_with_several_boxes_are_refused(capsys, no_model, small_png: Path
     _cli_error(capsys, [*base, "--box", "0,0,20,20", "--box", "10,10,81,30"], "box 2 (10,10,81,30) goes outside")
     _cli_error(capsys, [*base, "--box", "0,0,20,20", "--box", "30,10,20,30"], "inverted")
     assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------ the one click rule
+
+
+def test_one_click_rule(capsys, tmp_path: Path, tiny_state: dict) -> None:
+    """A single click gives the best of SAM's three multimask outputs; several points or a
+    box give the single-mask output; --multimask gives the three, best first. Compared with
+    the drop-in predictor, whose ``predict`` keeps segment_anything's semantics."""
+    import torch
+
+    from pocketsam import SamPredictor, build_sam
+
+    ckpt = tmp_path / "tiny.pth"
+    torch.save(tiny_state, ckpt)
+    rng = np.random.default_rng(1)
+    img = tmp_path / "scene.png"
+    pixels = (rng.random((60, 80, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(img)
+    predictor = SamPredictor(build_sam(checkpoint=ckpt))
+    predictor.set_image(pixels)
+
+    def segment(name: str, *prompt_args: str) -> tuple[list[np.ndarray], list[float]]:
+        out = tmp_path / name
+        assert main(["segment", str(img), "-c", str(ckpt), *prompt_args, "--out", str(out)]) == 0
+        records = json.loads((out / "masks.json").read_text())["masks"]
+        return [decode_rle(r["segmentation"]) for r in records], [r["score"] for r in records]
+
+    def same(cli: tuple[list[np.ndarray], list[float]], masks: np.ndarray, scores: np.ndarray) -> None:
+        assert len(cli[0]) == len(masks)
+        assert cli[1] == pytest.approx([float(s) for s in scores], abs=1e-4)
+        for a, b in zip(cli[0], masks):
+            assert (a != b).sum() <= 0.001 * a.size
+
+    click = np.array([[30.0, 20.0]])
+    multi, multi_scores, _ = predictor.predict(click, np.array([1]), multimask_output=True)
+    single, single_scores, _ = predictor.predict(click, np.array([1]), multimask_output=False)
+    best = int(np.argmax(multi_scores))
+    assert multi_scores[best] != pytest.approx(single_scores[0], abs=1e-4), "the two rules must differ here"
+    same(segment("click", "--point", "30,20"), multi[best:best + 1], multi_scores[best:best + 1])
+
+    order = np.argsort(-multi_scores, kind="stable")
+    same(segment("click3", "--point", "30,20", "--multimask"), multi[order], multi_scores[order])
+
+    two = np.array([[30.0, 20.0], [60.0, 40.0]])
+    masks, scores, _ = predictor.predict(two, np.array([1, 0]), multimask_output=False)
+    same(segment("two", "--point", "30,20", "--point", "60,40,0"), masks, scores)
+
+    box = np.array([10.0, 5.0, 50.0, 40.0])
+    masks, scores, _ = predictor.predict(box=box, multimask_output=False)
+    same(segment("box", "--box", "10,5,50,40"), masks, scores)
+    masks, scores, _ = predictor.predict(click, np.array([1]), box=box, multimask_output=False)
+    same(segment("click_box", "--point", "30,20", "--box", "10,5,50,40"), masks, scores)
+    capsys.readouterr()
+
+
+def test_help_states_the_click_rule(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["segment", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "single click the best of the 3 multimask outputs" in text
+    assert "several points or a box SAM's single-mask output" in text
+    assert "bundled" in text
+
+
+# ------------------------------------------------------------------ the bundled model
+
+
+def test_bundled_name_and_note(capsys, tmp_path: Path) -> None:
+    """``--checkpoint bundled`` is the default's model; both say, in one stderr line, what
+    it is and how to get a model for photos. Another checkpoint says nothing of the kind."""
+    from pocketsam.checkpoints import default_checkpoint
+
+    default_checkpoint()  # this installation has the bundled model
+    img = tmp_path / "scene.png"
+    Image.fromarray((np.random.default_rng(2).random((60, 80, 3)) * 255).astype(np.uint8)).save(img)
+    results = {}
+    for name, extra in (("default", []), ("named", ["--checkpoint", "bundled"]), ("other", ["-c", str(VIT_T)])):
+        out = tmp_path / name
+        assert main(["segment", str(img), "--point", "30,20", *extra, "--out", str(out)]) == 0
+        err = capsys.readouterr().err
+        notes = [line for line in err.splitlines() if "synthetic scenes" in line]
+        if name == "other":
+            assert notes == []
+        else:
+            assert len(notes) == 1 and notes[0].startswith("note: ")
+            assert "pocketsam download mobile_sam" in notes[0] and "--checkpoint mobile_sam" in notes[0]
+        results[name] = (out / "masks.json").read_text()
+    assert results["default"] == results["named"]
+    assert results["default"] != results["other"]

@@ -124,3 +124,33 @@ def test_the_command_line_parses_without_importing_torch():
             "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out
+
+
+def test_resume_without_a_checkpoint_says_so_or_refuses(tmp_path, capsys):
+    """`train --resume` on a folder with nothing to resume (#24 item 7): an empty or new
+    folder starts a new run and says so; a run killed before its first checkpoint starts
+    again without mixing in its metrics; a finished model without a checkpoint is not
+    silently trained over."""
+    data = tmp_path / "scenes"
+    assert main(["data", "synth", "--out", str(data), "--num-images", "4", "--size", "64,64", "--quiet"]) == 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    capsys.readouterr()
+    assert main(_quick(data, empty, "--resume")) == 0
+    assert f"--resume: '{empty}' holds no run to resume; starting a new run at step 0" in capsys.readouterr().out
+
+    killed = tmp_path / "killed"  # stopped before its first checkpoint: only metrics rows
+    killed.mkdir()
+    (killed / "metrics.jsonl").write_text('{"step": 1, "loss": 9.0}\n{"step": 2, "loss": 8.0}\n')
+    assert main(_quick(data, killed, "--resume")) == 0
+    assert "stopped before its first checkpoint" in capsys.readouterr().out
+    assert _loss_steps(killed) == [1, 2]
+    assert 9.0 not in [json.loads(ln).get("loss") for ln in (killed / "metrics.jsonl").read_text().splitlines()]
+
+    finished = tmp_path / "finished"  # a finished run whose checkpoint_last.pt was removed
+    finished.mkdir()
+    (finished / "model.safetensors").write_bytes(b"the user's trained model")
+    assert main(_quick(data, finished, "--resume")) == 2
+    err = capsys.readouterr().err
+    assert "holds model.safetensors but no checkpoint_last.pt to resume from" in err and err.count("\n") == 1
+    assert (finished / "model.safetensors").read_bytes() == b"the user's trained model"

@@ -116,6 +116,33 @@ def test_cache_round_trip_and_keys(tmp_path):
         plain.get(images[0][1], flipped=True)
 
 
+def test_dataset_reads_masks_only_from_masks_from_on_and_pairs_flips_with_flipped_embeddings(tmp_path):
+    from pocketsam.cli import main
+    from pocketsam.distill.data import DistillDataset, collect_images
+
+    assert main(["data", "synth", "--out", str(tmp_path / "s"), "--num-images", "4", "--size", "64,64", "--seed", "3",
+                 "--workers", "1", "--quiet"]) == 0
+    images = collect_images([tmp_path / "s"])
+    encode = lambda paths, flipped: torch.full((len(paths), 2, 2, 2), -1.0 if flipped else 1.0)  # noqa: E731
+    cache = _cache(tmp_path, flip=True)
+    build_cache(cache, [(im.path, im.sha256) for im in images], encode, progress=False)
+    full = DistillDataset(images, cache, 64, max_instances=4, flip=True, seed=0)
+    lean = DistillDataset(images, cache, 64, max_instances=4, flip=True, seed=0, masks_from=3)
+    flips = set()
+    for i in range(4):
+        a, b = full[(i, 0)], lean[(i, 0)]
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["teacher_embedding"], b["teacher_embedding"])
+        assert len(a["masks"]) > 0 and len(b["masks"]) == (len(a["masks"]) if i >= 3 else 0)
+        # a mirrored image always comes with the teacher's embedding of the mirrored image
+        flipped = bool(a["teacher_embedding"][0, 0, 0] < 0)
+        flips.add(flipped)
+        unflipped = DistillDataset(images, cache, 64, max_instances=4)[(i, 0)]["image"]
+        assert torch.equal(a["image"], flip_content(unflipped, a["size"]) if flipped else unflipped)
+    for seed in range(1, 6):  # both orientations are drawn
+        flips.update(bool(full[(i, seed)]["teacher_embedding"][0, 0, 0] < 0) for i in range(4))
+    assert flips == {True, False}
+
+
 def test_cache_detects_a_stale_manifest_and_a_changed_image(tmp_path):
     encode = lambda paths, flipped: torch.ones(len(paths), 2, 2, 2)  # noqa: E731
     cache = _cache(tmp_path)

@@ -27,7 +27,6 @@ from pocketsam.everything import (
     YoloProposals,
 )
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
 LOOSE = dict(pred_iou_thresh=-100.0, stability_score_thresh=0.2)
 
 
@@ -185,11 +184,10 @@ def test_grid_matches_reference_algorithm(sam, image, kw):
     assert_same_records(mine, ref)
 
 
-@pytest.mark.skipif(not (GOLDEN / "vit_t_random.pt").exists(), reason="golden checkpoint not available")
-def test_grid_matches_reference_golden_vit_t(image):
+def test_grid_matches_reference_golden_vit_t(image, golden_vit_t):
     from pocketsam import build_sam
 
-    model = build_sam(checkpoint=GOLDEN / "vit_t_random.pt")
+    model = build_sam(checkpoint=golden_vit_t.checkpoint)
     model.image_encoder = _CachedEncoder(model.image_encoder)
     kw = dict(pred_iou_thresh=-100.0, stability_score_thresh=0.5, box_nms_thresh=0.9)
     gen = SamAutomaticMaskGenerator(model, points_per_side=3, **kw)
@@ -290,15 +288,22 @@ def test_hierarchical_two_passes(sam, image):
     assert 0 <= st["prompts"].get("dense", 0) <= 64
     assert 0.0 <= st["covered_fraction"] <= 1.0
     assert recs and set(recs[0]) >= {"segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box"}
-    # nothing confident → every dense point is prompted; everything confident → none
+    # nothing confident → every dense point is prompted; everything confident → none.
+    # TinySAM's layout (the default) on 72×96 at strides 9 and 12: 15 points around the
+    # top-left sparse point, 11 around the top-right and the bottom-left ones (no +2 column
+    # or row beyond the image), 8 around the bottom-right one; the regular grid: all 8².
     g_none = SamHierarchicalMaskGenerator(sam, points_per_side=8, high_score_thresh=float("inf"), **LOOSE)
     g_none.generate(image)
-    assert g_none.last_stats["prompts"] == {"sparse": 4, "dense": 64}
+    assert g_none.last_stats["prompts"] == {"sparse": 4, "dense": 45}
+    g_grid = SamHierarchicalMaskGenerator(sam, points_per_side=8, high_score_thresh=float("inf"),
+                                          dense_layout="grid", **LOOSE)
+    g_grid.generate(image)
+    assert g_grid.last_stats["prompts"] == {"sparse": 4, "dense": 64}
     g_all = SamHierarchicalMaskGenerator(sam, points_per_side=8, high_score_thresh=-float("inf"), **LOOSE)
     g_all.generate(image)
     assert g_all.last_stats["prompts"].get("dense", 0) == 0
     # the dense pass adds candidates the sparse pass alone does not have
-    assert g_none.last_stats["masks"]["decoded"] == 3 * 68
+    assert g_none.last_stats["masks"]["decoded"] == 3 * 49
 
 
 def test_hierarchical_covered_fraction_is_the_mean_over_crops(sam, image):

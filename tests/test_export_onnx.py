@@ -13,6 +13,8 @@ import torch
 from pocketsam import SamPredictor, build_sam
 from pocketsam.cli import main
 
+from conftest import FIXTURE_VIT_T, FIXTURES, shared_golden
+
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
@@ -39,18 +41,31 @@ def vit_t_export(golden_dir, tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module", params=list(MODELS))
-def all_masks_export(request, golden_dir, tmp_path_factory):
+# (source, model): the in-repo reduced models (tests/fixtures/golden, always there) and
+# ../shared/golden's full-size ones (skipped where absent)
+PARITY = [("in-repo", "vit"), ("in-repo", "vit_t"), ("shared", "vit_t"), ("shared", "vit_small")]
+FIXTURE_MODELS = {"vit": "vit_tiny.pt", "vit_t": "vit_t_tiny.pt"}
+
+
+@pytest.fixture(scope="module", params=PARITY, ids=["-".join(p) for p in PARITY])
+def all_masks_export(request, fixture_cases, tmp_path_factory):
     """A decoder returning all 4 masks (return_single_mask=False) and an encoder, for each
-    golden model (vit_t's encoder is the one of :func:`vit_t_export`)."""
-    name = request.param
-    out = tmp_path_factory.mktemp(f"onnx_all_{name}")
-    parts = "decoder" if name == "vit_t" else "encoder,decoder"
-    rc = main(["export", str(golden_dir / MODELS[name]), "--format", "onnx", "--out", str(out),
-               "--parts", parts, "--all-masks"])
+    golden model (shared vit_t's encoder is the one of :func:`vit_t_export`). Returns
+    (name, export folder, encoder.onnx, checkpoint, cases, stride of the stored low-res logits)."""
+    source, name = request.param
+    if source == "shared":
+        root = shared_golden(f"the full-size {name} reference cases")
+        checkpoint, cases, stride = root / MODELS[name], np.load(root / "cases.npz"), 1
+    else:
+        checkpoint, cases = FIXTURES / FIXTURE_MODELS[name], fixture_cases
+        stride = int(cases[f"{name}/0/low_res_stride"])
+    out = tmp_path_factory.mktemp(f"onnx_all_{source}_{name}")
+    reuse = (source, name) == ("shared", "vit_t")
+    rc = main(["export", str(checkpoint), "--format", "onnx", "--out", str(out),
+               "--parts", "decoder" if reuse else "encoder,decoder", "--all-masks"])
     assert rc == 0
-    encoder = (request.getfixturevalue("vit_t_export") if name == "vit_t" else out) / "encoder.onnx"
-    return name, out, encoder
+    encoder = (request.getfixturevalue("vit_t_export") if reuse else out) / "encoder.onnx"
+    return name, out, encoder, checkpoint, cases, stride
 
 
 def test_files_and_config(vit_t_export):
@@ -88,8 +103,9 @@ def _golden_inputs(golden_cases, name, case, predictor):
     coords = predictor.transform.apply_coords(np.asarray(coords, float), predictor.original_size)
     if "mask_input" in kw:
         mask, has = kw["mask_input"][None].astype(np.float32), np.ones(1, np.float32)
-    else:
-        mask, has = np.zeros((1, 1, 256, 256), np.float32), np.zeros(1, np.float32)
+    else:  # the low-res size: 4× the embedding grid (256² for a 1024² model)
+        side = 4 * predictor.model.prompt_encoder.image_embedding_size[0]
+        mask, has = np.zeros((1, 1, side, side), np.float32), np.zeros(1, np.float32)
     inputs = {
         "point_coords": coords[None].astype(np.float32), "point_labels": np.asarray(labels, np.float32)[None],
         "mask_input": mask, "has_mask_input": has,
@@ -98,12 +114,12 @@ def _golden_inputs(golden_cases, name, case, predictor):
     return inputs, bool(kw["multimask_output"]), prefix
 
 
-def test_golden_parity(all_masks_export, golden_dir, golden_cases):
+def test_golden_parity(all_masks_export):
     """encoder.onnx + decoder.onnx (all 4 masks) reproduce the reference outputs of every golden
     case at the golden tolerances: embedding, low-res logits, scores, masks."""
-    name, out, encoder = all_masks_export
+    name, out, encoder, checkpoint, golden_cases, s = all_masks_export
     image = golden_cases[f"{name}/0/image"]
-    sam = build_sam(checkpoint=golden_dir / MODELS[name])
+    sam = build_sam(checkpoint=checkpoint)
     predictor = SamPredictor(sam, mode="reference")
     predictor.original_size = image.shape[:2]
     resized = predictor.transform.apply_image(image)
@@ -117,19 +133,20 @@ def test_golden_parity(all_masks_export, golden_dir, golden_cases):
         masks, scores, low_res = decoder.run(None, {"image_embeddings": embedding, **inputs})
         assert masks.shape[:2] == (1, 4) and masks.shape[2:] == image.shape[:2]
         pick = slice(1, None) if multimask else slice(0, 1)  # output 0 is SAM's single-mask output
-        assert rel_l2(low_res[0, pick], golden_cases[prefix + "out/low_res_logits"]) <= 1e-3, case
+        assert rel_l2(low_res[0, pick, ::s, ::s], golden_cases[prefix + "out/low_res_logits"]) <= 1e-3, case
         assert np.abs(scores[0, pick] - golden_cases[prefix + "out/scores"]).max() <= 1e-3, case
         assert ((masks[0, pick] > 0) != golden_cases[prefix + "out/masks"]).mean() <= 1e-3, case
 
-    # several prompts in one call (dynamic prompt axis): the four golden boxes
+    # several prompts in one call (dynamic prompt axis): the golden boxes
     prefix = f"{name}/0/batched_boxes_multi/"
     boxes = predictor.transform.apply_boxes(golden_cases[prefix + "in/boxes"], image.shape[:2])
+    side = 4 * sam.prompt_encoder.image_embedding_size[0]
     masks, scores, low_res = decoder.run(None, {
         "image_embeddings": embedding, "point_coords": boxes.reshape(-1, 2, 2).astype(np.float32),
         "point_labels": np.tile(np.float32([2, 3]), (len(boxes), 1)),
-        "mask_input": np.zeros((1, 1, 256, 256), np.float32), "has_mask_input": np.zeros(1, np.float32),
+        "mask_input": np.zeros((1, 1, side, side), np.float32), "has_mask_input": np.zeros(1, np.float32),
         "orig_im_size": np.asarray(image.shape[:2], np.float32)})
-    assert rel_l2(low_res[:, 1:], golden_cases[prefix + "out/low_res_logits"]) <= 1e-3
+    assert rel_l2(low_res[:, 1:, ::s, ::s], golden_cases[prefix + "out/low_res_logits"]) <= 1e-3
     assert np.abs(scores[:, 1:] - golden_cases[prefix + "out/scores"]).max() <= 1e-3
     assert ((masks[:, 1:] > 0) != golden_cases[prefix + "out/masks"]).mean() <= 1e-3
 
@@ -281,8 +298,8 @@ def test_torch_module_matches_onnx(tmp_path):
             np.testing.assert_allclose(a, b.numpy(), rtol=1e-4, atol=1e-3)
 
 
-def test_cli_errors(tmp_path, capsys, golden_dir):
-    ckpt = str(golden_dir / "vit_t_random.pt")
+def test_cli_errors(tmp_path, capsys):
+    ckpt = str(FIXTURE_VIT_T)  # any valid checkpoint: the in-repo one
     (tmp_path / "file").write_text("x")
     cases = [
         (["--format", "onnx", "--out", str(tmp_path / "o"), "--dtype", "fp16"], "--dtype fp16 is not available"),
@@ -297,7 +314,7 @@ def test_cli_errors(tmp_path, capsys, golden_dir):
         assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
 
 
-def test_int8_encoder_from_an_int8_artifact(golden_int8_artifact, golden_cases, tmp_path):
+def test_int8_encoder_from_an_int8_artifact(golden_int8_artifact, golden_vit_t, tmp_path):
     """--int8 with a `pocketsam quantize` artifact as the checkpoint: its int8 encoder, with
     encoder.onnx's interface, close to the float embedding."""
     assert main(["export", str(golden_int8_artifact), "--format", "onnx", "--int8", "--parts", "decoder",
@@ -309,12 +326,11 @@ def test_int8_encoder_from_an_int8_artifact(golden_int8_artifact, golden_cases, 
     assert [o.name for o in model.graph.output] == ["image_embeddings"]
     assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)
     sam = build_sam(checkpoint=golden_int8_artifact)
-    image = golden_cases["vit_t/0/image"]
-    resized = SamPredictor(sam).transform.apply_image(image)
+    resized = SamPredictor(sam).transform.apply_image(golden_vit_t.image)
     pre = sam.preprocess(torch.as_tensor(resized).permute(2, 0, 1)[None].float()).numpy()
     (embedding,) = session(tmp_path / "encoder_int8.onnx").run(None, {"image": pre})
-    assert embedding.shape == (1, 256, 64, 64)
-    assert rel_l2(embedding, golden_cases["vit_t/0/embedding"]) <= 0.1
+    assert embedding.shape == golden_vit_t.embedding.shape
+    assert rel_l2(embedding, golden_vit_t.embedding) <= 0.1
 
 
 def test_int8_encoder_calibrated_on_a_folder(tmp_path, tiny_sam, capsys):

@@ -430,3 +430,96 @@ def test_library_raises_only_pocketsam_errors(tmp_path, model_files):
         call(build_sam, checkpoint=path)
     assert not [p for p in tmp_path.rglob("*") if TEMPORARY_NAME.fullmatch(p.name)]
     assert outcomes == {g: {"error", "result"} for g in ("predict", "predict_torch", "generators", "build_sam")}
+
+
+# ------------------------------------------- issue 24: every image size, every mode
+SIZE_CASES = int(os.environ.get("POCKETSAM_FUZZ_SIZE_CASES", 30))  # a longer run: e.g. 500
+MAX_PIXELS = 4096  # --max-pixels for these cases: "up to the pixel limit" stays cheap
+CASE_BUDGET_S = 30.0  # one case on two busy cores; uncontended a case takes ~0.2-2 s
+
+
+def _size(rng: np.random.Generator) -> tuple[int, int]:
+    """1×1 up to a little past :data:`MAX_PIXELS`, log-uniform in area, any aspect ratio."""
+    kind = int(rng.integers(6))
+    if kind == 0:
+        return _pick(rng, (1, 1), (1, 2), (2, 1), (2, 2), (3, 1), (1, 3))
+    if kind == 1:  # a single row or column, up to the limit
+        n = int(np.exp(rng.uniform(0, np.log(MAX_PIXELS * 1.2))))
+        return _pick(rng, (1, n), (n, 1))
+    area = np.exp(rng.uniform(0, np.log(MAX_PIXELS * 1.3)))
+    aspect = np.exp(rng.uniform(-2, 2))
+    h = max(1, int(round(np.sqrt(area * aspect))))
+    return h, max(1, int(round(area / h)))
+
+
+def _result_folders_are_whole(out: Path, what: str) -> int:
+    """Every per-image folder holds both files or none; every result is strict JSON (no
+    NaN) whose masks have pixels. Returns the number of results."""
+    n = 0
+    for d in sorted(p for p in out.iterdir() if p.is_dir()) if out.exists() else []:
+        names = sorted(p.name for p in d.iterdir())
+        assert names in ([], ["annotations.json", "overlay.png"]), f"{what}: {d.name} holds {names}"
+        if names:
+            doc = json.loads((d / "annotations.json").read_text(), parse_constant=lambda c: pytest.fail(f"{what}: {c}"))
+            assert all(a["area"] > 0 for a in doc["annotations"]), what
+            n += 1
+    return n
+
+
+def test_everything_on_every_image_size_in_every_mode(tmp_path, model_files, capsys):
+    """Images from 1×1 to past the pixel limit, in every everything mode, alone and in
+    folders (#24): no traceback, an image within the limit always gets its two files (an
+    empty result is a result), one past the limit none (a single image: one error line; in
+    a folder: a 'failed' line while the others finish), no lock or staging left, bounded
+    time per case."""
+    _, _, ckpt = model_files
+    rng = np.random.default_rng(SEED + 24)
+    leftovers = Leftovers(tmp_path)
+    seen: set[tuple[str, str]] = set()
+    for i in range(SIZE_CASES):
+        d = tmp_path / f"size{i:03d}"
+        (d / "in").mkdir(parents=True)
+        mode = str(rng.choice(["grid", "hierarchical", "boxes"]))
+        sizes = [_size(rng) for _ in range(int(_pick(rng, 1, 1, 2, 3)))]
+        files = []
+        for k, (h, w) in enumerate(sizes):
+            files.append(d / "in" / f"{k}.png")
+            files[-1].write_bytes(_png(h, w, rng, str(rng.choice(["RGB", "L", "RGBA"]))))
+        argv = ["everything", str(files[0] if len(files) == 1 else d / "in"), "--checkpoint", str(ckpt),
+                "--mode", mode, "--max-pixels", str(MAX_PIXELS), "--out", str(d / "out"),
+                "--pred-iou-thresh", str(_pick(rng, -100, 0.0, 0.5)), "--stability-score-thresh", str(_pick(rng, 0.0, 0.5))]
+        if mode == "boxes":
+            det = d / "det.json"
+            det.write_text(json.dumps({
+                "images": [{"id": k + 1, "file_name": f.name} for k, f in enumerate(files)],
+                "annotations": [{"image_id": k + 1, "score": 0.9,
+                                 "bbox": _pick(rng, [0, 0, w, h], [0, 0, 1, 1], [w / 4, h / 4, w / 2, h / 2], [w, h, 3, 3])}
+                                for k, (h, w) in enumerate(sizes) for _ in range(int(rng.integers(1, 3)))]}))
+            argv += ["--boxes", str(det)]
+        else:
+            argv += ["--points-per-side", str(_pick(rng, 1, 2, 3)), "--crop-n-layers", str(_pick(rng, 0, 0, 1, 2))]
+        if rng.random() < 0.3:
+            argv += ["--min-mask-region-area", str(_pick(rng, 1, 5, 100))]
+        what = f"sizes {sizes} mode {mode} {argv[8:]}"
+        t0 = time.perf_counter()
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            rc = main(argv)
+        cap = capsys.readouterr()
+        assert time.perf_counter() - t0 < CASE_BUDGET_S, f"{what}: {time.perf_counter() - t0:.1f} s"
+        assert "Traceback" not in cap.err + cap.out, f"{what}: {cap.err[-2000:]}"
+        over = [h * w > MAX_PIXELS for h, w in sizes]
+        if len(files) == 1:
+            assert rc == (2 if over[0] else 0), f"{what}: rc {rc} {cap.err[-500:]}"
+            if rc == 2:
+                assert [ln for ln in cap.err.splitlines() if ln.startswith("error: ")] and "pixels" in cap.err, what
+        else:
+            assert rc == (1 if any(over) else 0), f"{what}: rc {rc} {cap.err[-500:]} {cap.out[-500:]}"
+            assert cap.out.count("  failed: ") == sum(over), f"{what}: {cap.out}"
+        results = _result_folders_are_whole(d / "out", what)
+        assert results == sum(not o for o in over), f"{what}: {results} results"
+        leftovers.check(what)
+        seen.add((mode, "over" if any(over) else "within"))
+    if SIZE_CASES >= 30:  # the default run reaches every mode, within and past the limit
+        assert {m for m, _ in seen} == {"grid", "hierarchical", "boxes"}, seen
+        assert {k for _, k in seen} == {"over", "within"}, seen

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
 from pocketsam.checkpoints import config_from_state_dict, export_state_dict, read_checkpoint
 from pocketsam.models import MODEL_CONFIGS, DecoderConfig, SamConfig, TinyViTConfig, ViTConfig, create_model
 
-from conftest import tiny_config
+from conftest import FIXTURES, tiny_config
 
 
 def meta_model(config):
@@ -19,8 +17,8 @@ def meta_model(config):
 
 
 @pytest.mark.parametrize("model_type", ["vit_t", "vit_b", "vit_l", "vit_h"])
-def test_official_layout_keys_and_shapes(golden_dir, model_type):
-    reference = json.loads((golden_dir / "official_state_dict_shapes.json").read_text())[model_type]
+def test_official_layout_keys_and_shapes(official_shapes, model_type):
+    reference = official_shapes[model_type]
     state = meta_model(model_type).state_dict()
     assert list(state) == list(reference)  # same keys, same order
     assert {k: list(v.shape) for k, v in state.items()} == reference
@@ -40,6 +38,23 @@ def test_detects_small_vit_from_tensors_alone(vit_small_checkpoint):
     assert (enc.embed_dim, enc.depth, enc.num_heads, enc.window_size) == (192, 2, 3, 14)
     assert enc.global_attn_indexes == (1,)
     assert (enc.patch_size, enc.img_size, enc.out_chans, enc.use_rel_pos) == (16, 1024, 256, True)
+
+
+def test_detects_reduced_layouts_from_tensors_alone():
+    """The in-repo golden checkpoints (tests/fixtures/README.md): a reduced SAM ViT at 256²
+    and a reduced TinyViT, recovered from keys and shapes alone."""
+    state, meta = read_checkpoint(FIXTURES / "vit_tiny.pt")
+    assert meta == {}
+    enc = config_from_state_dict(state).encoder
+    assert isinstance(enc, ViTConfig)
+    assert (enc.embed_dim, enc.depth, enc.num_heads, enc.window_size, enc.global_attn_indexes) == (32, 2, 2, 5, (1,))
+    assert (enc.patch_size, enc.img_size, enc.out_chans, enc.use_rel_pos) == (16, 256, 32, True)
+    state, _ = read_checkpoint(FIXTURES / "vit_t_tiny.pt")
+    config = config_from_state_dict(state)
+    assert (config.encoder.embed_dims, config.encoder.depths) == ((16, 32, 48, 320), (1, 1, 2, 1))
+    # stage 0 is convolutional: its heads and window are not in the weights (nor used)
+    assert (config.encoder.num_heads[1:], config.encoder.window_sizes[1:]) == ((2, 3, 5), (7, 14, 7))
+    assert (config.encoder.mlp_ratio, config.prompt_embed_dim) == (1.0, 32)
 
 
 VARIANTS = [

@@ -189,6 +189,35 @@ def test_generators_refuse_grayscale_arrays(predictor, mode):
         gen.generate(np.zeros((30, 40), np.uint8))
 
 
+@pytest.fixture()
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: one thread, no stall on busy cores
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("mode", ["grid", "hierarchical", "boxes"])
+def test_generators_drop_masks_without_pixels(mode, one_thread):
+    """Masks with no pixel (#24 item 1: 1×1 … 32×32 images gave area-0 masks with a NaN
+    stability score, in the CLI and the server's Everything): with the filters off, where
+    they got through, the result is valid and empty, never area 0 or NaN."""
+    from pocketsam import SamPredictor
+    from pocketsam.everything import GENERATORS
+    from pocketsam.models import MODEL_CONFIGS, create_model
+
+    torch.manual_seed(3)
+    model = create_model(MODEL_CONFIGS["pocketsam_nano"].with_img_size(64)).eval()
+    model.mask_threshold = 1e6  # no logit reaches it: every decoded mask is empty
+    rng = np.random.default_rng(0)
+    for s in (1, 5, 32):
+        kwargs = {"proposals": np.array([[0.0, 0, s, s]])} if mode == "boxes" else {"points_per_side": 2}
+        gen = GENERATORS[mode](SamPredictor(model), pred_iou_thresh=0, stability_score_thresh=0, **kwargs)
+        assert gen.generate(rng.integers(0, 255, (s, s, 3), dtype=np.uint8)) == []
+        counts = gen.last_stats["masks"]
+        assert counts["after_stability"] > 0 and counts["after_edge"] == 0, counts  # decoded, then dropped
+
+
 # ------------------------------------------------------------- (C) output paths first
 def _no_work(*_args, **_kwargs):
     raise AssertionError("the work started before the output path was checked")
@@ -362,3 +391,105 @@ def test_sparse_and_complex_tensors_are_refused(tmp_path, nano_state, make):
     torch.save({**nano_state, "mask_decoder.iou_token.weight": make()}, tmp_path / "odd.pt")
     with pytest.raises(CheckpointError, match="not a dense real one"):
         build_sam(checkpoint=tmp_path / "odd.pt")
+
+
+# --------------------------------------------------- issue 24 item 6: kills and SIGTERM
+def test_staging_a_killed_process_left_is_swept_by_the_next_write(tmp_path):
+    """A killed `quantize` left a 27 MB `.q1.<hex>.tmp` staging folder that survived later
+    successful runs; a live one (lock held) must survive the sweep."""
+    import os
+
+    from pocketsam.io import LOCK_NAME, remove_stale_staging, replace_files_together
+
+    dest = tmp_path / "q1"
+    dead = tmp_path / ".q1.0123456789ab.tmp"  # its process is gone: the lock file is not held
+    dead.mkdir()
+    (dead / LOCK_NAME).write_text("")
+    (dead / "encoder.int8.onnx").write_bytes(b"\0" * 1000)
+    old = tmp_path / ".q1.aaaaaaaaaaaa.tmp"  # from before staging locks, an hour old
+    old.mkdir()
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    young = tmp_path / ".q1.bbbbbbbbbbbb.tmp"  # no lock file yet, just created: may be alive
+    young.mkdir()
+    mine = tmp_path / ".q1.notes.tmp"  # the user's: not our name
+    mine.mkdir()
+    with replace_files_together(dest) as live:
+        (live / "a.txt").write_text("new")
+        assert remove_stale_staging(dest) == 0  # the live stage (lock held) and the young one stay
+        assert live.is_dir() and young.is_dir()
+    assert not dead.exists() and not old.exists() and young.is_dir() and mine.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".q1.bbbbbbbbbbbb.tmp", ".q1.notes.tmp", "q1"]
+    assert sorted(p.name for p in dest.iterdir()) == ["a.txt"]  # the stage's lock file is not an output
+
+
+def _wait_for(path, proc, seconds=60.0):
+    t0 = time.perf_counter()
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.perf_counter() - t0 < seconds, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def test_sigterm_cleans_up_staging_like_ctrl_c(tmp_path):
+    """What `quantize` does while it writes (terminate_as_interrupt + replace_files_together),
+    ended by SIGTERM: no staging folder left."""
+    import signal
+    import subprocess
+    import sys
+
+    code = ("import sys, time\nfrom pathlib import Path\n"
+            "from pocketsam.io import replace_files_together, terminate_as_interrupt\n"
+            "with terminate_as_interrupt(), replace_files_together(sys.argv[1]) as stage:\n"
+            "    (stage / 'encoder.int8.onnx').write_bytes(b'0' * 1000)\n"
+            "    Path(sys.argv[2]).touch()\n    time.sleep(60)\n")
+    started = tmp_path / "started"
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "q1"), str(started)],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(started, proc)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["started"]
+
+
+def test_sigterm_ends_everything_without_leaving_its_lock(tmp_path, nano_ckpt):
+    import signal
+    import subprocess
+    import sys
+
+    images, out = _images(tmp_path / "in", n=40), tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "pocketsam", *_everything(images, out, nano_ckpt)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**__import__("os").environ, "POCKETSAM_THREADS": "1", "OMP_NUM_THREADS": "1"})
+    try:
+        _wait_for(out / "img0" / "overlay.png", proc, 120)  # the run is under way, its lock held
+        assert (out / ".pocketsam.lock").exists()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err
+    left = [p.name for p in out.rglob("*") if p.name == ".pocketsam.lock" or p.name.endswith(".tmp")]
+    assert not left
+    for d in out.iterdir():  # every image folder holds both files or none
+        assert sorted(p.name for p in d.iterdir()) in (["annotations.json", "overlay.png"], []), d
+
+
+def test_export_into_a_path_under_a_file_is_one_error_line(tmp_path, nano_ckpt, capsys):
+    """`export … --out afile/x.safetensors` gave FileExistsError (#24 item 13)."""
+    from pocketsam.cli import main
+
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    (tmp_path / "d.safetensors").mkdir()
+    for out, what in [(afile / "x.safetensors", "is a file, not a folder"),
+                      (afile / "deeper" / "x.pth", "is a file, not a folder"),
+                      (tmp_path / "d.safetensors", "is a folder")]:
+        assert main(["export", str(nano_ckpt), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and what in err, err
+    assert afile.read_text() == "mine"
+    assert main(["export", str(nano_ckpt), "--out", str(tmp_path / "new" / "x.safetensors")]) == 0  # folders are made

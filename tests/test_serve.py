@@ -181,7 +181,11 @@ def test_bad_prompts(client, scene_id):
         ({"points": [[10, 10]], "labels": [2]}, "labels must be"),
         ({"points": [[10, 10]], "labels": [0]}, "foreground point"),
         ({"points": [[10, float("nan")]], "labels": [1]}, "finite numbers"),
-        ({"points": [[10, 10]], "labels": [1], "box": [50, 50, 40, 60]}, "empty or outside"),
+        ({"points": [[10, 10]], "labels": [1], "box": [50, 50, 40, 60]}, "empty or inverted"),
+        ({"points": [], "labels": [], "box": [50, 50, 600, 60]}, "goes outside the image"),  # the CLI's rule
+        ({"points": [[10 ** 400, 10]], "labels": [1]}, "finite numbers"),  # was a 500 OverflowError
+        ({"points": [[10, 10]], "labels": [1], "box": [0, 0, 10 ** 400, 5]}, "finite numbers"),
+        ({"points": [[True, 10]], "labels": [1]}, "finite numbers"),
         ({"points": [[1, 1]] * 65, "labels": [1] * 65}, "at most 64"),
         ([1, 2], "JSON object"),
     ]
@@ -189,6 +193,14 @@ def test_bad_prompts(client, scene_id):
         r = client.post(url, content=json.dumps(body).encode())
         assert r.status_code == 400 and message in r.json()["error"], (body, r.text)
     assert client.post(url, content=b"{nope").status_code == 400
+    # JSON that Python's parser alone turns into a 500: infinities, 400 digits, deep nesting
+    for raw, message in [(b'{"points": [[1e999, 10]], "labels": [1]}', "finite numbers"),
+                         (b'{"points": [[Infinity, 10]], "labels": [1]}', "finite numbers"),
+                         (b'{"points": [[1' + b"0" * 5000 + b', 10]], "labels": [1]}', "digits"),
+                         (b"[" * 100_000, "100000 levels deep"), (b'{"a": ' * 50_000, "levels deep"),
+                         (b'{"a": "\xff"}', "not UTF-8")]:
+        r = client.post(url, content=raw)
+        assert r.status_code == 400 and message in r.json()["error"], (raw[:40], r.text)
 
 
 def test_no_path_traversal(client, scene_id, tmp_path):
@@ -282,3 +294,203 @@ def test_cli_refuses_bad_settings(capsys):
         assert err.startswith("error: cannot listen on 127.0.0.1:") and err.count("\n") == 1
     assert main(["serve", "--checkpoint", "/nonexistent.pt"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_one_click_rule_everywhere(client, scene_id, tmp_path):
+    """pocketsam.prompts' rule gives the same mask in `pocketsam segment`, the server's
+    decode endpoint and the exported ONNX decoder (what the browser runs): one click → the
+    best of the three multimask outputs, several points or a box → the single-mask output."""
+    ort = pytest.importorskip("onnxruntime")
+    from pocketsam import SamPredictor, build_sam
+    from pocketsam.export.onnx_sam import export_decoder
+    from pocketsam.io import load_image
+
+    sam = build_sam()
+    predictor = SamPredictor(sam)
+    image = load_image(SCENE)
+    predictor.set_image(image)
+    embedding = predictor.get_image_embedding().numpy()
+    multi, multi_scores, _ = predictor.predict(np.float64([CLICK]), np.int64([1]), multimask_output=True)
+    single, _, _ = predictor.predict(np.float64([CLICK]), np.int64([1]), multimask_output=False)
+    best = multi[int(np.argmax(multi_scores))]
+    assert (best != single).sum() > 0  # else this image could not tell the two outputs apart
+    session = ort.InferenceSession(str(export_decoder(sam, tmp_path / "decoder.onnx")))
+
+    cases = [({"points": [list(CLICK)], "labels": [1], "box": None}, ["--point", "%d,%d" % CLICK], True),
+             ({"points": [], "labels": [], "box": [140, 120, 230, 220]}, ["--box", "140,120,230,220"], False),
+             ({"points": [[200, 160], [10, 10]], "labels": [1, 0], "box": None},
+              ["--point", "200,160", "--point", "10,10,0"], False)]
+    for prompts, flags, from_multimask in cases:
+        out = tmp_path / f"cli{len(flags)}{prompts['box'] is None}"
+        assert main(["segment", str(SCENE), *flags, "--out", str(out)]) == 0
+        cli = np.array(Image.open(out / "mask_0.png")) > 0
+        assert not (out / "mask_1.png").exists()  # one mask by default
+        r = client.post(f"/api/images/{scene_id}/decode", json=prompts)
+        assert r.status_code == 200, r.text
+        web = decode_rle(r.json()["segmentation"])
+        coords, labels = list(prompts["points"]), list(prompts["labels"])
+        if prompts["box"]:
+            coords, labels = coords + [prompts["box"][:2], prompts["box"][2:]], labels + [2, 3]
+        else:
+            coords, labels = coords + [[0, 0]], labels + [-1]
+        coords = predictor.transform.apply_coords(np.asarray(coords, float), image.shape[:2])
+        onnx_masks, onnx_scores, _ = session.run(None, {
+            "image_embeddings": embedding, "point_coords": coords[None].astype(np.float32),
+            "point_labels": np.float32([labels]), "mask_input": np.zeros((1, 1, 64, 64), np.float32),
+            "has_mask_input": np.zeros(1, np.float32), "orig_im_size": np.float32(image.shape[:2])})
+        onnx = onnx_masks[0, 0] > 0
+        # the library: predict_prompt is the rule, on the drop-in predict
+        from pocketsam.prompts import predict_prompt
+
+        point_args = (np.float64(prompts["points"]), np.int64(prompts["labels"])) if prompts["points"] else (None, None)
+        lib, lib_scores, _ = predict_prompt(predictor, *point_args,
+                                            box=np.float64(prompts["box"]) if prompts["box"] else None)
+        ref_multi, ref_scores, _ = predictor.predict(*point_args, box=np.float64(prompts["box"]) if prompts["box"]
+                                                     else None, multimask_output=from_multimask)
+        expected = ref_multi[int(np.argmax(ref_scores))]
+        assert lib.shape[0] == 1 and (lib[0] == expected).all(), prompts
+        assert (web == expected).all(), prompts
+        # ONNX Runtime upsamples in float32 through a 256² map: a few edge pixels may differ
+        assert (onnx != expected).sum() <= 0.001 * expected.size, prompts
+        assert abs(float(onnx_scores[0, 0]) - float(lib_scores[0])) <= 1e-3, prompts
+        assert (cli == expected).all(), ("pocketsam segment", prompts)
+
+
+@pytest.mark.parametrize("name", ["снимок экрана.jpg", "写真 2024.png", 'a"b\\c%.jpg'])
+def test_downloads_of_images_with_any_name(client, name):
+    """Content-Disposition of COCO / PNG downloads for names outside Latin-1 (were a 500
+    UnicodeEncodeError): RFC 6266's filename*=UTF-8'' with an ASCII fallback."""
+    from urllib.parse import quote
+
+    from pocketsam.web.app import safe_name
+
+    r = client.post(f"/api/images?name={quote(name)}", content=png_bytes((20, 10 + len(name))))  # bytes of its own
+    assert r.status_code == 200 and r.json()["name"] == safe_name(name)
+    image_id = r.json()["id"]
+    body = {"objects": [{"counts": [20 * (10 + len(name))], "name": "объект"}]}
+    stem = Path(safe_name(name)).stem
+    for fmt, suffix in [("coco", "_coco.json"), ("png", "_masks.zip")]:
+        r = client.post(f"/api/images/{image_id}/export?format={fmt}", json=body)
+        assert r.status_code == 200, r.text
+        header = r.headers["content-disposition"]
+        header.encode("latin-1")  # a valid HTTP header value
+        assert header.startswith('attachment; filename="') and f"filename*=UTF-8''{quote(stem + suffix, safe='')}" in header
+        fallback = header.split('filename="')[1].split('"')[0]
+        assert fallback.isascii() and fallback.endswith(suffix) and '"' not in fallback and "\\" not in fallback
+    assert client.post(f"/api/images/{image_id}/export?format=coco", json=body).json()["annotations"][0]["name"] == "объект"
+
+
+def test_work_per_request_is_bounded(client, engine, scene_id):
+    """PNG export and Everything build full-size masks: pixels × masks over the server's
+    limit is refused up front with the numbers (a 4xx); COCO export works on the runs."""
+    limit = engine.settings.max_work_pixels
+    engine.settings.max_work_pixels = 512 * 384 * 3  # three masks of the scene
+    try:
+        body = {"objects": [{"counts": [512 * 384]}] * 4}
+        r = client.post(f"/api/images/{scene_id}/export?format=png", json=body)
+        assert r.status_code == 422
+        message = r.json()["error"]
+        assert "4 mask(s) of this 512x384 image: 1 megapixels" in message and "limit of 1 per request" in message
+        assert "COCO" in message
+        assert client.post(f"/api/images/{scene_id}/export?format=coco", json=body).status_code == 200
+        body["objects"] = body["objects"][:3]
+        assert client.post(f"/api/images/{scene_id}/export?format=png", json=body).status_code == 200
+        r = client.post(f"/api/images/{scene_id}/everything")
+        assert r.status_code == 422 and f"up to {engine.settings.max_everything_masks} mask(s)" in r.json()["error"]
+    finally:
+        engine.settings.max_work_pixels = limit
+
+
+def test_everything_reports_its_progress(client, engine, scene_id):
+    """While Everything runs, its progress endpoint counts the prompts decoded; afterwards
+    it says the run is finished with every announced prompt decoded."""
+    import threading
+    import time
+
+    assert client.get(f"/api/images/{'0' * 64}/everything/progress").status_code == 404
+    seen = []
+    done = threading.Event()
+
+    def poll():
+        while not done.is_set():
+            seen.append(engine.progress_of(scene_id))
+            time.sleep(0.005)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        r = client.post(f"/api/images/{scene_id}/everything")
+    finally:
+        done.set()
+        poller.join()
+    assert r.status_code == 200
+    final = client.get(f"/api/images/{scene_id}/everything/progress").json()
+    assert final["running"] is False and final["fraction"] == 1.0 and final["done"] == final["total"] > 0
+    running = [p for p in seen if p["running"]]
+    assert running, "the run was never seen in progress"
+    assert all(0 <= p["done"] <= p["total"] and 0.0 <= p["fraction"] <= 1.0 for p in running)
+    assert [p["done"] for p in running] == sorted(p["done"] for p in running)  # it only goes forward
+
+
+def test_model_note_is_served(engine):
+    from pocketsam.web.app import create_app
+
+    note = engine.settings.model_note
+    engine.settings.model_note = "the bundled model was trained on synthetic scenes"
+    try:
+        with TestClient(create_app(engine)) as c:
+            assert c.get("/api/config").json()["model_note"] == "the bundled model was trained on synthetic scenes"
+        assert 'id="model-note"' in (REPO / "src/pocketsam/web/static/index.html").read_text()
+    finally:
+        engine.settings.model_note = note
+
+
+def test_serve_says_what_the_bundled_model_is(monkeypatch, capsys):
+    """serve prints the bundled model's note (only for the bundled model) and puts it in the
+    page's config; a limit of inf is one error line (was an OverflowError)."""
+    import uvicorn
+
+    from pocketsam.weights import BUNDLED_NOTE
+
+    captured = {}
+
+    def run(self, sockets=None):
+        captured["note"] = self.config.app.state.engine.settings.model_note
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
+    assert main(["serve", "--port", "0", "--decoder", "server"]) == 0
+    out, err = capsys.readouterr()
+    assert f"note: {BUNDLED_NOTE}" in err and "pocketsam download mobile_sam" in BUNDLED_NOTE
+    assert "--checkpoint mobile_sam" in BUNDLED_NOTE and captured["note"] == BUNDLED_NOTE
+
+    for flag in ["--max-upload-mb", "--max-work-mpix"]:
+        for value in ["inf", "nan", "-1", "1e300"]:
+            assert main(["serve", flag, value]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith(f"error: {flag} must be") and err.count("\n") == 1, (flag, value, err)
+
+
+def test_sigterm_removes_the_temp_folder(tmp_path):
+    """`pocketsam serve` stopped with SIGTERM (a service manager, `kill`) shuts down and
+    removes its temp folder, as Ctrl-C does (issue 24 item 6)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "TMPDIR": str(tmp_path), "POCKETSAM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "pocketsam", "serve", "--port", "0", "--decoder", "server"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        for line in proc.stdout:
+            if line.startswith("pocketsam serve: http://") or time.monotonic() > deadline:
+                break
+        assert list(tmp_path.glob("pocketsam-serve-*")), "serve made no temp folder"
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=30)[0]
+    finally:
+        proc.kill()
+    assert "Traceback" not in out
+    assert not list(tmp_path.glob("pocketsam-serve-*"))

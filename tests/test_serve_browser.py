@@ -95,15 +95,16 @@ def browser():
 @pytest.fixture(scope="module")
 def segment_mask(tmp_path_factory):
     """`pocketsam segment`'s mask for a prompt (``--point X,Y`` or ``--box X0,Y0,X1,Y1``) on the
-    scene. SAM's ONNX rule picks the best of the 3 multimask outputs for one click or a box
-    alone: that is `segment --multimask`'s mask_0."""
+    scene, by default: pocketsam's one click rule (pocketsam.prompts) gives the best of the 3
+    multimask outputs for one click and the single-mask output for a box, in the CLI as in
+    the page."""
     cache = {}
 
     def run(option: str, values) -> np.ndarray:
         key = (option, tuple(values))
         if key not in cache:
             folder = tmp_path_factory.mktemp("segment")
-            args = ["segment", str(SCENE), option, ",".join(map(str, values)), "--multimask", "--out", str(folder)]
+            args = ["segment", str(SCENE), option, ",".join(map(str, values)), "--out", str(folder)]
             assert main(args) == 0
             cache[key] = np.array(Image.open(folder / "mask_0.png")) > 0
         return cache[key]
@@ -140,6 +141,9 @@ def test_click_box_download(server, browser, segment_mask, decoder, tmp_path):
         page.goto(server + ("?decoder=server" if decoder == "server" else ""))
         page.wait_for_function("document.body.dataset.ready === '1'", timeout=60_000)
         assert page.evaluate("pocketsam.mode()") == decoder
+        # the bundled model says what it is, and how to get a real one
+        note = page.inner_text("#model-note")
+        assert page.is_visible("#model-note") and "synthetic scenes" in note and "pocketsam download mobile_sam" in note
 
         # a bad upload: an error in the page, and the page keeps working
         bad = tmp_path / "broken.png"
@@ -219,6 +223,9 @@ def test_click_box_download(server, browser, segment_mask, decoder, tmp_path):
         if decoder == "server":  # Everything (on the server either way): its masks join the list, one undo step
             page.click("#everything")
             _wait_idle(page, "pocketsam.objects().length > 2")
+            progress = page.evaluate(f"fetch('/api/images/{page.evaluate('pocketsam.image()')['id']}/everything/progress')"
+                                     ".then(r => r.json())")
+            assert progress["running"] is False and progress["done"] == progress["total"] > 0
             page.click("#undo")
             assert len(page.evaluate("pocketsam.objects()")) == 2
 

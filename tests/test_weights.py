@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
 import threading
+import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,15 +23,35 @@ PAYLOAD = bytes(range(256)) * 2048  # 512 KiB
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
+def _zip_checkpoint() -> bytes:
+    """A whole zip file (the container of torch.save's format), 512 KiB of stored data."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("archive/data/0", PAYLOAD)
+    return buf.getvalue()
+
+
+CKPT = _zip_checkpoint()
+
+
 class _Server:
     """A loopback file server with HTTP Range support. ``cut_next`` makes the next
     response stop after that many bytes (while promising the whole file);
     ``ignore_range`` answers every request with the whole file (200)."""
 
     def __init__(self) -> None:
-        self.files: dict[str, bytes] = {"/w.pt": PAYLOAD}
+        self.files: dict[str, bytes] = {"/w.pt": PAYLOAD, "/ckpt.pth": CKPT}
         self.cut_next: int | None = None
         self.ignore_range = False
+        # misbehaviour of the next responses: "no-length" (no Content-Length, body ended by
+        # closing: a cut is invisible), "lie" (announces more than it sends), "chunked-cut"
+        # (a chunked stream without its last chunk), "stall" (sends half, then nothing),
+        # "redirect" (302 to the file), "redirect-loop"
+        self.mode: str | None = None
+        self.mode_bytes: int | None = None  # bytes sent before a cut/stall (default: half)
         self.requests: list[tuple[str, str | None]] = []
         server = self
 
@@ -41,7 +63,33 @@ class _Server:
 
             def do_GET(self):
                 server.requests.append((self.path, self.headers.get("Range")))
-                data = server.files.get(self.path)
+                data = server.files.get(self.path.removeprefix("/r"))
+                mode = server.mode
+                if mode in ("redirect", "redirect-loop") and not self.path.startswith("/r/"):
+                    self.send_response(302)
+                    self.send_header("Location", self.path if mode == "redirect-loop" else "/r" + self.path)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if mode in ("no-length", "lie", "chunked-cut", "stall") and data is not None:
+                    sent = data[: len(data) // 2 if server.mode_bytes is None else server.mode_bytes]
+                    self.send_response(200)
+                    if mode == "lie":
+                        self.send_header("Content-Length", str(len(data)))
+                    if mode == "chunked-cut":
+                        self.send_header("Transfer-Encoding", "chunked")
+                        self.end_headers()
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(sent), sent))
+                    else:
+                        self.send_header("Connection", "close")
+                        self.end_headers()
+                        self.wfile.write(sent)
+                    self.wfile.flush()
+                    if mode == "stall":
+                        time.sleep(3)
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 if data is None:
                     self.send_error(404, "Not Found")
                     return
@@ -176,12 +224,87 @@ def test_http_error_and_no_network_are_one_clear_error(server, folder, monkeypat
 
 
 def test_unknown_hash_is_reported_not_invented(server, folder, monkeypatch, capsys):
-    _known(monkeypatch, server.url + "/w.pt", sha256=None, size=None, name="tinysam", file_name="tinysam_42.3.pth")
+    _known(monkeypatch, server.url + "/ckpt.pth", sha256=None, size=None, name="tinysam", file_name="tinysam_42.3.pth")
     assert main(["download", "tinysam", "--quiet"]) == 0
     captured = capsys.readouterr()
     assert "SHA-256 verified" not in captured.out
-    assert f"not verified; the downloaded file's SHA-256 is {SHA}" in captured.err
+    assert f"not verified; the downloaded file's SHA-256 is {hashlib.sha256(CKPT).hexdigest()}" in captured.err
     assert weights.KNOWN_WEIGHTS["sam_vit_b"].sha256 and len(weights.KNOWN_WEIGHTS["sam_vit_b"].sha256) == 64
+
+
+def _tinysam(monkeypatch, server, path="/ckpt.pth"):
+    return _known(monkeypatch, server.url + path, sha256=None, size=None, name="tinysam", file_name="tinysam_42.3.pth")
+
+
+def test_unhashed_download_is_recorded_and_checked_later(server, folder, monkeypatch, capsys):
+    """Weights without a published hash: the first complete download's size and SHA-256
+    are recorded beside it; a later run checks the file against the record."""
+    _tinysam(monkeypatch, server)
+    assert main(["download", "tinysam", "--quiet"]) == 0
+    record = json.loads((folder / "tinysam_42.3.pth.sha256.json").read_text())
+    assert record["size"] == len(CKPT) and record["sha256"] == hashlib.sha256(CKPT).hexdigest()
+    capsys.readouterr()
+    assert main(["download", "tinysam", "--quiet"]) == 0
+    assert "same size and SHA-256 as when it was downloaded" in capsys.readouterr().out
+    assert len(server.requests) == 1
+    damaged = bytearray(CKPT)
+    damaged[100] ^= 1
+    (folder / "tinysam_42.3.pth").write_bytes(bytes(damaged))
+    assert main(["download", "tinysam", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "has changed since it was downloaded" in err and err.count("\n") == 1
+    # a file from before records were kept is checked for what it is, then recorded
+    (folder / "tinysam_42.3.pth.sha256.json").unlink()
+    (folder / "tinysam_42.3.pth").write_bytes(b"")
+    assert main(["download", "tinysam", "--quiet"]) == 2
+    assert "is not a checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", ["no-length", "lie", "chunked-cut", "stall"])
+def test_unhashed_download_refuses_cut_transfers(server, folder, monkeypatch, capsys, mode):
+    """A cut transfer of weights without a published hash never gets the official name:
+    a body shorter than announced, a chunked stream without its end, a stall (bounded by
+    the timeout), or a close-delimited body that stops early (not a whole zip)."""
+    _tinysam(monkeypatch, server)
+    server.mode = mode
+    start = time.monotonic()
+    assert main(["download", "tinysam", "--quiet", "--timeout", "0.5"]) == 2
+    assert time.monotonic() - start < 2.5  # the stall is cut by the timeout, not the server
+    err = capsys.readouterr().err
+    assert err.startswith("error: the download of tinysam") and err.count("\n") == 1, err
+    if mode == "stall":
+        assert "no data for 0.5 s" in err
+    assert not (folder / "tinysam_42.3.pth").exists() and not (folder / "tinysam_42.3.pth.sha256.json").exists()
+    server.mode = None
+    assert main(["download", "tinysam", "--quiet"]) == 0  # resumed or started over: whole in the end
+    assert (folder / "tinysam_42.3.pth").read_bytes() == CKPT
+
+
+@pytest.mark.parametrize("payload,why", [(b"", "is empty"), (b"<html>moved</html>", "is not a checkpoint"),
+                                         (CKPT[: len(CKPT) // 2], "is not a checkpoint")])
+def test_unhashed_download_refuses_what_is_no_checkpoint(server, folder, monkeypatch, capsys, payload, why):
+    server.files["/odd.pth"] = payload
+    _tinysam(monkeypatch, server, "/odd.pth")
+    assert main(["download", "tinysam", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert why in err and "(deleted)" in err and err.count("\n") == 1
+    assert list(folder.iterdir()) == []
+
+
+def test_download_follows_redirects_and_stops_loops(server, folder, monkeypatch, capsys):
+    _tinysam(monkeypatch, server)
+    server.mode = "redirect"
+    assert main(["download", "tinysam", "--quiet"]) == 0
+    assert (folder / "tinysam_42.3.pth").read_bytes() == CKPT
+    assert [path for path, _ in server.requests] == ["/ckpt.pth", "/r/ckpt.pth"]
+    (folder / "tinysam_42.3.pth").unlink()
+    (folder / "tinysam_42.3.pth.sha256.json").unlink()
+    capsys.readouterr()
+    server.mode = "redirect-loop"
+    assert main(["download", "tinysam", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "HTTP 302" in err and err.count("\n") == 1
+    assert not (folder / "tinysam_42.3.pth").exists()
 
 
 def test_known_names_resolve_from_the_weights_folder_and_never_download(tmp_path, folder, monkeypatch, capsys):

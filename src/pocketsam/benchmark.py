@@ -14,7 +14,7 @@ Columns:
   (a 3×3 point grid, three boxes and a point+box, 3 masks each) on every bench image.
 
 ``int8`` uses the checkpoint's int8 artifact (``pocketsam quantize`` output), else quantises
-the model once with synthetic calibration (cached, :func:`pocketsam.quant.artifact_for`);
+the model once with synthetic calibration (cached, :func:`pocketsam.runtime.artifact_for`);
 ``fast`` says below the table which path it chose. The header names the CPU's vector/matrix
 flags that decide them.
 """

@@ -41,6 +41,7 @@ import os
 import re
 import shutil
 import threading
+import time
 import uuid
 import warnings
 from contextlib import contextmanager
@@ -449,17 +450,66 @@ def write_text_atomic(text: str, path: PathLike, encoding: str = "utf-8") -> Non
         f.write(text)
 
 
-def read_json(path: PathLike, what: str = "JSON file") -> Any:
-    """Parse a JSON file; every failure is one :class:`InputError` naming ``what`` and the file."""
+def read_json(path: PathLike, what: str = "JSON file", max_depth: int | None = None) -> Any:
+    """Parse a JSON file (:func:`loads_json`: nesting bounded by ``max_depth``, default
+    :data:`MAX_JSON_DEPTH`); every failure is one :class:`InputError` naming ``what`` and the file."""
     p = Path(path)
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        data = p.read_bytes()
     except FileNotFoundError:
         raise InputError(f"{what} '{p}' does not exist", "check the path") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"'{p}' is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", "fix the file") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise InputError(f"cannot read {what} '{p}': {exc}", "check the file") from None
+    return loads_json(data, f"'{p}'", max_depth=max_depth)
+
+
+#: The deepest nesting of arrays and objects that :func:`loads_json` (and so every JSON file
+#: or request pocketsam reads) accepts. COCO files need 4; the bound keeps a hostile
+#: ``[[[[…`` from exhausting the recursion limit, here or in code that walks the result.
+MAX_JSON_DEPTH = 64
+
+_JSON_KEEP = b'"[]{}'
+_JSON_DROP = bytes(b for b in range(256) if b not in _JSON_KEEP)
+
+
+def json_depth(data: str | bytes) -> int:
+    """The deepest nesting of ``[``/``{`` in JSON text, brackets inside strings not counted
+    (0 for a bare number or string). Runs at C speed on any size of text: escapes are
+    removed, then everything but quotes and brackets, then the (now quote-free) strings."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+    # In JSON a backslash only occurs in strings and always starts a two-character escape,
+    # so removing backslash pairs left to right, then backslash-quote pairs, leaves no
+    # escaped quote behind.
+    raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _JSON_DROP)
+    brackets = np.frombuffer(re.sub(rb'"[^"]*"?', b"", raw), np.uint8)
+    if not brackets.size:
+        return 0
+    steps = np.where((brackets == ord("[")) | (brackets == ord("{")), 1, -1).astype(np.int32)
+    return max(0, int(np.cumsum(steps).max()))
+
+
+def loads_json(data: str | bytes, what: str = "the JSON text", max_depth: int | None = None) -> Any:
+    """``json.loads`` with the nesting bounded (``max_depth``, default :data:`MAX_JSON_DEPTH`)
+    and every failure one :class:`InputError` naming ``what``: not UTF-8, not JSON (with line
+    and column), nested too deeply, an integer too long to convert.
+
+    Raises:
+        InputError: as above.
+    """
+    limit = MAX_JSON_DEPTH if max_depth is None else int(max_depth)
+    depth = json_depth(data)
+    if depth > limit:
+        raise InputError(f"{what} nests arrays/objects {depth} levels deep; at most {limit} are accepted",
+                         "give the structure the documented format describes")
+    try:
+        return json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{what} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})",
+                         "fix the file") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{what} is not UTF-8 text", "save it as UTF-8 JSON") from None
+    except (ValueError, RecursionError) as exc:  # e.g. Python's limit on digits of an integer
+        raise InputError(f"{what} cannot be read as JSON ({exc})", "fix the file") from None
 
 
 def cache_root(*parts: str) -> Path:
@@ -534,21 +584,29 @@ def replace_files_together(
     with ``os.replace`` (no copying, nothing left to fail but the renames), the names in
     ``last`` after the others (e.g. an index that refers to the rest); then the files of
     ``out_dir`` for which ``stale(name)`` is true and that were not just written (outputs
-    of an earlier run) are deleted. Other files in ``out_dir`` are kept.
+    of an earlier run) are deleted. Other files in ``out_dir`` are kept. Staging folders
+    for ``out_dir`` that a killed process left are deleted first
+    (:func:`remove_stale_staging`); the stage holds a lock file while it is in use.
 
     Raises:
         InputError: ``out_dir`` or the staging folder cannot be created or written.
     """
     dest = Path(out_dir)
     stage = dest.with_name(_temporary_name(dest.name))
+    remove_stale_staging(dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         stage.mkdir()
     except OSError as exc:
         raise _write_error(dest, exc) from None
     try:
+        held = _hold_stage(stage)
+    except OSError as exc:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise _write_error(dest, exc) from None
+    try:
         yield stage
-        new = sorted(p.name for p in stage.iterdir())
+        new = sorted(p.name for p in stage.iterdir() if p.name != LOCK_NAME)
         try:
             dest.mkdir(exist_ok=True)
             for name in sorted(new, key=lambda n: last.index(n) + 1 if n in last else 0):
@@ -560,7 +618,89 @@ def replace_files_together(
                 if p.name not in new and stale(p.name) and p.is_file():
                     p.unlink(missing_ok=True)
     finally:
+        os.close(held)  # first: Windows cannot delete an open file
         shutil.rmtree(stage, ignore_errors=True)
+
+
+#: How old a staging folder without a held lock file must be to count as left by a killed
+#: process (the lock file is created right after the folder; only a process killed in
+#: between, or a pocketsam from before staging locks, leaves one without).
+STALE_STAGING_S = 60.0
+
+
+def _hold_stage(stage: Path) -> int:
+    """Hold an OS lock on ``stage/.pocketsam.lock`` while the stage is being filled, so
+    that :func:`remove_stale_staging` in another process can tell it is alive. Returns
+    the descriptor (closing it releases the lock)."""
+    fd = os.open(stage / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    _try_lock(fd)
+    return fd
+
+
+def remove_stale_staging(dest: PathLike) -> int:
+    """Delete the staging folders of :func:`replace_files_together` for ``dest``
+    (``.NAME.<12 hex>.tmp`` beside it) that a killed process left: those whose lock is
+    not held (its process is gone), and old ones without a lock file. A staging folder of
+    a run still going on is kept. Called by :func:`replace_files_together` itself, so the
+    next run of any command that writes through it (``quantize``, ``segment``,
+    ``everything``) sweeps what a killed one left.
+
+    Returns:
+        how many were removed.
+    """
+    dest = Path(dest)
+    pattern = re.compile(re.escape("." + dest.name) + r"\.[0-9a-f]{12}\.tmp")
+    removed = 0
+    try:
+        entries = [e for e in os.scandir(dest.parent if str(dest.parent) else ".")
+                   if pattern.fullmatch(e.name) and e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return 0
+    for e in entries:
+        lock = Path(e.path) / LOCK_NAME
+        try:
+            fd = os.open(lock, os.O_RDWR)
+        except FileNotFoundError:
+            try:
+                stale = time.time() - os.stat(e.path).st_mtime > STALE_STAGING_S
+            except OSError:
+                continue
+        except OSError:
+            continue
+        else:
+            try:
+                stale = _try_lock(fd)  # we got it: nobody holds it any more
+            finally:
+                os.close(fd)
+        if stale:
+            shutil.rmtree(e.path, ignore_errors=True)
+            removed += not os.path.exists(e.path)
+    return removed
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM (and SIGHUP) raise :class:`KeyboardInterrupt` as Ctrl-C
+    does, so ``finally`` blocks and context managers run: locks are released and removed,
+    staging folders deleted. Python's default for SIGTERM ends the process at once and
+    leaves them behind. Outside the main thread (where handlers cannot be set) it does
+    nothing; the previous handlers come back on exit."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    names = [n for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    previous = {n: signal.signal(getattr(signal, n), interrupt) for n in names}
+    try:
+        yield
+    finally:
+        for n, handler in previous.items():
+            signal.signal(getattr(signal, n), handler)
 
 
 def to_pil(image: np.ndarray | Image.Image) -> Image.Image:

@@ -12,6 +12,7 @@ from pocketsam.errors import InputError, NotReadyError, PocketSamError
 from pocketsam.masks import upsample_logits
 from pocketsam.models.sam import Sam
 from pocketsam.preprocess import Preprocess
+from pocketsam.prompts import check_prompt_arrays
 from pocketsam.runtime import optimize
 
 #: Batched prompts in image pixels: numpy arrays or tensors.
@@ -95,6 +96,36 @@ class SamPredictor:
         self._dense_pe = engine.prompt_encoder.get_dense_pe()
         self.is_image_set = True
 
+    @torch.inference_mode()
+    def set_embedding(self, embedding: Array, original_size: tuple[int, int],
+                      input_size: tuple[int, int] | None = None) -> None:
+        """Use an embedding computed earlier (:meth:`get_image_embedding` of this model) as
+        the current image, without running the encoder: a server keeps embeddings per
+        image and decodes every prompt through :meth:`predict` like any other caller.
+
+        Args:
+            embedding: 1×C×h×w (as :meth:`get_image_embedding`), numpy or tensor.
+            original_size: (H, W) of the image it was computed from.
+            input_size: (h, w) of the resized image; by default what :attr:`transform`
+                gives for ``original_size``.
+        Raises:
+            InputError: an embedding of another shape than this model's.
+        """
+        expected = (1, self.model.prompt_encoder.embed_dim, *self.model.prompt_encoder.image_embedding_size)
+        features = torch.as_tensor(embedding)
+        if tuple(features.shape) != tuple(expected) or not features.is_floating_point():
+            raise InputError(f"the embedding has shape {tuple(features.shape)}, not {expected} (this model's)",
+                             "pass get_image_embedding() of the same model")
+        self.reset_image()
+        self.original_size = tuple(int(s) for s in original_size)
+        self.input_size = (tuple(int(s) for s in input_size) if input_size is not None
+                           else self.transform.get_preprocess_shape(*self.original_size, self.model.img_size))
+        engine = self.engine
+        self.features = features.to(self.device, torch.float32)
+        self._active = engine
+        self._dense_pe = engine.prompt_encoder.get_dense_pe()
+        self.is_image_set = True
+
     def get_image_embedding(self) -> torch.Tensor:
         """The current image embedding, 1×C×H×W with H = W = ``img_size / 16``
         (1×256×64×64 for SAM)."""
@@ -132,7 +163,8 @@ class SamPredictor:
 
         Args:
             point_coords: N×2 (x, y); point_labels: N (1 foreground, 0 background).
-            box: 4 (x0, y0, x1, y1). mask_input: 1×L×L low-res logits from a previous call
+                Points lie on the image (0 <= x < W, 0 <= y < H).
+            box: 4 (x0, y0, x1, y1), inside the image, x0 < x1 and y0 < y1. mask_input: 1×L×L low-res logits from a previous call
             (L = ``img_size / 4``: 256 for SAM's 1024² input, 64 for a 256² model).
         Returns:
             masks C×H×W (bool, or float logits with ``return_logits``), scores C,
@@ -158,6 +190,7 @@ class SamPredictor:
             if not np.isin(labels, (0, 1)).all():
                 bad = labels[~np.isin(labels, (0, 1))][0]
                 raise InputError(f"point label {bad:g} is not 0 or 1", "use 1 for foreground points, 0 for background")
+            check_prompt_arrays(coords, None, self.original_size)
             coords_t = self._to_input_frame(coords).float()[None]
             labels_t = torch.as_tensor(labels, dtype=torch.int, device=self.device)[None]
         elif point_labels is not None:
@@ -167,6 +200,7 @@ class SamPredictor:
             if box.size != 4:
                 raise InputError(f"predict takes one box of 4 numbers (x0, y0, x1, y1), got shape {box.shape}",
                                  "use predict_torch for a batch of boxes")
+            check_prompt_arrays(None, box, self.original_size)
             box_t = self._to_input_frame(box.reshape(1, 4), boxes=True).float()
         if mask_input is not None:
             mask_t = torch.as_tensor(_as_array(mask_input, "mask_input"), dtype=torch.float, device=self.device)[None]

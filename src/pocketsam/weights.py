@@ -33,7 +33,7 @@ from typing import Callable
 from urllib.parse import urlparse
 
 from pocketsam.errors import CheckpointError, InputError
-from pocketsam.io import sha256_file
+from pocketsam.io import loads_json, read_json, sha256_file, write_json_atomic
 from pocketsam.version import __version__
 
 #: Environment variable naming the local weights folder.
@@ -112,18 +112,59 @@ def _size(n: int | None) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
 
 
-def resolve_checkpoint_name(checkpoint: str | Path) -> Path:
-    """A checkpoint argument as a path. An existing path is returned as is; a known name
-    (``mobile_sam``, or its file name ``mobile_sam.pt``; no folder part) is the file in
-    :func:`weights_dir`; anything else is returned as a path (its reader reports it
-    missing).
+#: The name of the model shipped with pocketsam (``--checkpoint bundled``); what a missing
+#: checkpoint means everywhere.
+BUNDLED = "bundled"
+
+#: One line for wherever the bundled model segments a user's image: what it is, what to use instead.
+BUNDLED_NOTE = ("the bundled model was trained on synthetic scenes and does poorly on real photos; for photos run "
+                "`pocketsam download mobile_sam`, then use --checkpoint mobile_sam")
+
+
+#: Where the bundled model lives in the installed package.
+ASSETS = Path(__file__).resolve().parent / "assets"
+DEFAULT_CHECKPOINT_NAME = "pocketsam_tiny_synth.safetensors"
+
+
+def default_checkpoint() -> Path:
+    """Path of the bundled model (trained by pocketsam on synthetic scenes).
 
     Raises:
-        CheckpointError: a known name that is not downloaded yet, saying how to get it.
+        CheckpointError: this installation has no bundled model.
+    """
+    path = ASSETS / DEFAULT_CHECKPOINT_NAME
+    if not path.exists():
+        raise CheckpointError(
+            "no checkpoint given and this installation has no bundled model",
+            "pass --checkpoint / checkpoint= with a SAM, MobileSAM or TinySAM checkpoint",
+        )
+    return path
+
+
+def is_bundled(checkpoint: str | Path | None) -> bool:
+    """Whether ``checkpoint`` (None, ``"bundled"`` or a path) is the bundled model."""
+    try:
+        path = resolve_checkpoint_name(BUNDLED if checkpoint is None else checkpoint)
+        return Path(path).resolve() == default_checkpoint().resolve()
+    except (CheckpointError, OSError):
+        return False
+
+
+def resolve_checkpoint_name(checkpoint: str | Path) -> Path:
+    """A checkpoint argument as a path. An existing path is returned as is; ``bundled``
+    (:data:`BUNDLED`) is the model shipped with pocketsam; a known name (``mobile_sam``, or
+    its file name ``mobile_sam.pt``; no folder part) is the file in :func:`weights_dir`;
+    anything else is returned as a path (its reader reports it missing).
+
+    Raises:
+        CheckpointError: a known name that is not downloaded yet, saying how to get it; or
+            ``bundled`` in an installation without the bundled model.
     """
     path = Path(checkpoint)
     if path.exists() or len(path.parts) != 1:
         return path
+    if str(checkpoint).strip().lower() == BUNDLED:
+        return default_checkpoint()
     w = lookup(str(checkpoint))
     if w is None:
         return path
@@ -170,12 +211,15 @@ def download(
         raise InputError(f"cannot create the weights folder '{folder}': {exc.strerror or exc}", "pass another --dir") from None
     dest = folder / w.file_name
     if dest.is_file():
-        if w.sha256 is None or sha256_file(dest) == w.sha256:
-            return dest
-        raise InputError(
-            f"'{dest}' exists but is not the official {w.name} file (its SHA-256 differs from {w.sha256[:12]}…)",
-            "delete it and run the command again",
-        )
+        if w.sha256 is not None:
+            if sha256_file(dest) == w.sha256:
+                return dest
+            raise InputError(
+                f"'{dest}' exists but is not the official {w.name} file (its SHA-256 differs from {w.sha256[:12]}…)",
+                "delete it and run the command again",
+            )
+        _check_recorded(w, dest)
+        return dest
     part = folder / f"{w.file_name}.part"
     _fetch(w, part, dest, timeout, chunk_size, progress, say)
     digest = sha256_file(part)
@@ -186,15 +230,105 @@ def download(
             "(the download was deleted)",
             f"run the command again; if it happens again, the file at {w.url} is not the official one",
         )
-    if w.size is not None and w.sha256 is None and part.stat().st_size != w.size:
-        part.unlink(missing_ok=True)
-        raise InputError(f"the download of {w.name} has {part.stat().st_size:,} bytes, not {w.size:,} (deleted)",
-                         "run the command again")
+    if w.sha256 is None:
+        # nothing to compare with: at least refuse what cannot be the checkpoint
+        size = part.stat().st_size
+        why = None
+        if w.size is not None and size != w.size:
+            why = f"has {size:,} bytes, not {w.size:,}"
+        elif not looks_like_checkpoint(part):
+            why = "is empty" if size == 0 else "is not a checkpoint (neither a PyTorch zip or pickle file nor safetensors)"
+        if why is not None:
+            part.unlink(missing_ok=True)
+            raise InputError(f"the download of {w.name} from {w.url} {why} (deleted)",
+                             f"run the command again; if it happens again, download it by hand and save it as '{dest}'")
     os.replace(part, dest)
     if w.sha256 is None:
+        _record(w, dest, digest)
         say(f"warning: no published SHA-256 is known for {w.name}, so it was not verified; "
-            f"the downloaded file's SHA-256 is {digest}")
+            f"the downloaded file's SHA-256 is {digest} (recorded in '{record_path(dest)}'; later runs check it)")
     return dest
+
+
+#: The first bytes of the files a checkpoint can be: a zip archive (``torch.save`` since
+#: PyTorch 1.6) or a pickle (older ``torch.save``: protocol 2 to 5).
+_CHECKPOINT_MAGIC = (b"PK\x03\x04",) + tuple(b"\x80" + bytes([v]) for v in range(2, 6))
+
+
+def looks_like_checkpoint(path: Path) -> bool:
+    """Whether the file is whole as a checkpoint file can be told to be: a PyTorch zip file
+    with its central directory (a cut one has none), an older PyTorch pickle file (its
+    first bytes only), or a safetensors file whose header is JSON and whose size is exactly
+    what the header describes. Says nothing about the weights themselves (their reader
+    checks those, without executing anything)."""
+    import zipfile
+
+
+    try:
+        size = Path(path).stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(9)
+            if head.startswith(b"PK\x03\x04"):
+                return zipfile.is_zipfile(f)
+            if head.startswith(_CHECKPOINT_MAGIC):
+                return True
+            if len(head) < 9 or head[8:9] != b"{":
+                return False
+            n = int.from_bytes(head[:8], "little")
+            if not 2 <= n <= min(size - 8, 100 << 20):
+                return False
+            f.seek(8)
+            header = loads_json(f.read(n), "the safetensors header")
+    except (OSError, InputError):
+        return False
+    ends = [v.get("data_offsets", [0, 0])[1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)] \
+        if isinstance(header, dict) else None
+    if ends is None or not all(isinstance(e, int) for e in ends):
+        return False
+    return size == 8 + n + max(ends, default=0)
+
+
+def record_path(dest: Path) -> Path:
+    """Where the size and SHA-256 of a download without a published hash are recorded."""
+    return dest.with_name(dest.name + ".sha256.json")
+
+
+def _record(w: Weights, dest: Path, digest: str) -> None:
+    """Remember what the first complete download of weights without a published hash was
+    (size, SHA-256, source), so that a later run notices a changed or damaged file."""
+
+    write_json_atomic({"name": w.name, "url": w.url, "size": dest.stat().st_size, "sha256": digest}, record_path(dest))
+
+
+def _check_recorded(w: Weights, dest: Path) -> None:
+    """A file without a published hash that is already there: the same size and SHA-256 as
+    recorded when it was downloaded (a file from before such records were kept gets one).
+
+    Raises:
+        InputError: it differs from the record, or is no checkpoint at all.
+    """
+
+    recorded = record_path(dest)
+    record = None
+    if recorded.is_file():
+        try:
+            record = read_json(recorded, "download record")
+        except InputError:
+            record = None
+    digest = sha256_file(dest)
+    size = dest.stat().st_size
+    if not isinstance(record, dict) or not isinstance(record.get("sha256"), str):
+        if not looks_like_checkpoint(dest):
+            raise InputError(f"'{dest}' is not a checkpoint ({size:,} bytes, neither a PyTorch file nor safetensors)",
+                             "delete it and run the command again")
+        _record(w, dest, digest)
+        return
+    if record.get("size") != size or record["sha256"] != digest:
+        raise InputError(
+            f"'{dest}' has changed since it was downloaded ({size:,} bytes, SHA-256 {digest[:12]}…; recorded "
+            f"{record.get('size')!s} bytes, {record['sha256'][:12]}… in '{recorded}')",
+            "delete both files and run the command again",
+        )
 
 
 def _fetch(w: Weights, part: Path, dest: Path, timeout: float, chunk_size: int, progress: bool,
@@ -212,7 +346,10 @@ def _fetch(w: Weights, part: Path, dest: Path, timeout: float, chunk_size: int, 
         exc.close()
         if exc.code == 416 and have:  # nothing left to send: the .part already holds it all
             return
-        raise InputError(f"cannot download {w.name}: {w.url} answered HTTP {exc.code} {exc.reason}",
+        reason = " ".join(str(exc.reason).split())  # urllib's redirect-loop reason spans lines
+        if 300 <= exc.code < 400:
+            reason = "(redirects that never reach the file: a loop, or too many)"
+        raise InputError(f"cannot download {w.name}: {w.url} answered HTTP {exc.code} {reason}",
                          f"the file may have moved; {by_hand}") from None
     except (urllib.error.URLError, HTTPException, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc
@@ -221,6 +358,11 @@ def _fetch(w: Weights, part: Path, dest: Path, timeout: float, chunk_size: int, 
                          f"check the network connection and run the command again, or {by_hand}") from None
     with response:
         resumed = bool(have) and response.status == 206
+        if resumed and not (response.headers.get("Content-Range") or "").startswith(f"bytes {have}-"):
+            resumed = False  # a range other than the one asked for: start over rather than splice
+            response.close()
+            part.unlink(missing_ok=True)
+            return _fetch(w, part, dest, timeout, chunk_size, progress, say)
         if not resumed:
             have = 0  # the server sends the whole file
         length = response.headers.get("Content-Length")
@@ -230,6 +372,7 @@ def _fetch(w: Weights, part: Path, dest: Path, timeout: float, chunk_size: int, 
         bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
                    desc=w.file_name, disable=not progress, file=sys.stderr)
         got = have
+        broken: Exception | None = None
         try:
             with open(part, "ab" if resumed else "wb") as f:
                 try:
@@ -237,17 +380,20 @@ def _fetch(w: Weights, part: Path, dest: Path, timeout: float, chunk_size: int, 
                         f.write(block)
                         got += len(block)
                         bar.update(len(block))
-                except (HTTPException, OSError):
-                    pass  # reported below as an interrupted download
+                except (HTTPException, OSError) as exc:  # a cut connection, a cut chunked stream, a stall
+                    broken = exc
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as exc:
             raise InputError(f"cannot write '{part}': {exc.strerror or exc}", "check free space and permissions") from None
         finally:
             bar.close()
-    if total is not None and got < total:
+    # Without a Content-Length (or a known size) only the connection's own error tells a cut
+    # transfer from a complete one, so any error while reading means "incomplete".
+    if broken is not None or (total is not None and got < total):
+        of = f"{got:,} of {total:,} bytes" if total is not None else f"{got:,} bytes"
+        why = f", no data for {timeout:g} s" if isinstance(broken, TimeoutError) else ""
         raise InputError(
-            f"the download of {w.name} was interrupted after {got:,} of {total:,} bytes "
-            f"(kept in '{part}')",
+            f"the download of {w.name} was interrupted after {of}{why} (kept in '{part}')",
             "run the same command again to resume it",
         )

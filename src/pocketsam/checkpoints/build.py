@@ -37,24 +37,11 @@ from pocketsam.models.registry import (
 )
 from pocketsam.models.sam import Sam
 from pocketsam.thresholds import everything_defaults
-from pocketsam.weights import resolve_checkpoint_name
+from pocketsam.weights import default_checkpoint, resolve_checkpoint_name
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
-DEFAULT_CHECKPOINT_NAME = "pocketsam_tiny_synth.safetensors"
 
 
 # -------------------------------------------------------------------------- building
-def default_checkpoint() -> Path:
-    """Path of the bundled model (trained by pocketsam on synthetic scenes)."""
-    path = ASSETS / DEFAULT_CHECKPOINT_NAME
-    if not path.exists():
-        raise CheckpointError(
-            "no checkpoint given and this installation has no bundled model",
-            "pass --checkpoint / checkpoint= with a SAM, MobileSAM or TinySAM checkpoint",
-        )
-    return path
-
-
 def _resolve_type(model_type: str | None) -> str | None:
     if model_type is None:
         return None

@@ -1,13 +1,15 @@
 """What the commands share, in one place (command modules never import each other):
 
-* checks made before any model is loaded: :func:`resolve_checkpoint`,
+* checks made before any model is loaded: :func:`resolve_checkpoint` (and
+  :func:`say_bundled`, the bundled model's one-line note),
   :func:`check_output_dir`, :func:`check_output_file`, :func:`check_device`;
 * options: ``--speed`` (:func:`add_speed_argument`, :func:`say_speed`), the "segment
   everything" thresholds (:func:`add_threshold_args`, :func:`check_thresholds`,
   :func:`threshold_settings`; which mode takes which is
   :mod:`pocketsam.everything.modes`'), the training engine's options
   (:func:`add_engine_options`, :func:`engine_config`, :func:`report`);
-* :func:`warnings_as_lines`: pocketsam's warnings as one ``warning: …`` line each.
+* :func:`warnings_as_lines`: pocketsam's warnings as one ``warning: …`` line each;
+  :func:`prompt_progress`: prompts decoded / total while one image is segmented.
 
 Free of torch at import, like every command module (``pocketsam --help`` stays instant).
 """
@@ -49,9 +51,9 @@ def say_speed(predictor) -> None:
 
 
 def resolve_checkpoint(checkpoint: str | None) -> Path:
-    """The checkpoint to use: ``--checkpoint`` (a path, or the name of official weights in
-    the local weights folder, :func:`pocketsam.weights.resolve_checkpoint_name`), else the
-    bundled default if there is one.
+    """The checkpoint to use: ``--checkpoint`` (a path, ``bundled``, or the name of official
+    weights in the local weights folder, :func:`pocketsam.weights.resolve_checkpoint_name`),
+    else the bundled model if there is one.
 
     Only checks that the file (or int8 artifact folder) exists; its contents are
     validated by ``build_sam``.
@@ -72,6 +74,15 @@ def resolve_checkpoint(checkpoint: str | None) -> Path:
             raise CheckpointError(f"checkpoint '{checkpoint}' is a directory",
                                   "pass the checkpoint file itself, or an int8 artifact folder of `pocketsam quantize`")
     return path
+
+
+def say_bundled(checkpoint: Path) -> None:
+    """One line on stderr when ``checkpoint`` is the bundled model: what it is and how to get
+    a model for real photos (:data:`pocketsam.weights.BUNDLED_NOTE`)."""
+    from pocketsam.weights import BUNDLED_NOTE, is_bundled
+
+    if is_bundled(checkpoint):
+        print(f"note: {BUNDLED_NOTE}", file=sys.stderr)
 
 
 def check_output_dir(out: str) -> Path:
@@ -136,12 +147,15 @@ def check_device(device: str) -> str:
 def warnings_as_lines() -> Iterator[None]:
     """Show pocketsam's warnings raised inside the block (something in a checkpoint
     ignored, :class:`~pocketsam.checkpoints.CheckpointWarning`; detections for no image,
-    :class:`~pocketsam.everything.proposals.UnmatchedDetectionsWarning`) as one
+    :class:`~pocketsam.everything.proposals.UnmatchedDetectionsWarning`; no masks while
+    the checkpoint's thresholds went unused,
+    :class:`~pocketsam.everything._common.UnusedRecommendationWarning`) as one
     ``warning: …`` line each on stderr; other warnings are shown as usual."""
     from pocketsam.errors import CheckpointWarning
+    from pocketsam.everything._common import UnusedRecommendationWarning
     from pocketsam.everything.proposals import UnmatchedDetectionsWarning
 
-    ours = (CheckpointWarning, UnmatchedDetectionsWarning)
+    ours = (CheckpointWarning, UnmatchedDetectionsWarning, UnusedRecommendationWarning)
     with warnings.catch_warnings(record=True) as caught:
         for category in ours:
             warnings.simplefilter("always", category)
@@ -151,6 +165,32 @@ def warnings_as_lines() -> Iterator[None]:
             print(f"warning: {w.message}", file=sys.stderr)
         else:
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
+#: Seconds an image's prompt progress bar waits before it appears (a quick image shows none).
+PROGRESS_DELAY_S = 2.0
+
+
+@contextmanager
+def prompt_progress(generator: Any, desc: str, quiet: bool = False) -> Iterator[None]:
+    """A progress bar on stderr for one image's ``generator.generate`` inside the block:
+    prompts decoded / total (the generators' :attr:`progress` callback). It appears once
+    the image has taken :data:`PROGRESS_DELAY_S`, and goes when the image is done."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, desc=desc, unit="prompt", file=sys.stderr, delay=PROGRESS_DELAY_S, leave=False,
+               disable=quiet)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    generator.progress = progress
+    try:
+        yield
+    finally:
+        generator.progress = None
+        bar.close()
 
 
 # ------------------------------------------------------------ "everything" thresholds

@@ -32,12 +32,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--dir", default=None, metavar="DIR", help="download into DIR instead of the weights folder")
     p.add_argument("--list", action="store_true", help="list the known weights and whether they are downloaded")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                   help="give up when the server sends nothing for S seconds (default 60; the download resumes later)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from pocketsam.errors import InputError
-    from pocketsam.weights import KNOWN_WEIGHTS, WEIGHTS_ENV, download, lookup, weights_dir
+    from pocketsam.weights import KNOWN_WEIGHTS, WEIGHTS_ENV, download, lookup, record_path, weights_dir
 
     folder = Path(args.dir).expanduser() if args.dir else weights_dir()
     if args.list:
@@ -52,9 +54,15 @@ def run(args: argparse.Namespace) -> int:
     w = lookup(args.name)
     if w is None:
         raise InputError(f"no official weights are called '{args.name}'", f"use one of {', '.join(KNOWN_WEIGHTS)}")
+    if not (0 < args.timeout <= 3600):
+        raise InputError(f"--timeout must be above 0 and at most 3600 seconds, got {args.timeout:g}")
     already = (folder / w.file_name).is_file()
-    path = download(w.name, folder, progress=not args.quiet)
-    checked = "" if w.sha256 is None else ", SHA-256 verified"
+    recorded = record_path(folder / w.file_name).is_file()
+    path = download(w.name, folder, progress=not args.quiet, timeout=args.timeout)
+    if w.sha256 is not None:
+        checked = ", SHA-256 verified"
+    else:
+        checked = ", same size and SHA-256 as when it was downloaded" if already and recorded else ""
     print(f"{w.name}: {'already in' if already else 'downloaded to'} {path}{checked}")
     if folder.resolve() == weights_dir().resolve():
         print(f"use it with --checkpoint {w.name} (Python: build_sam(checkpoint=\"{w.name}\"))")

@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(preprocessed 1x3xSxS image -> embedding), encoder_rgb.onnx (HxWx3 uint8 RGB image -> "
         "embedding), decoder.onnx (Segment Anything's ONNX decoder interface) and config.json.",
     )
-    p.add_argument("checkpoint", help="input checkpoint")
+    p.add_argument("checkpoint", nargs="?", default="bundled",
+                   help="input checkpoint: a path, official weights' name (mobile_sam ...) or bundled (the default)")
     p.add_argument("--out", "-o", required=True,
                    help="output file: .safetensors, or .pth/.pt; with --format onnx a directory")
     p.add_argument("--format", choices=FORMATS, default=None,
@@ -60,6 +61,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _check_output_file(out: str) -> None:
+    """``--out`` can be written as a file: not a folder, and its nearest existing folder is a
+    writable folder (missing folders are created), not a file (``afile/x.safetensors``).
+
+    Raises:
+        InputError: one line naming what is in the way.
+    """
+    import os
+    from pathlib import Path
+
+    from pocketsam.errors import InputError
+
+    path = Path(out)
+    if path.is_dir():
+        raise InputError(f"--out '{out}' is a folder", "give a file name ending in .safetensors, .pth or .pt")
+    ancestor = path.absolute().parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"cannot write --out '{out}': '{ancestor}' is a file, not a folder", "choose another --out")
+    if not os.access(ancestor, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise InputError(f"cannot write --out '{out}': '{ancestor}' is not writable", "choose another --out")
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -88,9 +113,12 @@ def run(args: argparse.Namespace) -> int:
     elif fmt is not None and (fmt == "safetensors") != str(args.out).endswith(".safetensors"):
         raise InputError(f"--format {fmt} does not match the output name '{args.out}'",
                          "end it in .safetensors for safetensors, .pth/.pt for pth")
+    else:
+        _check_output_file(args.out)  # before the model loads
     check_threshold_values(args)  # the rule `everything` applies to its options
     with warnings_as_lines():  # e.g. invalid thresholds recorded in the input: dropped
-        model = build_sam(args.model_type, checkpoint=args.checkpoint)
+        # the bundled model when none is named: never random weights (build_sam with only a model type)
+        model = build_sam(args.model_type, checkpoint=args.checkpoint or "bundled")
     if args.drop_thresholds:
         model.everything_defaults.clear()
     if args.drop_proposal_head:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pocketsam.errors import InputError
+    from pocketsam.io import remove_stale_staging, terminate_as_interrupt
     from pocketsam.quant import quantize_checkpoint
     from pocketsam.runtime import configure_threads
 
@@ -49,11 +51,15 @@ def run(args: argparse.Namespace) -> int:
     if args.measure < 0:
         raise InputError(f"--measure must be >= 0, got {args.measure}")
     threads = configure_threads(args.threads)
-    art = quantize_checkpoint(
-        args.checkpoint, args.calib, args.out, num_images=args.num_images, model_type=args.model_type,
-        log=lambda msg: print(msg, file=sys.stderr, flush=True), search=not args.no_search,
-        int8_layers=args.int8_layers, float_layers=floats, measure=args.measure, threads=threads,
-    )
+    # a killed run's staging folder (.OUT.<hex>.tmp, tens of MB) goes now, not only when
+    # this run writes; SIGTERM cleans up as Ctrl-C does (the staging folder, the temp folder)
+    remove_stale_staging(Path(args.out))
+    with terminate_as_interrupt():
+        art = quantize_checkpoint(
+            args.checkpoint, args.calib, args.out, num_images=args.num_images, model_type=args.model_type,
+            log=lambda msg: print(msg, file=sys.stderr, flush=True), search=not args.no_search,
+            int8_layers=args.int8_layers, float_layers=floats, measure=args.measure, threads=threads,
+        )
     meta = art.meta
     cal = meta["calibration"]
     print(f"int8 artifact: {art.folder}")

@@ -10,6 +10,11 @@ Points and one box make one prompt (one mask set). Several ``--box`` options mak
 prompt each, decoded as a batch (SAM's ``predict_torch`` with boxes): one mask set per
 box. Points cannot be combined with several boxes (which box would they refine?).
 
+Which mask a prompt gives is the one click rule of :mod:`pocketsam.prompts`, the same as
+the web app's and the ONNX decoder's: a single click returns the best of SAM's three
+multimask outputs (the highest predicted IoU); several points, or a box, return SAM's
+single-mask output; ``--multimask`` returns all three multimask outputs, best first.
+
 Writes into ``--out``:
 
 * ``mask_0.png`` … ``mask_{N-1}.png`` — each mask white (255) on black (0), image-sized,
@@ -30,7 +35,6 @@ from __future__ import annotations
 import argparse
 import math
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,39 +43,14 @@ from pocketsam.cli.common import (
     check_device,
     check_output_dir,
     resolve_checkpoint,
+    say_bundled,
     say_speed,
     warnings_as_lines,
 )
 from pocketsam.errors import InputError
+from pocketsam.prompts import Prompts, check_prompts_inside
 
 _NUM = r"\s*[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\s*"
-
-
-@dataclass
-class Prompts:
-    """Validated prompts in original-image pixel coordinates.
-
-    Attributes:
-        points: list of ``(x, y)``; labels: one per point, 1 foreground / 0 background.
-        boxes: ``(x0, y0, x1, y1)`` each; several boxes are one prompt each (no points then).
-    """
-
-    points: list[tuple[float, float]] = field(default_factory=list)
-    labels: list[int] = field(default_factory=list)
-    boxes: list[tuple[float, float, float, float]] = field(default_factory=list)
-
-    def describe(self) -> str:
-        parts = []
-        if self.points:
-            n_pos = sum(1 for lab in self.labels if lab == 1)
-            n_neg = len(self.points) - n_pos
-            desc = f"{len(self.points)} point{'s' * (len(self.points) != 1)}"
-            if n_neg:
-                desc += f" ({n_pos} foreground, {n_neg} background)"
-            parts.append(desc)
-        if self.boxes:
-            parts.append("a box" if len(self.boxes) == 1 else f"{len(self.boxes)} boxes")
-        return " + ".join(parts)
 
 
 def register(subparsers: Any) -> None:
@@ -90,8 +69,9 @@ def register(subparsers: Any) -> None:
         "--checkpoint",
         "-c",
         default=None,
-        help="SAM / MobileSAM / TinySAM checkpoint (.pt/.pth/.safetensors); "
-        "the architecture is detected from the file",
+        help="SAM / MobileSAM / TinySAM checkpoint (.pt/.pth/.safetensors; the architecture is detected "
+        "from the file), the name of downloaded official weights (mobile_sam ...), or bundled "
+        "(the default: pocketsam's small model, trained on synthetic scenes)",
     )
     p.add_argument(
         "--model-type",
@@ -117,7 +97,9 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--multimask",
         action="store_true",
-        help="return SAM's 3 candidate masks (sorted by score) instead of the single best one",
+        help="return all 3 of SAM's multimask outputs, best predicted IoU first. Without it each prompt "
+        "gives one mask: for a single click the best of the 3 multimask outputs, for several points or "
+        "a box SAM's single-mask output",
     )
     p.add_argument("--out", "-o", required=True, metavar="DIR", help="output directory (created if needed)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1, mps (default cpu)")
@@ -209,24 +191,6 @@ def parse_prompts(point_args: list[str], box_args: list[str]) -> Prompts:
     return prompts
 
 
-def check_prompts_inside(prompts: Prompts, width: int, height: int) -> None:
-    """Points must lie on a pixel (0 <= x < W, 0 <= y < H); boxes within [0, W]×[0, H]."""
-    size = f"{width}x{height} (width x height)"
-    for i, (x, y) in enumerate(prompts.points):
-        if not (0 <= x < width and 0 <= y < height):
-            raise InputError(
-                f"point {i + 1} ({x:g},{y:g}) is outside the image, which is {size}",
-                f"use 0 <= x < {width} and 0 <= y < {height}",
-            )
-    for i, (x0, y0, x1, y1) in enumerate(prompts.boxes):
-        if not (0 <= x0 and 0 <= y0 and x1 <= width and y1 <= height):
-            which = f"box {i + 1} " if len(prompts.boxes) > 1 else "box "
-            raise InputError(
-                f"{which}({x0:g},{y0:g},{x1:g},{y1:g}) goes outside the image, which is {size}",
-                f"keep 0 <= x <= {width} and 0 <= y <= {height}",
-            )
-
-
 # --------------------------------------------------------------------------- running
 
 
@@ -243,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
     image = load_image(args.image, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
     height, width = image.shape[:2]
     check_prompts_inside(prompts, width, height)
+    say_bundled(checkpoint)  # once the input is known good, before the (slow) model
 
     # --- the model: only now
     import numpy as np
@@ -254,14 +219,17 @@ def run(args: argparse.Namespace) -> int:
     predictor = SamPredictor(sam, mode=args.speed)
     predictor.set_image(image)
     say_speed(predictor)
-    if len(prompts.boxes) > 1:  # one prompt per box, decoded as one batch
+    if len(prompts.boxes) > 1:  # one prompt per box, decoded as one batch; a box is unambiguous
         import torch
 
         boxes = torch.as_tensor(prompts.boxes, dtype=torch.float32)
         masks_t, scores_t, _ = predictor.predict_batch(boxes=boxes, multimask_output=args.multimask)
         masks, scores = masks_t.cpu().numpy(), scores_t.float().cpu().numpy()
     else:
-        masks, scores, _ = predictor.predict(
+        from pocketsam.prompts import predict_prompt  # the one click rule
+
+        masks, scores, _ = predict_prompt(
+            predictor,
             point_coords=np.asarray(prompts.points, dtype=np.float64) if prompts.points else None,
             point_labels=np.asarray(prompts.labels, dtype=np.int64) if prompts.points else None,
             box=np.asarray(prompts.boxes[0], dtype=np.float64) if prompts.boxes else None,

@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     m = p.add_argument_group("model")
     m.add_argument("--arch", default=d["arch"], help=f"registered architecture (default {d['arch']})")
     m.add_argument("--img-size", type=int, help="input size (default: the architecture's, or the --init checkpoint's); with --init, fine-tunes a TinyViT model at this size")
-    m.add_argument("--init", metavar="CKPT", help="start from this checkpoint (its architecture is used)")
+    m.add_argument("--init", metavar="CKPT", help="start from this checkpoint (its architecture is used; bundled: the bundled model)")
     m.add_argument("--freeze", nargs="*", default=[], choices=["image_encoder", "prompt_encoder", "mask_decoder"])
 
     add_engine_options(p, rounds_help="prompting rounds per mask (first prompt + corrections)")
@@ -53,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
     for d in args.data:
         if not Path(d).is_dir():
             raise InputError(f"data folder '{d}' does not exist", "generate scenes with `pocketsam data synth --out DIR`")
+    if args.init is not None:  # a path, `bundled` or downloaded official weights, as a path the engine reads
+        from pocketsam.cli.common import resolve_checkpoint
+
+        args.init = str(resolve_checkpoint(args.init))
     cfg = engine_config(
         args, data=list(args.data), arch=args.arch, img_size=args.img_size, init=args.init,
         freeze=list(args.freeze), focal_weight=args.focal_weight, dice_weight=args.dice_weight,

@@ -159,7 +159,12 @@ def distill(train: TrainConfig, cfg: DistillConfig, progress: bool = True) -> di
     cache = cached_embeddings(teacher, images, cfg.cache_root(train.out), cfg.flip, progress)
     if cfg.stage == "encoder":
         train.freeze = sorted(set(train.freeze) | {"prompt_encoder", "mask_decoder"})
-    dataset = DistillDataset(images, cache, train.input_size(), train.masks_per_image, flip=cfg.flip, seed=train.seed)
+    masks_from = 0
+    if cfg.stage == "encoder":  # masks only for validation: the engine holds out the last val_images, if it can spare them
+        held = train.val_images if len(images) > 2 * train.val_images else 0
+        masks_from = len(images) - held
+    dataset = DistillDataset(images, cache, train.input_size(), train.masks_per_image, flip=cfg.flip, seed=train.seed,
+                             masks_from=masks_from)
     if cfg.stage == "full" and dataset.labeled_fraction < 1 and rank == 0:
         print(
             f"{100 * (1 - dataset.labeled_fraction):.0f}% of the images have no masks: their first prompts are "

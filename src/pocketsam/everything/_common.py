@@ -2,8 +2,12 @@
 
 * :class:`MaskGeneratorBase` — what every generator holds: a
   :class:`~pocketsam.predictor.SamPredictor` (so a speed mode), one
-  :class:`FilterSettings`, the NMS / small-region / output settings, and the hook
-  :meth:`~MaskGeneratorBase._on_kept` that sees every kept mask's logits.
+  :class:`FilterSettings`, the NMS / small-region / output settings, the hook
+  :meth:`~MaskGeneratorBase._on_kept` that sees every kept mask's logits, the
+  :attr:`~MaskGeneratorBase.progress` callback (prompts decoded / total, inside one
+  image) and :meth:`~MaskGeneratorBase._finished`, which ends every ``generate`` call
+  (``last_stats``; one :class:`UnusedRecommendationWarning` when no mask came out while
+  the checkpoint's own thresholds were not used).
 * :class:`Stats` — the ``generator.last_stats`` dict: prompts per pass, candidates left
   after each filter, seconds per stage, averages (e.g. ``covered_fraction``).
 * :func:`decode_and_filter` — prompts in the embedded image's pixels → filtered
@@ -28,6 +32,7 @@ percent of borderline masks flip), so it is not done for the drop-in generators.
 from __future__ import annotations
 
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Sequence
@@ -76,6 +81,7 @@ class Stats:
         self.extra: dict[str, Any] = {}
         self._averages: dict[str, list[float]] = {}
         self._t0 = time.perf_counter()
+        self.decoded = 0  # prompts decoded so far, for the progress callback
 
     def add_prompts(self, name: str, n: int) -> None:
         self.prompts[name] = self.prompts.get(name, 0) + int(n)
@@ -141,6 +147,16 @@ class Crop:
 #: one chunk of decoded candidates.
 KeptHook = Callable[[torch.Tensor], None]
 
+#: Told after every decoded batch how far one ``generate`` call is: ``(prompts decoded,
+#: prompts so far)``. The second number grows when a later pass or crop adds its prompts
+#: (hierarchical's dense pass, crop layers); it is final once the two are equal at the end.
+ProgressHook = Callable[[int, int], None]
+
+
+class UnusedRecommendationWarning(UserWarning):
+    """A generator returned no masks while the model's checkpoint records "everything"
+    thresholds of its own (``sam.everything_defaults``) that the generator did not use."""
+
 
 def as_predictor(model: Any, speed: str | None) -> Any:
     """``model`` itself when it is a :class:`~pocketsam.predictor.SamPredictor` (its speed
@@ -199,13 +215,54 @@ class MaskGeneratorBase:
         self.min_mask_region_area = min_mask_region_area
         self.output_mode = output_mode
         self.last_stats: dict[str, Any] = {}
+        #: :data:`ProgressHook` called after every decoded batch of a ``generate`` call (None: off).
+        self.progress: ProgressHook | None = None
+        self._said_unused = False
 
     def _on_kept(self, logits: torch.Tensor) -> None:
         """Hook (:data:`KeptHook`): the logits of masks that passed the filters; nothing here."""
 
     def _decode(self, prompts: np.ndarray, boxes: bool, batch_size: int, crop: Crop, stats: Stats) -> MaskData:
-        """:func:`decode_and_filter` with this generator's predictor, filters and hook."""
-        return decode_and_filter(self.predictor, prompts, boxes, batch_size, self.filters, crop, stats, self._on_kept)
+        """:func:`decode_and_filter` with this generator's predictor, filters and hooks; the
+        prompts must already be counted (``stats.add_prompts``) for :attr:`progress`."""
+        progress = self.progress
+
+        def decoded(n: int) -> None:
+            stats.decoded += n
+            if progress is not None:
+                progress(stats.decoded, sum(stats.prompts.values()))
+
+        return decode_and_filter(self.predictor, prompts, boxes, batch_size, self.filters, crop, stats,
+                                 self._on_kept, decoded)
+
+    def _finished(self, stats: Stats) -> None:
+        """The end of every ``generate`` call: ``last_stats``, and — once per generator — a
+        :class:`UnusedRecommendationWarning` when candidates were decoded but none came out
+        while the checkpoint recommends thresholds (:attr:`Sam.everything_defaults`) that this
+        mode takes and that differ from those used: SAM's defaults (0.88 / 0.95) can reject
+        every mask of a smaller model, and a silent empty result hides why."""
+        from pocketsam.everything.modes import RECOMMENDABLE
+
+        self.last_stats = stats.as_dict()
+        masks = self.last_stats["masks"]
+        if self._said_unused or masks.get("returned", 0) > 0 or masks.get("decoded", 0) == 0:
+            return
+        recommended = getattr(self.predictor.model, "everything_defaults", None) or {}
+        unused = {k: recommended[k] for k in RECOMMENDABLE.get(self.name, ())
+                  if k in recommended and hasattr(self, k) and getattr(self, k) != recommended[k]}
+        if not unused:
+            return
+        self._said_unused = True
+        cls = type(self).__name__
+        used = ", ".join(f"{k}={getattr(self, k):g}" for k in unused)
+        theirs = ", ".join(f"{k}={v:g}" for k, v in unused.items())
+        call = ", ".join(f"{k}={recommended[k]:g}" for k in RECOMMENDABLE[self.name] if k in recommended)
+        warnings.warn(
+            f"{cls} returned no masks: its thresholds ({used}) rejected all {masks['decoded']} candidates, but "
+            f"the model's checkpoint recommends {theirs} (sam.everything_defaults); use {cls}(sam, {call}), or "
+            f"pocketsam.everything.make_generator('{self.name}', sam), which applies them; on the command line, "
+            f"leave {' / '.join('--' + k.replace('_', '-') for k in unused)} out",
+            UnusedRecommendationWarning, stacklevel=4)  # the caller of generate (under its inference_mode wrapper)
 
 
 def check_output_mode(output_mode: str) -> None:
@@ -222,9 +279,10 @@ def decode_and_filter(
     crop: Crop,
     stats: Stats,
     on_kept: KeptHook | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> MaskData:
     """Decode ``prompts`` in batches and keep what passes ``filters``: the one loop every
-    generator uses.
+    generator uses. ``on_batch`` is told the number of prompts of every batch done.
 
     Args:
         predictor: a :class:`~pocketsam.predictor.SamPredictor` with the crop set.
@@ -245,6 +303,8 @@ def decode_and_filter(
                     batch[:, None, :], np.ones((len(batch), 1), np.int32), multimask_output=True)
         with stats.stage("filtering"):
             data.cat(filter_candidates(low_res, iou_preds, batch, predictor, filters, crop, stats, on_kept))
+        if on_batch is not None:
+            on_batch(len(batch))
     return data
 
 
@@ -312,6 +372,9 @@ def filter_candidates(
         masks = logits > mask_threshold
         boxes = batched_mask_to_box(masks)
         near = is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_w, orig_h])
+        # A mask without a pixel (common on images of a few pixels) is no mask, and its
+        # stability score is 0/0 (NaN): dropped here, counted in after_edge.
+        near |= ~masks.flatten(1).any(dim=1)
         if bool(near.any()):
             far = ~near
             sel, stab, logits, masks, boxes = sel[far], stab[far], logits[far], masks[far], boxes[far]

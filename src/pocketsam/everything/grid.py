@@ -23,6 +23,7 @@ from pocketsam.everything._common import (
     remove_small_regions_and_dedupe,
     to_records,
 )
+from pocketsam.everything.limits import check_batch_size, check_everything_work
 from pocketsam.masks import (
     MaskData,
     box_area,
@@ -85,9 +86,11 @@ class SamAutomaticMaskGenerator(MaskGeneratorBase):
     ) -> None:
         if (points_per_side is None) == (point_grids is None):
             raise ValueError("Exactly one of points_per_side or point_grids must be provided.")
+        if points_per_side is not None and points_per_side < 1:
+            raise ValueError(f"points_per_side must be >= 1, got {points_per_side}")
+        # the work is bounded before the grids are built (points_per_side=100000: a 74 GiB grid)
+        check_everything_work(points_per_side, crop_n_layers, crop_n_points_downscale_factor)
         if points_per_side is not None:
-            if points_per_side < 1:
-                raise ValueError(f"points_per_side must be >= 1, got {points_per_side}")
             self.point_grids = build_all_layer_point_grids(
                 points_per_side, crop_n_layers, crop_n_points_downscale_factor
             )
@@ -97,6 +100,7 @@ class SamAutomaticMaskGenerator(MaskGeneratorBase):
                 raise ValueError(f"point_grids needs one grid per crop layer ({crop_n_layers + 1})")
         if points_per_batch < 1:
             raise ValueError(f"points_per_batch must be >= 1, got {points_per_batch}")
+        check_batch_size(points_per_batch)  # its masks are held at once
         filters = FilterSettings(pred_iou_thresh, stability_score_thresh, stability_score_offset)
         super().__init__(model, filters, box_nms_thresh, min_mask_region_area, output_mode, speed)
         self.points_per_side = points_per_side
@@ -131,13 +135,24 @@ class SamAutomaticMaskGenerator(MaskGeneratorBase):
             records = to_records(data, self.output_mode)
         stats.count("returned", len(records))
         stats.extra["image_size"] = [int(image.shape[0]), int(image.shape[1])]
-        self.last_stats = stats.as_dict()
+        self._finished(stats)  # last_stats; says so when the checkpoint's thresholds would have kept masks
         return records
 
     # ------------------------------------------------------------------ internals
     def _generate_masks(self, image: np.ndarray, stats: Stats) -> MaskData:
         orig_size = (int(image.shape[0]), int(image.shape[1]))
         crop_boxes, layer_idxs = generate_crop_boxes(orig_size, self.crop_n_layers, self.crop_overlap_ratio)
+        # Deep crop layers on a small image give crops less than one pixel wide or high
+        # (a 1×1 image has no 2×2 split), or the same pixels as an earlier crop: they hold
+        # nothing new to segment (an encoder pass each), so they are skipped.
+        kept, seen = [], set()
+        for box, layer in zip(crop_boxes, layer_idxs):
+            if box[2] > box[0] and box[3] > box[1] and tuple(box) not in seen:
+                kept.append((box, layer))
+                seen.add(tuple(box))
+        if len(kept) < len(crop_boxes):
+            stats.extra["crops_skipped"] = len(crop_boxes) - len(kept)
+        crop_boxes, layer_idxs = [b for b, _ in kept], [layer for _, layer in kept]
         stats.extra["crops"] = len(crop_boxes)
         data = MaskData()
         for crop_box, layer in zip(crop_boxes, layer_idxs):

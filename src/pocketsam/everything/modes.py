@@ -3,6 +3,10 @@ generator of each, the thresholds each takes, which of them a checkpoint may fil
 which settings change a result, and building a generator by mode name (used by the CLI,
 the evaluation and the web app).
 
+The settings that change a mode's masks are one typed, frozen object per mode
+(:class:`GridSettings`, :class:`HierarchicalSettings`, :class:`BoxesSettings`), holding
+the generators' defaults: what provenance records and resume compares.
+
 Settings left out (``None``) come from what the checkpoint recommends
 (:attr:`pocketsam.models.sam.Sam.everything_defaults`), else from the class defaults.
 A model trained by pocketsam can record the thresholds that suit its IoU head and logits
@@ -16,7 +20,7 @@ command line builds its parsers from :data:`MODES` without loading torch.
 from __future__ import annotations
 
 import importlib
-import inspect
+from dataclasses import dataclass, fields
 from typing import Any, Iterator, Mapping
 
 from pocketsam.errors import InputError
@@ -45,15 +49,53 @@ RECOMMENDABLE = {
     "boxes": (),
 }
 
-#: Generator settings that change which masks come out, per mode (``points_per_batch``,
-#: the device, the speed mode and the output format do not).
-RESULT_SETTINGS = {
-    "grid": ("points_per_side", "crop_n_layers", "pred_iou_thresh", "stability_score_thresh", "box_nms_thresh",
-             "min_mask_region_area"),
-    "hierarchical": ("points_per_side", "crop_n_layers", "pred_iou_thresh", "stability_score_thresh",
-                     "high_score_thresh", "box_nms_thresh", "min_mask_region_area"),
-    "boxes": ("score_thresh", "pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "min_mask_region_area"),
-}
+@dataclass(frozen=True)
+class GridSettings:
+    """The settings of grid prompting that change which masks come out, typed, with the
+    generator's defaults (``points_per_batch``, the device, the speed mode and the output
+    format change none). What a result's provenance records and resume compares."""
+
+    points_per_side: int = 32
+    crop_n_layers: int = 0
+    pred_iou_thresh: float = 0.88
+    stability_score_thresh: float = 0.95
+    box_nms_thresh: float = 0.7
+    min_mask_region_area: int = 0
+
+
+@dataclass(frozen=True)
+class HierarchicalSettings(GridSettings):
+    """:class:`GridSettings` plus TinySAM's coverage threshold and pass-2 layout."""
+
+    high_score_thresh: float = 8.5
+    dense_layout: str = "tinysam"
+
+
+@dataclass(frozen=True)
+class BoxesSettings:
+    """The settings of box prompting that change which masks come out. ``score_thresh``
+    None: the proposal head's recommendation (recorded in the checkpoint, hashed into the
+    provenance) or 0.4 for detections."""
+
+    score_thresh: float | None = None
+    pred_iou_thresh: float = 0.0
+    stability_score_thresh: float = 0.0
+    box_nms_thresh: float = 0.7
+    min_mask_region_area: int = 0
+
+
+#: mode → its typed settings class.
+SETTINGS: Mapping[str, type] = {"grid": GridSettings, "hierarchical": HierarchicalSettings, "boxes": BoxesSettings}
+
+#: Generator settings that change which masks come out, per mode: the fields of :data:`SETTINGS`.
+RESULT_SETTINGS = {mode: tuple(f.name for f in fields(cls)) for mode, cls in SETTINGS.items()}
+
+
+def result_settings(mode: str, kwargs: Mapping[str, Any]) -> Any:
+    """The typed settings (:data:`SETTINGS`) of ``mode`` in generator keyword arguments
+    ``kwargs``; those left out are the defaults, other keywords are ignored."""
+    cls = SETTINGS[check_mode(mode)]
+    return cls(**{k: kwargs[k] for k in RESULT_SETTINGS[mode] if k in kwargs})
 
 
 class _Generators(Mapping[str, type]):
@@ -114,16 +156,14 @@ def check_proposals(mode: str, has_boxes: bool, has_proposal_head: bool) -> None
 
 
 def default_setting(mode: str, key: str) -> Any:
-    """The default of constructor argument ``key`` of ``mode``'s generator (or of the class
-    it hands its other arguments to)."""
-    for klass in GENERATORS[check_mode(mode)].__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        param = inspect.signature(init).parameters.get(key)
-        if param is not None and param.default is not inspect.Parameter.empty:
-            return param.default
-    raise KeyError(key)
+    """The default of result setting ``key`` of ``mode`` (:data:`SETTINGS`).
+
+    Raises:
+        KeyError: ``key`` is not one of ``mode``'s result settings.
+    """
+    if key not in RESULT_SETTINGS[check_mode(mode)]:
+        raise KeyError(key)
+    return getattr(SETTINGS[mode](), key)
 
 
 def resolve_settings(mode: str, model: Any, **settings: Any) -> tuple[dict[str, Any], dict[str, float]]:
@@ -133,9 +173,19 @@ def resolve_settings(mode: str, model: Any, **settings: Any) -> tuple[dict[str, 
     Returns:
         (kwargs, from_model) — ``from_model`` lists the settings taken from the checkpoint.
     """
+    recommended = getattr(getattr(model, "model", model), "everything_defaults", None) or {}  # a Sam or a predictor
+    return with_recommendations(mode, recommended, **settings)
+
+
+def with_recommendations(mode: str, recommended: Mapping[str, float], **settings: Any) -> tuple[dict[str, Any], dict[str, float]]:
+    """:func:`resolve_settings` with the checkpoint's recommendations given as a mapping
+    (e.g. read from the file's metadata before any model is built).
+
+    Returns:
+        (kwargs, from_model) — ``from_model`` lists the settings taken from ``recommended``.
+    """
     check_mode(mode)
     kwargs = {k: v for k, v in settings.items() if v is not None}
-    recommended = getattr(getattr(model, "model", model), "everything_defaults", None) or {}  # a Sam or a predictor
     from_model = {k: recommended[k] for k in RECOMMENDABLE[mode] if k not in kwargs and k in recommended}
     return {**kwargs, **from_model}, from_model
 

@@ -187,5 +187,5 @@ class ObjectAwareMaskGenerator(MaskGeneratorBase):
                 if rec.get("category_id", 0) is None:  # a proposal without a category
                     del rec["category_id"]
         stats.count("returned", len(records))
-        self.last_stats = stats.as_dict()
+        self._finished(stats)  # last_stats; says so when the checkpoint's thresholds would have kept masks
         return records

@@ -22,11 +22,14 @@ Outputs: ``masks`` (B×M×H×W logits at the original size; threshold at 0),
 dynamic. SAM's conventions apply: without a box, append a padding point ``(0, 0)`` with
 label -1; a box is two points labelled 2 and 3 and needs no padding point.
 
-With ``return_single_mask`` (the default, as in SAM's demo) M = 1: for SAM-style decoders
-the best of the three multimask outputs when the prompt has at most one real point (N ≤ 2
-counting the padding point or a box's two corners), else the single-mask output — SAM's
-rule, applied without control flow. TinySAM's decoder (``multimask_only``) always returns
-its best multimask output, since its single-mask token was never trained. Without
+With ``return_single_mask`` (the default, as in SAM's demo) M = 1, chosen per prompt by
+pocketsam's one click rule (:mod:`pocketsam.prompts`, the same in ``pocketsam segment`` and
+the web app): for SAM-style decoders the best of the three multimask outputs (highest
+predicted IoU) when the prompt is exactly one click (one point labelled 0 or 1) and no box,
+else the single-mask output; applied without control flow. (SAM's own exported model counts
+N instead, so a box alone would get a multimask output there; pocketsam follows SAM's
+guidance that a box is not ambiguous.) TinySAM's decoder (``multimask_only``) always
+returns its best multimask output, since its single-mask token was never trained. Without
 ``return_single_mask`` M = 4 (output 0, then the three multimask outputs).
 
 ``encoder.onnx`` maps the preprocessed ``image`` (1×3×S×S float32: normalised with
@@ -77,8 +80,9 @@ DECODER_OUTPUTS = ("masks", "iou_predictions", "low_res_masks")
 
 class SamOnnxDecoder(nn.Module):
     """The prompt encoder + mask decoder + mask post-processing of ``sam`` behind SAM's
-    ONNX decoder interface (see the module docstring). Runs in torch as well: the server's
-    fallback decoding uses this very module, so both paths select masks the same way."""
+    ONNX decoder interface (see the module docstring). Runs in torch as well (tests compare
+    it with its export); its mask selection is :mod:`pocketsam.prompts`' click rule, which
+    the server and the CLI apply through the predictor."""
 
     def __init__(self, sam: Sam, return_single_mask: bool = True) -> None:
         super().__init__()
@@ -103,13 +107,17 @@ class SamOnnxDecoder(nn.Module):
         no_mask = pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
         return has_mask_input * pe.mask_downscaling(mask_input) + (1 - has_mask_input) * no_mask
 
-    def _select(self, masks: torch.Tensor, iou: torch.Tensor, num_points: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def _select(self, masks: torch.Tensor, iou: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """pocketsam.prompts.default_multimask, per prompt row, as tensor arithmetic (no
+        control flow, so one exported graph serves every prompt shape)."""
+        best_multi = torch.argmax(iou[:, 1:], dim=1) + 1
         if self.multimask_only:
-            best = torch.argmax(iou[:, 1:], dim=1) + 1
+            best = best_multi
         else:
-            n = self.mask_decoder.num_mask_tokens
-            reweight = torch.tensor([[1000.0] + [0.0] * (n - 1)], device=iou.device)
-            best = torch.argmax(iou + (num_points - 2.5) * reweight, dim=1)
+            clicks = ((labels == 0) | (labels == 1)).sum(dim=1)
+            has_box = ((labels == 2) | (labels == 3)).any(dim=1)
+            single_click = (clicks == 1) & ~has_box
+            best = torch.where(single_click, best_multi, torch.zeros_like(best_multi))
         rows = torch.arange(masks.shape[0], device=masks.device)
         return masks[rows, best].unsqueeze(1), iou[rows, best].unsqueeze(1)
 
@@ -138,7 +146,7 @@ class SamOnnxDecoder(nn.Module):
         dense = self._embed_mask(mask_input, has_mask_input)
         masks, iou = self.mask_decoder.predict_masks(image_embeddings, self.image_pe, sparse, dense)
         if self.return_single_mask:
-            masks, iou = self._select(masks, iou, point_coords.shape[1])
+            masks, iou = self._select(masks, iou, point_labels)
         return self._postprocess(masks, orig_im_size), iou, masks
 
 

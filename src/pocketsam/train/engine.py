@@ -163,7 +163,15 @@ class Trainer:
     def _check_run_folder(self) -> None:
         """Never restart or mix runs silently (see the module docstring)."""
         found = [name for name in RUN_FILES if (self.out / name).exists()]
-        if not found or self.cfg.resume:
+        if self.cfg.resume:
+            models = [n for n in found if n.startswith("model.")]
+            if models and "checkpoint_last.pt" not in found:  # training on would replace them
+                raise PocketSamError(
+                    f"cannot resume '{self.out}': it holds {', '.join(models)} but no checkpoint_last.pt to resume from",
+                    "pass --overwrite to train again from the start (replacing them), or choose a new --out",
+                )
+            return
+        if not found:
             return
         if not self.cfg.overwrite:
             raise PocketSamError(
@@ -228,10 +236,15 @@ class Trainer:
 
     def _resume(self) -> None:
         path = self.checkpoint_path
-        if not path.exists():
+        if not path.exists():  # said, never silent: --resume found nothing to resume
             if self.rank == 0:
                 start = f"the weights of {self.cfg.init}" if self.cfg.init else "random weights"
-                print(f"no checkpoint at {path} yet; starting at step 0 from {start}")
+                if (self.out / "metrics.jsonl").exists():
+                    self._truncate_metrics(0)  # its rows describe steps this run does again
+                    print(f"--resume: the run in '{self.out}' stopped before its first checkpoint; "
+                          f"starting it again at step 0 from {start}")
+                else:
+                    print(f"--resume: '{self.out}' holds no run to resume; starting a new run at step 0 from {start}")
             return
         try:
             with warnings.catch_warnings():  # torch's note on the pickle protocol of its own files

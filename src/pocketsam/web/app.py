@@ -30,9 +30,11 @@ file. Uploads are decoded by :func:`pocketsam.io.load_image` (decompression-bomb
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -53,9 +55,17 @@ import numpy as np
 
 from pocketsam.errors import InputError, PocketSamError
 from pocketsam.everything.modes import make_generator, model_mode
+from pocketsam.export.onnx_sam import export_decoder
+from pocketsam.io import load_image, loads_json, to_pil
+from pocketsam.masks import area_from_rle, coco_encode_rle, encode_rle, mask_bbox_xywh, rle_to_mask
+from pocketsam.predictor import SamPredictor
+from pocketsam.prompts import Prompts, check_prompts_inside, predict_prompt
+from pocketsam.runtime.onnx import default_cache_dir, model_hash
+from pocketsam.version import __version__
 from pocketsam.web import STATIC_DIR, browser_decoder_assets
 
 MiB = 1 << 20
+log = logging.getLogger("pocketsam.serve")
 ID_RE = re.compile(r"[0-9a-f]{64}")
 MAX_POINTS = 64
 MAX_OBJECTS = 1000
@@ -70,7 +80,13 @@ class ServeSettings:
     cache_images: int = 8
     decoder: str = "auto"  # "auto": in the browser when onnxruntime-web is installed; "server"
     max_everything_masks: int = 256
+    #: most full-size mask pixels (pixels × masks) one everything or PNG export request may
+    #: produce; about 16 s of work on a laptop core (COCO export works on the RLE runs and is
+    #: bounded by max_upload_bytes instead)
+    max_work_pixels: int = 4_000_000_000
     checkpoint_name: str = "bundled model"
+    #: one line the page shows under the model's name (serve sets the bundled model's note)
+    model_note: str | None = None
 
 
 class HTTPError(Exception):
@@ -95,23 +111,19 @@ class Engine:
     """The model, its exported decoder, and the embedding cache. Thread-safe."""
 
     def __init__(self, sam: Any, settings: ServeSettings, onnx_dir: Path | None = None) -> None:
-        import torch
-
-        from pocketsam.predictor import SamPredictor
 
         self.sam = sam.eval()
         self.settings = settings
         self.predictor = SamPredictor(sam)
-        self.multimask_only = bool(getattr(sam.mask_decoder, "multimask_only", False))
         self.lock = threading.Lock()  # model work, one at a time
         self.cache_lock = threading.Lock()
         self.cache: OrderedDict[str, ImageEntry] = OrderedDict()
+        self.progress: dict[str, Progress] = {}  # image id → its latest everything run
         self.tmp = Path(tempfile.mkdtemp(prefix="pocketsam-serve-"))
         self.decoder_path: Path | None = None
         self.decoder_error: str | None = None
         self.onnx_dir = onnx_dir
         self.encoder_seconds = 1.0
-        self._torch = torch
 
     # ------------------------------------------------------------------ set-up
     def prepare(self, log=print) -> None:
@@ -132,8 +144,6 @@ class Engine:
         if importlib.util.find_spec("onnx") is None:
             self.decoder_error = "the onnx package is not installed (pip install 'pocketsam[onnx]')"
             return None
-        from pocketsam.export.onnx_sam import export_decoder
-        from pocketsam.runtime.onnx import default_cache_dir, model_hash
 
         folder = Path(self.onnx_dir) if self.onnx_dir else default_cache_dir().parent / "serve"
         path = folder / model_hash(self.sam)[:24] / "decoder.onnx"
@@ -189,11 +199,11 @@ class Engine:
         with self.cache_lock:
             self.cache[image_id] = entry
             while len(self.cache) > max(1, self.settings.cache_images):
-                self.cache.popitem(last=False)
+                dropped, _ = self.cache.popitem(last=False)
+                self.progress.pop(dropped, None)
         return entry, False
 
     def _load(self, data: bytes, name: str) -> np.ndarray:
-        from pocketsam.io import load_image
 
         path = self.tmp / f"{uuid.uuid4().hex}.upload"
         path.write_bytes(data)
@@ -209,56 +219,93 @@ class Engine:
 
     # ------------------------------------------------------------------ masks
     def decode(self, entry: ImageEntry, points: list, labels: list, box: list | None) -> tuple[np.ndarray, float]:
-        """The mask the browser's decoder.onnx gives for these prompts (SAM's ONNX rule: the
-        best of the three multimask outputs for one click or a box alone, else the
-        single-mask output; TinySAM: always its best multimask output), computed on the
-        cached embedding with the predictor's fast decoder and mask upsampling."""
-        torch = self._torch
-        from pocketsam.masks import upsample_logits
-        from pocketsam.preprocess import ResizeLongestSide
+        """The mask for these prompts (original-image pixels), decoded through the predictor
+        on the cached embedding under pocketsam's one click rule (:mod:`pocketsam.prompts`:
+        one click → the best of the three multimask outputs, several points or a box → the
+        single-mask output), as ``pocketsam segment`` and the browser's decoder.onnx."""
 
-        size = (entry.height, entry.width)
-        transform = ResizeLongestSide(self.sam.img_size)
-        coords = torch.as_tensor(transform.apply_coords(np.asarray(points, np.float64).reshape(-1, 2), size),
-                                 dtype=torch.float32)[None]
-        labs = torch.as_tensor(labels, dtype=torch.int64).reshape(1, -1)
-        boxes = None
-        if box is not None:
-            boxes = torch.as_tensor(transform.apply_boxes(np.asarray(box, np.float64), size), dtype=torch.float32)
-        # SAM's ONNX models count the padding point or the box's two corners as points
-        num_points = len(points) + (2 if box is not None else 1)
-        multimask = self.multimask_only or num_points <= 2
-        input_size = transform.get_preprocess_shape(*size, self.sam.img_size)
-        with self.lock, torch.inference_mode():
-            engine = self.predictor.engine
-            sparse, dense = engine.prompt_encoder((coords, labs) if len(points) else None, boxes, None)
-            low_res, iou = engine.mask_decoder(torch.from_numpy(entry.embedding), engine.prompt_encoder.get_dense_pe(),
-                                               sparse, dense, multimask)
-            best = int(torch.argmax(iou[0]))
-            masks = upsample_logits(low_res[:, best:best + 1], input_size, size, self.sam.img_size)
-        return (masks[0, 0] > self.sam.mask_threshold).numpy(), float(iou[0, best])
+        with self.lock:
+            self.predictor.set_embedding(entry.embedding, (entry.height, entry.width))
+            try:
+                masks, scores, _ = predict_prompt(
+                    self.predictor,
+                    np.asarray(points, np.float64).reshape(-1, 2) if points else None,
+                    np.asarray(labels, np.int64) if points else None,
+                    np.asarray(box, np.float64) if box is not None else None)
+            finally:
+                self.predictor.reset_image()
+        return masks[0], float(scores[0])
 
     def everything(self, entry: ImageEntry) -> tuple[str, list[dict[str, Any]], float]:
+        """All masks of the image (the model's everything mode); :meth:`progress` reports
+        the prompts decoded meanwhile."""
         mode = model_mode(self.sam)
         image = self.image_array(entry)
         start = time.perf_counter()
+        progress = Progress()
         with self.lock:
+            with self.cache_lock:
+                self.progress[entry.id] = progress
             generator = make_generator(mode, self.predictor, output_mode="coco_rle")  # its inference copy
-            records = generator.generate(image)
+            generator.progress = progress.update
+            try:
+                records = generator.generate(image)
+            finally:
+                progress.finished = True
         records = sorted(records, key=lambda r: -r["area"])[: self.settings.max_everything_masks]
         out = [{"segmentation": r["segmentation"], "bbox": [float(v) for v in r["bbox"]], "area": int(r["area"]),
                 "score": float(r.get("predicted_iou", r.get("score", 0.0)))} for r in records]
         return mode, out, time.perf_counter() - start
 
+    def progress_of(self, image_id: str) -> dict[str, Any]:
+        """How far the latest everything run of this image is (prompts decoded of those
+        known so far: a later pass or crop adds its prompts when it starts)."""
+        with self.cache_lock:
+            p = self.progress.get(image_id)
+        if p is None:
+            return {"running": False, "done": 0, "total": 0, "fraction": 0.0, "seconds": 0.0}
+        return p.as_dict()
+
+
+class Progress:
+    """Prompts decoded by one everything run, from the generator's progress hook (called in
+    its worker thread; plain ints and a bool, so reads from another thread need no lock)."""
+
+    def __init__(self) -> None:
+        self.done = 0
+        self.total = 0
+        self.finished = False
+        self.start = time.perf_counter()
+
+    def update(self, done: int, total: int) -> None:
+        self.done, self.total = int(done), int(total)
+
+    def as_dict(self) -> dict[str, Any]:
+        fraction = 1.0 if self.finished else (self.done / self.total if self.total else 0.0)
+        return {"running": not self.finished, "done": self.done, "total": self.total,
+                "fraction": round(min(1.0, fraction), 4), "seconds": round(time.perf_counter() - self.start, 3)}
+
 
 # --------------------------------------------------------------------------- helpers
-def _finite_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+def _number(v: Any) -> float | None:
+    """A JSON number as a finite float, else None: booleans, strings, NaN/±Infinity (which
+    Python's json accepts) and integers too large for a float (a 400-digit coordinate) are
+    not numbers here."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) else None
 
 
 def parse_prompts(body: Any, width: int, height: int) -> tuple[list, list, list | None]:
     """Validate ``{"points": [[x, y], ...], "labels": [1|0, ...], "box": [x0, y0, x1, y1] | null}``
-    (original-image pixels). Raises HTTPError 400 with what is wrong."""
+    (original-image pixels) with the CLI's rules (``pocketsam segment``: points on a pixel,
+    boxes inside the image and not inverted, something in the foreground). Raises
+    HTTPError 400 with what is wrong."""
+
     if not isinstance(body, dict):
         raise HTTPError(400, "the request body must be a JSON object")
     points, labels, box = body.get("points") or [], body.get("labels") or [], body.get("box")
@@ -266,21 +313,31 @@ def parse_prompts(body: Any, width: int, height: int) -> tuple[list, list, list 
         raise HTTPError(400, "points and labels must be lists of the same length")
     if len(points) > MAX_POINTS:
         raise HTTPError(400, f"at most {MAX_POINTS} points per object")
+    xy = []
     for p in points:
-        if not (isinstance(p, list) and len(p) == 2 and all(_finite_number(v) for v in p)):
+        values = [_number(v) for v in p] if isinstance(p, list) and len(p) == 2 else [None]
+        if None in values:
             raise HTTPError(400, "each point must be [x, y] with finite numbers")
-        if not (0 <= p[0] < width and 0 <= p[1] < height):
-            raise HTTPError(400, f"point {p} is outside the {width}x{height} image")
-    if any(lab not in (0, 1) or isinstance(lab, bool) for lab in labels):
+        xy.append(tuple(values))
+    if any(isinstance(lab, bool) or lab not in (0, 1) for lab in labels):
         raise HTTPError(400, "labels must be 1 (foreground) or 0 (background)")
+    corners = None
     if box is not None:
-        if not (isinstance(box, list) and len(box) == 4 and all(_finite_number(v) for v in box)):
+        corners = [_number(v) for v in box] if isinstance(box, list) and len(box) == 4 else [None]
+        if None in corners:
             raise HTTPError(400, "box must be [x0, y0, x1, y1] with finite numbers")
-        if not (0 <= box[0] < box[2] <= width and 0 <= box[1] < box[3] <= height):
-            raise HTTPError(400, f"box {box} is empty or outside the {width}x{height} image")
+        if not (corners[0] < corners[2] and corners[1] < corners[3]):
+            raise HTTPError(400, f"box {corners} is empty or inverted (need x1 > x0 and y1 > y0)")
     if box is None and 1 not in labels:
         raise HTTPError(400, "give a foreground point or a box")
-    return points, labels, box
+    prompts = Prompts()
+    prompts.points, prompts.labels = xy, [int(lab) for lab in labels]
+    prompts.boxes = [tuple(corners)] if corners is not None else []
+    try:
+        check_prompts_inside(prompts, width, height)
+    except InputError as exc:
+        raise HTTPError(400, str(exc)) from None
+    return [list(p) for p in xy], prompts.labels, corners
 
 
 def parse_objects(body: Any, width: int, height: int) -> list[dict[str, Any]]:
@@ -302,27 +359,30 @@ def parse_objects(body: Any, width: int, height: int) -> list[dict[str, Any]]:
         score = obj.get("score")
         name = obj.get("name")
         out.append({"rle": {"size": [height, width], "counts": counts},
-                    "score": float(score) if _finite_number(score) else None,
+                    "score": _number(score),
                     "name": str(name)[:200] if isinstance(name, str) else f"object {i + 1}"})
     return out
 
 
 def coco_document(entry: ImageEntry, objects: list[dict[str, Any]]) -> dict[str, Any]:
-    """A COCO instances document for one image: compressed RLE via pocketsam.masks."""
-    import pocketsam
-    from pocketsam.masks import area_from_rle, coco_encode_rle, mask_bbox_xywh, rle_to_mask
+    """A COCO instances document for one image: compressed RLE via pocketsam.masks. Area and
+    box come from the run lengths (pycocotools), so the work is proportional to the size of
+    the request, never to pixels × objects."""
+    from pycocotools import mask as mask_utils
+
 
     annotations = []
     for i, obj in enumerate(objects, start=1):
-        mask = rle_to_mask(obj["rle"])
-        ann = {"id": i, "image_id": 1, "category_id": 1, "segmentation": coco_encode_rle(obj["rle"]),
-               "area": area_from_rle(obj["rle"]), "bbox": mask_bbox_xywh(mask), "iscrowd": 0,
+        segmentation = coco_encode_rle(obj["rle"])
+        box = mask_utils.toBbox({"size": segmentation["size"], "counts": segmentation["counts"].encode()})
+        ann = {"id": i, "image_id": 1, "category_id": 1, "segmentation": segmentation,
+               "area": area_from_rle(obj["rle"]), "bbox": [int(round(v)) for v in box], "iscrowd": 0,
                "name": obj["name"]}
         if obj["score"] is not None:
             ann["score"] = obj["score"]
         annotations.append(ann)
     return {
-        "info": {"description": "pocketsam serve", "version": pocketsam.__version__,
+        "info": {"description": "pocketsam serve", "version": __version__,
                  "date_created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
         "images": [{"id": 1, "file_name": entry.name, "width": entry.width, "height": entry.height,
                     "sha256": entry.id}],
@@ -332,8 +392,6 @@ def coco_document(entry: ImageEntry, objects: list[dict[str, Any]]) -> dict[str,
 
 
 def png_zip(objects: list[dict[str, Any]]) -> bytes:
-    from pocketsam.io import to_pil
-    from pocketsam.masks import rle_to_mask
 
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
@@ -342,6 +400,32 @@ def png_zip(objects: list[dict[str, Any]]) -> bytes:
             to_pil(rle_to_mask(obj["rle"])).save(png, format="PNG", optimize=False)
             zf.writestr(f"mask_{i}.png", png.getvalue())
     return buf.getvalue()
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment`` with the file name as RFC 6266 / RFC 5987 give it: an ASCII fallback
+    (``filename=``, non-ASCII as ``_``) for old clients and the exact UTF-8 name
+    (``filename*=UTF-8''…``, percent-encoded) for the others. HTTP headers are Latin-1, so
+    a Cyrillic or CJK name cannot go in ``filename=`` as it is."""
+    from urllib.parse import quote
+
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\%' else "_" for c in filename) or "download"
+    header = f'attachment; filename="{fallback}"'
+    if fallback != filename:
+        header += f"; filename*=UTF-8''{quote(filename.encode('utf-8', 'replace'), safe='')}"
+    return header
+
+
+def check_work(objects: int, entry: ImageEntry, settings: ServeSettings, doing: str, hint: str) -> None:
+    """Refuse a request whose work (full-size masks: pixels × masks) exceeds the server's
+    limit, with the numbers, before doing any of it (a 250-byte request could otherwise ask
+    for ten 49-megapixel masks)."""
+    work = objects * entry.width * entry.height
+    if work > settings.max_work_pixels:
+        raise HTTPError(422, f"{doing} {objects} mask(s) of this {entry.width}x{entry.height} image: "
+                             f"{work / 1e6:,.0f} megapixels of full-size masks, over this server's limit of "
+                             f"{settings.max_work_pixels / 1e6:,.0f} per request (pocketsam serve --max-work-mpix); "
+                             f"{hint}")
 
 
 def safe_name(name: str) -> str:
@@ -357,7 +441,7 @@ def create_app(engine: Engine, allowed_hosts: list[str] | None = None):
     from starlette.concurrency import run_in_threadpool
     from starlette.middleware import Middleware
     from starlette.middleware.trustedhost import TrustedHostMiddleware
-    from starlette.requests import Request
+    from starlette.requests import ClientDisconnect, Request
     from starlette.responses import FileResponse, JSONResponse, Response
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
@@ -365,24 +449,34 @@ def create_app(engine: Engine, allowed_hosts: list[str] | None = None):
     settings = engine.settings
     browser = settings.decoder != "server" and engine.decoder_path is not None and browser_decoder_assets()
 
+    heavy = asyncio.Semaphore(1)  # PNG exports build full-size masks: one at a time
+
     async def read_body(request: Request, limit: int) -> bytes:
+        too_large = f"the upload is larger than the server's limit of {limit / MiB:.6g} MiB"
         length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            raise HTTPError(413, f"the upload is larger than the server's limit of {limit / MiB:.0f} MiB")
+        if length is not None and (not re.fullmatch(r"[0-9]{1,18}", length) or int(length) > limit):
+            raise HTTPError(413, too_large)
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise HTTPError(413, f"the upload is larger than the server's limit of {limit / MiB:.0f} MiB")
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise HTTPError(413, too_large)
+                chunks.append(chunk)
+        except ClientDisconnect:
+            # the browser went away mid-upload (tab closed, upload cancelled): nothing to
+            # answer and nothing wrong with the server, so one debug line, no traceback
+            log.debug("client disconnected during %s %s after %d bytes", request.method, request.url.path, size)
+            raise HTTPError(400, "the client disconnected before the request body was complete") from None
         return b"".join(chunks)
 
     async def read_json(request: Request) -> Any:
+
         data = await read_body(request, settings.max_upload_bytes)
         try:
-            return json.loads(data)
-        except (ValueError, UnicodeDecodeError):
-            raise HTTPError(400, "the request body is not valid JSON") from None
+            return loads_json(data, "the request body")
+        except InputError as exc:  # not JSON, nested too deeply, an over-long integer...
+            raise HTTPError(400, exc.what) from None
 
     async def index(request: Request) -> Response:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
@@ -410,6 +504,8 @@ def create_app(engine: Engine, allowed_hosts: list[str] | None = None):
             "max_upload_bytes": settings.max_upload_bytes,
             "max_pixels": settings.max_pixels,
             "encoder_seconds": round(engine.encoder_seconds, 3),
+            "model_note": settings.model_note,
+            "max_work_pixels": settings.max_work_pixels,
         })
 
     async def decoder_onnx(request: Request) -> Response:
@@ -437,7 +533,6 @@ def create_app(engine: Engine, allowed_hosts: list[str] | None = None):
         entry = engine.get(request.path_params["image_id"])
 
         def render() -> bytes:
-            from pocketsam.io import to_pil
 
             buf = io.BytesIO()
             to_pil(engine.image_array(entry)).save(buf, format="PNG", compress_level=1)
@@ -450,15 +545,21 @@ def create_app(engine: Engine, allowed_hosts: list[str] | None = None):
         entry = engine.get(request.path_params["image_id"])
         points, labels, box = parse_prompts(await read_json(request), entry.width, entry.height)
         mask, score = await run_in_threadpool(engine.decode, entry, points, labels, box)
-        from pocketsam.masks import encode_rle, mask_bbox_xywh
 
         return JSONResponse({"segmentation": encode_rle(mask), "score": score, "area": int(mask.sum()),
                              "bbox": mask_bbox_xywh(mask)})
 
     async def everything(request: Request) -> Response:
         entry = engine.get(request.path_params["image_id"])
+        check_work(settings.max_everything_masks, entry, settings, "Everything would keep up to",
+                   "open a smaller copy of the image for Everything")
         mode, masks, seconds = await run_in_threadpool(engine.everything, entry)
         return JSONResponse({"mode": mode, "masks": masks, "seconds": round(seconds, 3)})
+
+    async def everything_progress(request: Request) -> Response:
+        """How far the image's running (or latest) Everything is, for the page to poll."""
+        entry = engine.get(request.path_params["image_id"])
+        return JSONResponse(engine.progress_of(entry.id), headers={"Cache-Control": "no-store"})
 
     async def export(request: Request) -> Response:
         entry = engine.get(request.path_params["image_id"])
@@ -470,10 +571,13 @@ def create_app(engine: Engine, allowed_hosts: list[str] | None = None):
         if fmt == "coco":
             doc = await run_in_threadpool(coco_document, entry, objects)
             return Response(json.dumps(doc, separators=(",", ":")), media_type="application/json",
-                            headers={"Content-Disposition": f'attachment; filename="{stem}_coco.json"'})
-        data = await run_in_threadpool(png_zip, objects)
+                            headers={"Content-Disposition": content_disposition(f"{stem}_coco.json")})
+        check_work(len(objects), entry, settings, "the PNG export would draw",
+                   "download COCO JSON instead (its size does not depend on the image's), or fewer objects")
+        async with heavy:
+            data = await run_in_threadpool(png_zip, objects)
         return Response(data, media_type="application/zip",
-                        headers={"Content-Disposition": f'attachment; filename="{stem}_masks.zip"'})
+                        headers={"Content-Disposition": content_disposition(f"{stem}_masks.zip")})
 
     async def http_error(request: Request, exc: Exception) -> Response:
         if isinstance(exc, HTTPError):
@@ -521,6 +625,7 @@ def create_app(engine: Engine, allowed_hosts: list[str] | None = None):
         Route(api_id + "/image.png", image_png),
         Route(api_id + "/decode", decode, methods=["POST"]),
         Route(api_id + "/everything", everything, methods=["POST"]),
+        Route(api_id + "/everything/progress", everything_progress),
         Route(api_id + "/export", export, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
     ]

@@ -493,9 +493,25 @@
     busy(+1); refreshButtons();
     const mode = S.config.everything_mode;
     setStatus(`Segmenting everything (${mode})…`);
-    progressEstimate(`Segmenting everything (${mode})…`, 10 * S.config.encoder_seconds + 2);
+    progress(0);
+    // The server counts the prompts it has decoded; poll it while the run goes on.
+    const id = S.image.id;
+    let polling = true;
+    const poll = async () => {
+      while (polling) {
+        await new Promise((resolve) => setTimeout(resolve, 400));
+        if (!polling) break;
+        try {
+          const p = await (await api(`/api/images/${id}/everything/progress`)).json();
+          if (!polling || !p.running) continue;
+          progress(p.fraction);
+          setStatus(`Segmenting everything (${mode}): ${p.done} of ${p.total} prompts decoded, ${p.seconds.toFixed(1)} s`);
+        } catch (e) { /* a missed poll is harmless */ }
+      }
+    };
+    poll();
     try {
-      const response = await api(`/api/images/${S.image.id}/everything`, { method: "POST" });
+      const response = await api(`/api/images/${id}/everything`, { method: "POST" });
       const result = await response.json();
       snapshot();
       for (const m of result.masks) {
@@ -507,6 +523,7 @@
     } catch (err) {
       showError(`Everything failed: ${err.message}`);
     } finally {
+      polling = false;
       progress(null); busy(-1); redrawAll();
     }
   }
@@ -580,6 +597,9 @@
       return;
     }
     $("model-info").textContent = `Model: ${S.config.model}, input ${S.config.input_size}². Uploads up to ${(S.config.max_upload_bytes / 2 ** 20).toFixed(0)} MiB.`;
+    const note = $("model-note");
+    note.hidden = !S.config.model_note;
+    note.textContent = S.config.model_note ? `Note: ${S.config.model_note}.` : "";
     await setupDecoder();
     $("server-decode").addEventListener("change", async (e) => {
       if (e.target.checked || !S.session) { S.mode = "server"; return; }

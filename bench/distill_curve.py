@@ -1,0 +1,188 @@
+"""Decoupled-distillation learning curve (issue 26): `pocketsam distill train --stage encoder`
+against a plain 30-line loop, at several step budgets, one command, resumable.
+
+    python bench/distill_curve.py --out out/distill_curve                          # default and plain at 400 and 1,200 steps
+    python bench/distill_curve.py --out out/distill_curve --steps 400 --arms v1 lr  # other arms (see ARMS)
+    python bench/distill_curve.py --out out/distill_curve --report                  # the table of what has run
+
+Setup (the issue's): teacher = the bundled model (`pocketsam_tiny`, 256²), student = the
+same preset from scratch, 200 synthetic training scenes (seed 1), batch 8, 1 thread;
+score = `pocketsam eval prompts --prompt box --against TEACHER` on held-out scenes
+(seed 7, never trained on). Every budget is its own run (each schedule ends at its
+budget), not a checkpoint of a longer one.
+
+Arms: ``default`` is whatever `--stage encoder` defaults to now; ``plain`` is the loop in
+:func:`plain_loop` (AdamW lr 2e-3, torch's OneCycleLR, weight decay 0.01, random
+horizontal flips whose targets are the teacher run on the flipped image, embedding MSE,
+fp32 targets computed here, no clipping, all 200 images); the others are the previous
+defaults (``v1``) and one-factor changes of them, for finding what makes the difference.
+CPU time is user + system of each training run (teacher embeddings excluded for every arm:
+the CLI arms share one cache, the plain loop computes its own once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+# The settings `--stage encoder` had before issue 26 (engine defaults), spelled out.
+V1 = ["--lr", "4e-4", "--weight-decay", "0.05", "--warmup", "100", "--min-lr-ratio", "0.05", "--val-images", "16", "--no-flip"]
+ARMS = {
+    "default": ("pocketsam distill train --stage encoder, current defaults", []),
+    "v1": ("previous defaults (lr 4e-4, warm-up 100 + cosine to 5 %, wd 0.05, no flips, 16 images held out)", V1),
+    "lr": ("v1 with lr 2e-3", [*V1, "--lr", "2e-3"]),
+    "flip": ("v1 with flips", [*V1, "--flip"]),
+    "lr_flip": ("v1 with lr 2e-3 and flips", [*V1, "--lr", "2e-3", "--flip"]),
+    "engine_plain": ("the plain loop's settings on the engine (lr 2e-3, 30 % warm-up, cosine to 0, wd 0.01, flips; "
+                     "16 images still held out for validation)",
+                     [*V1, "--lr", "2e-3", "--weight-decay", "0.01", "--warmup", "0.3", "--min-lr-ratio", "0", "--flip"]),
+    "engine_plain_noflip": ("engine_plain without flips", [*V1, "--lr", "2e-3", "--weight-decay", "0.01", "--warmup", "0.3",
+                                                         "--min-lr-ratio", "0", "--no-flip"]),
+    "plain": ("plain 30-line loop (bench/distill_curve.py: plain_loop)", None),
+}
+COMMON = ["--student", "pocketsam_tiny", "--batch-size", "8", "--workers", "0", "--threads", "1", "--seed", "0",
+          "--log-every", "50", "--save-every", "200", "--resume"]
+
+
+def pocketsam(*args: str) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "pocketsam", *args], check=True, env=env)
+
+
+def teacher_path() -> str:
+    from pocketsam.checkpoints import default_checkpoint
+
+    return str(default_checkpoint())
+
+
+def prepare(out: Path, held_out: int) -> None:
+    if not (out / "train").exists():
+        pocketsam("data", "synth", "--out", str(out / "train"), "--num-images", "200", "--size", "256,256", "--seed", "1",
+                  "--workers", "1", "--quiet")
+    if not (out / "held").exists():
+        pocketsam("data", "synth", "--out", str(out / "held"), "--num-images", str(held_out), "--size", "256,256",
+                  "--seed", "7", "--workers", "1", "--quiet")
+
+
+def plain_loop(out: Path, steps: int, lr: float = 2e-3, wd: float = 0.01, batch: int = 8, seed: int = 0) -> Path:
+    """The plain decoupled loop the defaults are measured against (~30 lines)."""
+    import torch
+    import torch.nn.functional as F
+
+    from pocketsam import build_sam
+    from pocketsam.checkpoints import save_checkpoint
+    from pocketsam.distill.data import collect_images, flip_content, frame_images
+    from pocketsam.models import create_model
+    from pocketsam.train.step import encode_images
+
+    teacher = build_sam().eval()
+    items = list(frame_images([im.path for im in collect_images([out / "train"])], teacher.img_size))
+    size = torch.stack([it["size"] for it in items])
+    x = torch.stack([torch.stack([it["image"], flip_content(it["image"], it["size"])]) for it in items])  # (N, 2, 3, S, S)
+    targets = out / "plain_targets.pt"  # the teacher's fp32 embeddings of every image and its mirror, made once
+    if not targets.exists():
+        with torch.no_grad():
+            t = torch.stack([torch.cat([encode_images(teacher, x[i:i + 8, f], size[i:i + 8]) for i in range(0, len(x), 8)])
+                             for f in (0, 1)], 1)
+        torch.save(t, targets)
+    t = torch.load(targets)
+    torch.manual_seed(seed)
+    student = create_model("pocketsam_tiny")
+    student.prompt_encoder.load_state_dict(teacher.prompt_encoder.state_dict())
+    student.mask_decoder.load_state_dict(teacher.mask_decoder.state_dict())
+    opt = torch.optim.AdamW(student.image_encoder.parameters(), lr=lr, weight_decay=wd)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    cpu = time.process_time()
+    student.train()
+    for step in range(steps):
+        idx = torch.randint(len(x), (batch,))
+        flip = torch.randint(2, (batch,))
+        loss = F.mse_loss(encode_images(student, x[idx, flip], size[idx]), t[idx, flip])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 50 == 0 or step == steps - 1:
+            print(f"plain {step}/{steps} loss {loss.item():.4f}", flush=True)
+    student.eval()
+    run = out / "runs" / f"plain_{steps}"
+    path = save_checkpoint(student, run / "model.safetensors")
+    (run / "cpu.json").write_text(json.dumps({"cpu_s": time.process_time() - cpu}))
+    return path
+
+
+def train(out: Path, arm: str, steps: int) -> None:
+    run = out / "runs" / f"{arm}_{steps}"
+    if (run / "model.safetensors").exists() and (run / "cpu.json").exists():
+        return
+    if ARMS[arm][1] is None:
+        import torch
+
+        torch.set_num_threads(1)
+        plain_loop(out, steps)
+        return
+    flips = [a for a in ARMS[arm][1] if a in ("--flip", "--no-flip")][-1:]  # none: the default, as training's
+    pocketsam("distill", "cache", "--data", str(out / "train"), "--cache", str(out / "cache"), *flips, "--threads", "1")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)  # training only: the cache is filled above
+    pocketsam("distill", "train", "--stage", "encoder", "--data", str(out / "train"), "--cache", str(out / "cache"),
+              "--steps", str(steps), *ARMS[arm][1], *COMMON, "--out", str(run))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    (run / "cpu.json").write_text(json.dumps({"cpu_s": cpu}))
+
+
+def evaluate(out: Path, arm: str, steps: int) -> dict:
+    run = out / "runs" / f"{arm}_{steps}"
+    result = run / "eval_box.json"
+    if not result.exists():
+        pocketsam("eval", "prompts", "--data", str(out / "held"), "--prompt", "box", "--checkpoint",
+                  str(run / "model.safetensors"), "--against", teacher_path(), "--output", str(result), "--quiet")
+    return json.loads(result.read_text())
+
+
+def report(out: Path) -> None:
+    rows = []
+    for run in sorted((out / "runs").glob("*_*")):
+        if not (run / "eval_box.json").exists():
+            continue
+        arm, steps = run.name.rsplit("_", 1)
+        r = json.loads((run / "eval_box.json").read_text())
+        cpu = json.loads((run / "cpu.json").read_text())["cpu_s"] / 60 if (run / "cpu.json").exists() else float("nan")
+        rows.append((arm, int(steps), cpu, r))
+    print("| arm | steps | train CPU min | box mIoU vs teacher | small / medium / large | box mIoU vs GT |")
+    print("|---|---|---|---|---|---|")
+    for arm, steps, cpu, r in sorted(rows, key=lambda x: (x[0], x[1])):
+        sizes = " / ".join(f"{r.get(f'miou_vs_teacher_{s}', float('nan')):.3f}" for s in ("small", "medium", "large"))
+        print(f"| {arm} | {steps} | {cpu:.1f} | {r['miou_vs_teacher']:.3f} | {sizes} | {r['miou']:.3f} |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True)
+    p.add_argument("--steps", type=int, nargs="+", default=[400, 1200])
+    p.add_argument("--arms", nargs="+", choices=list(ARMS), default=["default", "plain"])
+    p.add_argument("--held-out", type=int, default=50, help="held-out scenes (seed 7)")
+    p.add_argument("--report", action="store_true", help="only print the table of finished runs")
+    args = p.parse_args()
+    out = Path(args.out)
+    if not args.report:
+        prepare(out, args.held_out)
+        for steps in args.steps:
+            for arm in args.arms:
+                t0 = time.time()
+                train(out, arm, steps)
+                r = evaluate(out, arm, steps)
+                print(f"{datetime.now(timezone.utc):%H:%M} {arm} {steps}: box mIoU vs teacher {r['miou_vs_teacher']:.3f} "
+                      f"({time.time() - t0:.0f} s)", flush=True)
+    report(out)
+
+
+if __name__ == "__main__":
+    main()
