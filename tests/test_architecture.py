@@ -147,3 +147,29 @@ def test_pocketsam_imports_sit_at_the_top():
                         or (isinstance(node, ast.Import) and any(a.name.startswith("pocketsam") for a in node.names)):
                     inner.append(f"{path.relative_to(SRC.parent)}:{node.lineno} in {fn.name}()")
     assert not inner, "pocketsam imports inside functions:\n" + "\n".join(inner)
+
+
+def test_models_carry_one_record_not_loose_attributes(tiny_sam, tmp_path):
+    """What a loader or the runtime knows about a model lives in ``model.info`` (a typed
+    record): building, saving, loading and making inference copies add no other attribute."""
+    from dataclasses import FrozenInstanceError
+
+    import pytest
+
+    from pocketsam import build_sam
+    from pocketsam.checkpoints import save_checkpoint
+    from pocketsam.models.info import ModelInfo
+    from pocketsam.runtime import optimize
+
+    declared = set(vars(tiny_sam))
+    path = save_checkpoint(tiny_sam, tmp_path / "tiny.safetensors")
+    loaded = build_sam(checkpoint=path)
+    assert set(vars(loaded)) == declared and isinstance(loaded.info, ModelInfo)
+    assert loaded.info.source == str(path) and loaded.info.speed is None
+    for mode in ("default", "reference"):
+        fast = optimize(loaded, mode)
+        assert set(vars(fast)) == declared, f"{mode}: {set(vars(fast)) ^ declared}"
+        assert fast.info.speed.mode == mode and fast.info.source == str(path)
+    assert loaded.info.speed is None  # the source model is untouched
+    with pytest.raises(FrozenInstanceError):
+        loaded.info.source = "elsewhere"

@@ -295,8 +295,10 @@ def replace_heads(config, heads):
 
 def test_int8_artifact_weights_go_through_the_same_reader(tmp_path):
     """An int8 artifact's float model is a safetensors file like any other: its metadata (new
-    header or legacy tensors) is read by the same code, through the artifact folder."""
+    header or legacy tensors) is read by the same code; the loader layer finds it in the
+    artifact folder (checkpoints read files only)."""
     from pocketsam.runtime.artifact import META_NAME, WEIGHTS_NAME
+    from pocketsam.runtime.load import float_weights_file
 
     model = _model(tiny_config())
     for name, write in (("new", lambda p: save_checkpoint(model, p)),
@@ -305,5 +307,7 @@ def test_int8_artifact_weights_go_through_the_same_reader(tmp_path):
         folder.mkdir()
         (folder / META_NAME).write_text("{}")
         write(folder / WEIGHTS_NAME)
-        assert read_metadata(folder) == read_metadata(folder / META_NAME) == checkpoint_metadata(model)
-        assert "pocketsam.img_size" not in peek_checkpoint(folder)[0]
+        files = {float_weights_file(folder), float_weights_file(folder / META_NAME)}
+        assert files == {folder / WEIGHTS_NAME}
+        assert read_metadata(folder / WEIGHTS_NAME) == checkpoint_metadata(model)
+        assert "pocketsam.img_size" not in peek_checkpoint(folder / WEIGHTS_NAME)[0]

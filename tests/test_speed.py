@@ -255,7 +255,7 @@ def test_bench_cli_smoke(tmp_path, tiny_sam, capsys):
 
 
 def test_bench_without_checkpoint_asks_for_one(monkeypatch, capsys):
-    from pocketsam import checkpoints
+    from pocketsam import benchmark
     from pocketsam.cli import main
     from pocketsam.errors import CheckpointError
 
@@ -263,6 +263,6 @@ def test_bench_without_checkpoint_asks_for_one(monkeypatch, capsys):
         raise CheckpointError("no checkpoint given and this installation has no bundled model",
                               "pass --checkpoint / checkpoint= with a SAM, MobileSAM or TinySAM checkpoint")
 
-    monkeypatch.setattr(checkpoints, "default_checkpoint", missing)
+    monkeypatch.setattr(benchmark, "default_checkpoint", missing)
     assert main(["bench", "--modes", "default"]) == 2
     assert "--checkpoint" in capsys.readouterr().err

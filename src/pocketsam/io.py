@@ -375,13 +375,11 @@ def atomic_write(path: PathLike, mode: str = "wb", encoding: str | None = None, 
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
-    dest = Path(path)
-    tmp = dest.with_name(_temporary_name(dest.name))
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
-    except OSError as exc:
-        raise _write_error(dest, exc) from None
-    try:
+    with atomic_path(path) as tmp:
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
+        except OSError as exc:
+            raise _write_error(Path(path), exc) from None
         if mode == "wb":
             f = os.fdopen(fd, "wb")
         else:
@@ -391,15 +389,6 @@ def atomic_write(path: PathLike, mode: str = "wb", encoding: str | None = None, 
             f.flush()
             if fsync:
                 os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise _write_error(dest, exc) from None
-        raise
 
 
 @contextmanager
@@ -416,7 +405,6 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     tmp = dest.with_name(_temporary_name(dest.name))
     try:
         yield tmp
-        os.chmod(tmp, 0o644)
         os.replace(tmp, dest)
     except BaseException as exc:
         try:

@@ -32,7 +32,7 @@ class HeadProposals:
     def score_thresh(self) -> float:
         """The score threshold the head was trained for (its recommendation to the generator),
         rounded to 4 decimals: it is stored in the head's dtype, e.g. fp16 on disk."""
-        return round(float(getattr(self.head, "score_thresh", 0.4)), 4)
+        return round(float(self.head.score_thresh), 4)
 
     @torch.inference_mode()
     def from_predictor(self, predictor) -> tuple[np.ndarray, np.ndarray]:
@@ -41,11 +41,8 @@ class HeadProposals:
         out = head(emb.float())
         stride = predictor.model.img_size / out.shape[-1]
         boxes, scores = decode_boxes(out, stride, self.top_k, self.min_score)[0]
-        # input frame → original pixels: undo the resize (the padding is bottom/right)
-        h, w = predictor.original_size
-        ih, iw = predictor.input_size
-        scale = torch.tensor([w / iw, h / ih, w / iw, h / ih], device=boxes.device)
-        return (boxes * scale).cpu().double().numpy(), scores.cpu().double().numpy()
+        boxes = predictor.pre.boxes_to_image(boxes, predictor.original_size)  # input frame → image pixels
+        return boxes.cpu().double().numpy(), scores.cpu().double().numpy()
 
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise TypeError("HeadProposals reads the embedding: use it through ObjectAwareMaskGenerator")
