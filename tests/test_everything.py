@@ -459,7 +459,7 @@ def test_yolo_needs_ultralytics(tmp_path):
 def test_coco_detections_dataset_form_rules(tmp_path):
     """A COCO dataset used as proposals: ground truth has no scores (1.0), and its own
     category list is the known categories."""
-    from pocketsam.everything.proposals import CocoDetections
+    from pocketsam.proposals.sources import CocoDetections
 
     p = tmp_path / "gt.json"
     doc = {"images": [{"id": 4, "file_name": "x.jpg"}], "categories": [{"id": 1}, {"id": 2}],

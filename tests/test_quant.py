@@ -184,12 +184,29 @@ def _copy(src, dst):
 
 
 def _rehash(folder, name):
-    from pocketsam.runtime.artifact import sha256_file
+    """What a deliberate forger would do: record the edited file's checksum and re-seal."""
+    from pocketsam.io import sha256_file
+    from pocketsam.runtime.artifact import SEAL_KEY, seal
 
     meta_path = folder / "pocketsam_int8.json"
     meta = json.loads(meta_path.read_text())
     meta["files"][name]["sha256"] = sha256_file(folder / name)
+    meta[SEAL_KEY] = seal(meta)
     meta_path.write_text(json.dumps(meta))
+
+
+def test_edited_artifact_metadata_is_refused(tiny_artifact, tmp_path):
+    """Issue 24 item 5: the metadata is covered too: an edited recorded quality (which
+    `fast` trusts) makes the artifact one clear error, not a silently different model."""
+    _, out = tiny_artifact
+    bad = _copy(out, tmp_path / "edited")
+    meta_path = bad / "pocketsam_int8.json"
+    meta = json.loads(meta_path.read_text())
+    meta["quality"] = {**(meta.get("quality") or {}), "mask_iou_vs_fp32": 0.77}
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="pocketsam_int8.json was edited"):
+        build_sam(checkpoint=bad)
+    assert build_sam(checkpoint=out).info.int8 is not None  # the original still loads
 
 
 def test_corrupt_artifacts_are_one_clear_error(tiny_artifact, tmp_path, capsys):

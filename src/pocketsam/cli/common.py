@@ -147,13 +147,13 @@ def check_device(device: str) -> str:
 def warnings_as_lines() -> Iterator[None]:
     """Show pocketsam's warnings raised inside the block (something in a checkpoint
     ignored, :class:`~pocketsam.checkpoints.CheckpointWarning`; detections for no image,
-    :class:`~pocketsam.everything.proposals.UnmatchedDetectionsWarning`; no masks while
+    :class:`~pocketsam.proposals.sources.UnmatchedDetectionsWarning`; no masks while
     the checkpoint's thresholds went unused,
     :class:`~pocketsam.everything._common.UnusedRecommendationWarning`) as one
     ``warning: …`` line each on stderr; other warnings are shown as usual."""
     from pocketsam.errors import CheckpointWarning
     from pocketsam.everything._common import UnusedRecommendationWarning
-    from pocketsam.everything.proposals import UnmatchedDetectionsWarning
+    from pocketsam.proposals.sources import UnmatchedDetectionsWarning
 
     ours = (CheckpointWarning, UnmatchedDetectionsWarning, UnusedRecommendationWarning)
     with warnings.catch_warnings(record=True) as caught:

@@ -161,7 +161,7 @@ def _run_prompts(args: argparse.Namespace) -> int:
 def _run_coco(args: argparse.Namespace) -> int:
     from pocketsam.data import CocoReader
     from pocketsam.eval.runners import eval_coco
-    from pocketsam.everything.proposals import CocoDetections
+    from pocketsam.proposals.sources import CocoDetections
 
     _check_common(args)
     if args.max_detections < 1:
@@ -185,7 +185,7 @@ def _run_coco(args: argparse.Namespace) -> int:
 def _run_everything(args: argparse.Namespace) -> int:
     from pocketsam.data import SA1BReader
     from pocketsam.eval.runners import eval_everything
-    from pocketsam.everything.proposals import CocoDetections
+    from pocketsam.proposals.sources import CocoDetections
 
     _check_common(args)
     if args.mode != "boxes" and args.boxes:

@@ -94,6 +94,7 @@ from pocketsam.everything.results import (
     proposals_kind,
     provenance,
 )
+from pocketsam.models.proposal_head import MOBILESAMV2_SCORE_THRESH
 
 FORMATS = ("sa1b", "coco")
 
@@ -173,9 +174,10 @@ def generator_settings(args: argparse.Namespace, checkpoint: Path) -> tuple[dict
         **threshold_settings(args),
     }
     if args.mode == "boxes":
-        # recorded as applied: detections use 0.4 unless told; the head's own threshold
+        # recorded as applied: detections use MobileSAMv2's 0.4 unless told; the head's own threshold
         # travels in the checkpoint (hashed into the provenance)
-        settings["score_thresh"] = 0.4 if args.box_score_thresh is None and args.boxes else args.box_score_thresh
+        settings["score_thresh"] = (MOBILESAMV2_SCORE_THRESH if args.box_score_thresh is None and args.boxes
+                                    else args.box_score_thresh)
     else:
         settings.update(points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
                         crop_n_layers=args.crop_n_layers)
@@ -203,14 +205,14 @@ def validate(args: argparse.Namespace) -> dict[str, Any]:
         raise InputError(f"--box-nms-thresh must be in [0, 1], got {args.box_nms_thresh}")
     detections = None
     if args.mode == "boxes" and args.boxes:
-        from pocketsam.everything.proposals import CocoDetections
+        from pocketsam.proposals.sources import CocoDetections
 
         detections = CocoDetections(args.boxes)
     elif args.boxes:
         raise InputError("--boxes is only used with --mode boxes")
     files = list_images(Path(args.input))
     if detections is not None:
-        from pocketsam.everything.proposals import check_matched
+        from pocketsam.proposals.sources import check_matched
 
         what = f"folder '{args.input}'" if len(files) > 1 or Path(args.input).is_dir() else f"image '{files[0].name}'"
         with warnings_as_lines():

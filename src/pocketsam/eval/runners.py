@@ -41,7 +41,7 @@ from pocketsam.eval.metrics import (
     paired_iou,
     rle_iou,
 )
-from pocketsam.everything.proposals import BoxesProposals, check_matched
+from pocketsam.proposals.sources import BoxesProposals, check_matched
 from pocketsam.masks import batched_mask_to_box, encode_rle, farthest_point
 from pocketsam.predictor import SamPredictor
 from pocketsam.runtime.load import build_sam
@@ -212,7 +212,7 @@ def eval_coco(
     Args:
         reader: a :class:`pocketsam.data.coco.CocoReader` (ground truth incl. crowd).
         detections: COCO results with boxes, checked
-            (:attr:`pocketsam.everything.proposals.CocoDetections.detections`).
+            (:attr:`pocketsam.proposals.sources.CocoDetections.detections`).
         max_detections_per_image: highest-scoring detections kept per image.
     Returns:
         :data:`pocketsam.eval.metrics.COCO_STAT_NAMES` plus ``num_images``,
@@ -302,7 +302,7 @@ def eval_everything(
         boxes: per-image box proposals ``(N×4 xyxy, N scores)`` (object-aware mode),
             passed as ``generate(image, proposals=BoxesProposals(boxes, scores))``;
             images without an entry get no proposals. Proposals for none of the
-            evaluated images are reported (:func:`~pocketsam.everything.proposals.check_matched`:
+            evaluated images are reported (:func:`~pocketsam.proposals.sources.check_matched`:
             a warning with counts, an error when none is for any; ``boxes_source``
             names them in the messages).
     Returns:

@@ -16,13 +16,14 @@ first use, so ``pocketsam.everything.modes`` stays free of torch.
 from pocketsam.everything.modes import GENERATORS, MODES, make_generator, resolve_settings
 
 _LAZY = {
-    "SamAutomaticMaskGenerator": "grid",
-    "SamHierarchicalMaskGenerator": "hierarchical",
-    "ObjectAwareMaskGenerator": "object_aware",
-    "ProposalSource": "proposals",
-    "BoxesProposals": "proposals",
-    "CocoDetectionsProposals": "proposals",
-    "YoloProposals": "proposals",
+    "SamAutomaticMaskGenerator": "pocketsam.everything.grid",
+    "SamHierarchicalMaskGenerator": "pocketsam.everything.hierarchical",
+    "ObjectAwareMaskGenerator": "pocketsam.everything.object_aware",
+    # the proposal sources live in pocketsam.proposals; kept reachable here for the generators' users
+    "ProposalSource": "pocketsam.proposals.sources",
+    "BoxesProposals": "pocketsam.proposals.sources",
+    "CocoDetectionsProposals": "pocketsam.proposals.sources",
+    "YoloProposals": "pocketsam.proposals.sources",
 }
 
 __all__ = [*_LAZY, "GENERATORS", "MODES", "make_generator", "resolve_settings"]
@@ -33,4 +34,4 @@ def __getattr__(name: str):
         raise AttributeError(f"module 'pocketsam.everything' has no attribute {name!r}")
     from importlib import import_module
 
-    return getattr(import_module(f"pocketsam.everything.{_LAZY[name]}"), name)
+    return getattr(import_module(_LAZY[name]), name)

@@ -51,7 +51,7 @@ def coco_segmentation(segmentation: Any) -> dict[str, Any]:
 
 def image_ids(file_names: Sequence[str], detections: Any = None) -> list[int]:
     """COCO ids for images, in order: the ids a detections file gives them
-    (:meth:`~pocketsam.everything.proposals.CocoDetections.image_key`), else their
+    (:meth:`~pocketsam.proposals.sources.CocoDetections.image_key`), else their
     numeric file stems (COCO's ``000000397133.jpg`` → 397133), else 1..N; each rule only
     when it gives every image a distinct integer."""
     candidates = []

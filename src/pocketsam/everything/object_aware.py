@@ -24,10 +24,11 @@ from pocketsam.everything._common import (
     remove_small_regions_and_dedupe,
     to_records,
 )
-from pocketsam.everything.proposals import as_proposal_source, unpack_proposals
 from pocketsam.masks import MaskData, batched_nms
+from pocketsam.models.proposal_head import MOBILESAMV2_SCORE_THRESH
 from pocketsam.predictor import check_image
 from pocketsam.proposals import HeadProposals
+from pocketsam.proposals.sources import as_proposal_source, unpack_proposals
 
 
 class ObjectAwareMaskGenerator(MaskGeneratorBase):
@@ -36,7 +37,7 @@ class ObjectAwareMaskGenerator(MaskGeneratorBase):
     Args:
         model: a :class:`pocketsam.models.sam.Sam`, or a
             :class:`~pocketsam.predictor.SamPredictor` to run (its speed mode).
-        proposals: default proposal source — a :class:`~pocketsam.everything.proposals.ProposalSource`,
+        proposals: default proposal source — a :class:`~pocketsam.proposals.sources.ProposalSource`,
             any callable ``image -> (boxes N×4 XYXY, scores N)``, or an ``N×4`` box array.
             May instead be given to :meth:`generate`. Left out, a model with a proposal
             head (:attr:`Sam.has_proposal_head`) proposes its own boxes from the image
@@ -53,7 +54,7 @@ class ObjectAwareMaskGenerator(MaskGeneratorBase):
     Records are segment_anything's, with ``point_coords`` the centre of the prompting
     box and, from the proposal that prompted the mask, ``prompt_box`` (XYXY), ``score``
     (the detection's score) and ``category_id`` (when the source gives one; see
-    :class:`~pocketsam.everything.proposals.ProposalSource`). ``crop_box`` is the whole image.
+    :class:`~pocketsam.proposals.sources.ProposalSource`). ``crop_box`` is the whole image.
     """
 
     name = "boxes"
@@ -79,11 +80,12 @@ class ObjectAwareMaskGenerator(MaskGeneratorBase):
         super().__init__(model, filters, box_nms_thresh, min_mask_region_area, output_mode, speed)
         model = self.predictor.model
         self.proposals = as_proposal_source(proposals) if proposals is not None else None
-        if self.proposals is None and getattr(model, "proposal_head", None) is not None:
-
+        if self.proposals is None and model.proposal_head is not None:
             self.proposals = HeadProposals(model.proposal_head)
+        if score_thresh is None and self.proposals is not None and self.proposals.score_thresh is not None:
+            score_thresh = self.proposals.score_thresh
         if score_thresh is None:
-            score_thresh = getattr(self.proposals, "score_thresh", 0.4)
+            score_thresh = MOBILESAMV2_SCORE_THRESH
         self.score_thresh = score_thresh
         self.proposal_nms_thresh = proposal_nms_thresh
         self.boxes_per_batch = boxes_per_batch
@@ -136,7 +138,7 @@ class ObjectAwareMaskGenerator(MaskGeneratorBase):
         stats = Stats(self.name)
         h, w = int(image.shape[0]), int(image.shape[1])
         stats.extra["image_size"] = [h, w]
-        embedded = getattr(source, "uses_embedding", False)
+        embedded = source.uses_embedding
         if embedded:  # the proposals come from the image embedding itself
             with stats.stage("embedding"):
                 self.predictor.set_image(image)

@@ -219,7 +219,7 @@ def provenance_differences(old: Mapping[str, Any] | None, new: Mapping[str, Any]
 
 def detections_digest(detections: Any, file: Path) -> dict[str, Any]:
     """The proposals record of one image in boxes mode with a detections file
-    (:class:`~pocketsam.everything.proposals.CocoDetections`): the SHA-256 of that image's
+    (:class:`~pocketsam.proposals.sources.CocoDetections`): the SHA-256 of that image's
     own detections (so adding detections for other images leaves its result current)."""
     source = detections.proposals(Path(file).name)
     text = json.dumps({"boxes": source.boxes.tolist(), "scores": source.scores.tolist(),
@@ -315,7 +315,7 @@ class EverythingRun:
             (:func:`provenance`); None records none (such results are never current).
         names: the output folder name of each file (default :func:`output_names`).
         detections: boxes mode with a detections file: its
-            :class:`~pocketsam.everything.proposals.CocoDetections` (COCO ids, categories).
+            :class:`~pocketsam.proposals.sources.CocoDetections` (COCO ids, categories).
     """
 
     def __init__(self, out: Path, files: Sequence[Path], provenance_of: Callable[[Path], Mapping[str, Any]] | None = None,

@@ -13,6 +13,10 @@ import torch
 from torch import nn
 
 
+MOBILESAMV2_SCORE_THRESH = 0.4
+"""MobileSAMv2's proposal score threshold: the default wherever a source recommends none."""
+
+
 class ProposalHead(nn.Module):
     """(B, C, g, g) image embedding → (B, 5, g·2^u, g·2^u): channel 0 the centre logit,
     1–2 log(w, h / stride), 3–4 the centre offset (x, y) in cells.
@@ -23,7 +27,8 @@ class ProposalHead(nn.Module):
         upsample: u, the number of 2× upsamplings (2: stride 4 px at a 16-px grid cell).
     """
 
-    def __init__(self, in_dim: int = 256, hidden: int = 64, upsample: int = 2, score_thresh: float = 0.4) -> None:
+    def __init__(self, in_dim: int = 256, hidden: int = 64, upsample: int = 2,
+                 score_thresh: float = MOBILESAMV2_SCORE_THRESH) -> None:
         super().__init__()
         self.upsample = upsample
         #: the centre score from which a proposal is worth decoding (chosen when the head

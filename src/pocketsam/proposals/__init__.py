@@ -1,8 +1,17 @@
-"""Built-in object discovery: a small class-agnostic proposal head on the image embedding
-SAM has already computed (:class:`~pocketsam.models.proposal_head.ProposalHead`), its box
-coding (:mod:`.coding`), training on a frozen SAM (:mod:`pocketsam.train.proposals`) and the proposal source
-that feeds MobileSAMv2-style box prompting (:class:`.source.HeadProposals`)."""
+"""Object proposals for MobileSAMv2-style box prompting, in one package: every source
+(:mod:`.sources`: fixed boxes, a COCO detections file, Ultralytics YOLO, any callable, and
+the built-in proposal head on the image embedding SAM has already computed) and the head's
+box coding (:mod:`.coding`). Training a head is :mod:`pocketsam.train.proposals`."""
 
-from pocketsam.proposals.source import HeadProposals
+from pocketsam.proposals.sources import (
+    BoxesProposals,
+    CocoDetections,
+    CocoDetectionsProposals,
+    HeadProposals,
+    ProposalSource,
+    YoloProposals,
+    as_proposal_source,
+)
 
-__all__ = ["HeadProposals"]
+__all__ = ["BoxesProposals", "CocoDetections", "CocoDetectionsProposals", "HeadProposals", "ProposalSource",
+           "YoloProposals", "as_proposal_source"]

@@ -14,7 +14,11 @@ record (:func:`unpack_proposals` reads every form). Provided:
   :class:`CocoDetections`, the one validating reader of detection files (also behind
   ``eval coco`` and ``eval everything --boxes``);
 * :class:`YoloProposals` — an Ultralytics YOLO model (MobileSAMv2's object-aware model
-  is one); needs the optional ``ultralytics`` package and a local weights file.
+  is one); needs the optional ``ultralytics`` package and a local weights file;
+* :class:`HeadProposals` — the checkpoint's own proposal head
+  (:class:`~pocketsam.models.proposal_head.ProposalHead`). Unlike an external detector it
+  reads the image embedding the predictor has already computed, so it is asked through
+  :meth:`HeadProposals.from_predictor` after ``set_image``, not with the image.
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sized, Union, runtime_checkable
 
 import numpy as np
+import torch
 
-from pocketsam.io import read_json
 from pocketsam.errors import InputError, PocketSamError
+from pocketsam.io import read_json
+from pocketsam.proposals.coding import decode_boxes
 
 
 @runtime_checkable
@@ -90,11 +96,38 @@ def unpack_proposals(result: Any, source: Any = None, where: str = "proposal sou
     if not isinstance(result, (tuple, list)) or len(result) not in (2, 3):
         raise InputError(f"{where} returned {type(result).__name__}", "return (boxes, scores) or (boxes, scores, category_ids)")
     boxes, scores = check_proposals(result[0], result[1], where)
-    categories = result[2] if len(result) == 3 else getattr(source, "categories", None)
+    categories = result[2] if len(result) == 3 else (source.categories if source is not None else None)
     return boxes, scores, check_categories(categories, len(boxes), where)
 
 
-class BoxesProposals:
+class SourceBase:
+    """What :class:`~pocketsam.everything.ObjectAwareMaskGenerator` asks of every source
+    besides calling it; :func:`as_proposal_source` wraps a plain callable in one."""
+
+    uses_embedding: bool = False
+    """True: boxes come from the image embedding (:meth:`HeadProposals.from_predictor`)."""
+    score_thresh: float | None = None
+    """The score threshold the source recommends (None: the generator's default)."""
+    categories: Any = None
+    """Category ids of the boxes a two-value source returns (or None)."""
+
+
+class CallableProposals(SourceBase):
+    """A user's callable (e.g. a detector) as a source."""
+
+    def __init__(self, fn: Callable[[np.ndarray], tuple[np.ndarray, ...]]) -> None:
+        self.fn = fn
+        self.description = getattr(fn, "description", None) or getattr(fn, "__name__", type(fn).__name__)
+        self.score_thresh = getattr(fn, "score_thresh", None)  # a user object may recommend one
+        self.categories = getattr(fn, "categories", None)
+
+    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, ...]:
+        result = self.fn(image)
+        self.categories = getattr(self.fn, "categories", None)  # may be set by the call
+        return result
+
+
+class BoxesProposals(SourceBase):
     """Fixed proposals: ``boxes`` ``N×4`` XYXY in image pixels, optional ``scores`` ``N``
     (default 1.0 each) and ``categories`` ``N`` (integer ids, ``None`` for a box without
     one; kept as the :attr:`categories` attribute, the call returns ``(boxes, scores)``)."""
@@ -305,7 +338,7 @@ def check_matched(by_image: Mapping[Any, tuple[Sized, Sized]], used: Iterable[An
     )
 
 
-class CocoDetectionsProposals:
+class CocoDetectionsProposals(SourceBase):
     """Proposals for one image read from a COCO detections JSON (see :class:`CocoDetections`).
 
     Args:
@@ -325,7 +358,7 @@ class CocoDetectionsProposals:
         return self.boxes, self.scores
 
 
-class YoloProposals:
+class YoloProposals(SourceBase):
     """Boxes from an Ultralytics YOLO model (e.g. MobileSAMv2's ``ObjectAwareModel.pt``).
 
     Needs ``pip install ultralytics``; the weights must be a local file — nothing is
@@ -362,17 +395,49 @@ class YoloProposals:
 ProposalLike = Union[ProposalSource, Callable[[np.ndarray], Any], np.ndarray, list]
 
 
-def as_proposal_source(source: Any) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """A callable proposal source from a source, a callable, or an ``N×4`` box array."""
-    if callable(source):
+def as_proposal_source(source: Any) -> SourceBase:
+    """A proposal source from a source, a callable, or an ``N×4`` box array."""
+    if isinstance(source, SourceBase):
         return source
+    if callable(source):
+        return CallableProposals(source)
     if isinstance(source, (np.ndarray, list, tuple)):
         return BoxesProposals(source)
-    try:
-        import torch
-
-        if isinstance(source, torch.Tensor):
-            return BoxesProposals(source.detach().cpu().numpy())
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(source, torch.Tensor):
+        return BoxesProposals(source.detach().cpu().numpy())
     raise TypeError(f"proposals must be a callable or an N×4 array of boxes, got {type(source).__name__}")
+
+
+class HeadProposals(SourceBase):
+    """Boxes from ``sam.proposal_head`` in original-image pixels.
+
+    Args:
+        head: a :class:`~pocketsam.models.proposal_head.ProposalHead`.
+        top_k: the most proposals per image (before score filtering and NMS).
+        min_score: the lowest centre score kept.
+    """
+
+    uses_embedding = True
+    description = "the checkpoint's proposal head"
+
+    def __init__(self, head: torch.nn.Module, top_k: int = 100, min_score: float = 0.05) -> None:
+        self.head, self.top_k, self.min_score = head, top_k, min_score
+
+    @property
+    def score_thresh(self) -> float:
+        """The score threshold the head was trained for (its recommendation to the generator),
+        rounded to 4 decimals: it is stored in the head's dtype, e.g. fp16 on disk."""
+        return round(float(self.head.score_thresh), 4)
+
+    @torch.inference_mode()
+    def from_predictor(self, predictor) -> tuple[np.ndarray, np.ndarray]:
+        emb = predictor.get_image_embedding()
+        head = self.head.to(emb.device).eval()
+        out = head(emb.float())
+        stride = predictor.model.img_size / out.shape[-1]
+        boxes, scores = decode_boxes(out, stride, self.top_k, self.min_score)[0]
+        boxes = predictor.pre.boxes_to_image(boxes, predictor.original_size)  # input frame → image pixels
+        return boxes.cpu().double().numpy(), scores.cpu().double().numpy()
+
+    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise TypeError("HeadProposals reads the embedding: use it through ObjectAwareMaskGenerator")
