@@ -40,7 +40,6 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def nano():
-    from pocketsam.checkpoints import save_checkpoint
     from pocketsam.models import MODEL_CONFIGS, create_model
 
     torch.manual_seed(0)
