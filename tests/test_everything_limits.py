@@ -18,12 +18,10 @@ from pocketsam.everything.limits import (
     MAX_CROP_N_LAYERS,
     MAX_GRID_PROMPTS,
     MAX_POINTS_PER_SIDE,
-    MAX_PROMPT_BATCH,
-    MAX_PROMPT_POINTS,
     check_everything_work,
-    check_prompt_count,
     everything_work,
 )
+from pocketsam.prompts import MAX_PROMPT_BATCH, MAX_PROMPT_POINTS, check_prompt_count
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -1,4 +1,4 @@
-"""pocketsam.speed: inference copies leave the model alone, default mode is exact, opt-in
+"""pocketsam.runtime (speed modes): inference copies leave the model alone, default mode is exact, opt-in
 modes stay accurate, and `pocketsam bench` runs end to end."""
 
 from __future__ import annotations

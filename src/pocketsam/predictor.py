@@ -12,7 +12,7 @@ from pocketsam.errors import InputError, NotReadyError, PocketSamError
 from pocketsam.masks import upsample_logits
 from pocketsam.models.sam import Sam
 from pocketsam.preprocess import Preprocess
-from pocketsam.prompts import check_prompt_arrays
+from pocketsam.prompts import check_prompt_arrays, check_prompt_count
 from pocketsam.runtime import optimize
 
 #: Batched prompts in image pixels: numpy arrays or tensors.
@@ -190,6 +190,7 @@ class SamPredictor:
             if not np.isin(labels, (0, 1)).all():
                 bad = labels[~np.isin(labels, (0, 1))][0]
                 raise InputError(f"point label {bad:g} is not 0 or 1", "use 1 for foreground points, 0 for background")
+            check_prompt_count(len(coords))
             check_prompt_arrays(coords, None, self.original_size)
             coords_t = self._to_input_frame(coords).float()[None]
             labels_t = torch.as_tensor(labels, dtype=torch.int, device=self.device)[None]
@@ -228,6 +229,8 @@ class SamPredictor:
             masks B×C×H×W, iou predictions B×C, low-res logits B×C×L×L.
         """
         self._require_image()
+        check_prompt_count(point_coords.shape[-2] if point_coords is not None else 0,
+                           len(boxes) if boxes is not None else (len(point_coords) if point_coords is not None else 0))
         points = (point_coords, point_labels) if point_coords is not None else None
         low_res, iou = self.predict_low_res(points, boxes, mask_input, multimask_output)
         return self._masks(low_res, return_logits), iou, low_res

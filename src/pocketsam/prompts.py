@@ -75,6 +75,31 @@ def check_prompts_inside(prompts: Prompts, width: int, height: int) -> None:
             )
 
 
+MAX_PROMPT_POINTS = 1024
+"""Points in one prompt (one mask prediction): far above any useful prompt."""
+MAX_PROMPT_BATCH = 4096
+"""Prompts decoded in one batched call (each holds 3 low-res masks, 0.75 MiB, meanwhile)."""
+
+
+def check_prompt_count(n_points: int = 0, n_prompts: int = 0) -> None:
+    """Refuse a prompt with more than :data:`MAX_PROMPT_POINTS` points, or a batch of more
+    than :data:`MAX_PROMPT_BATCH` prompts (``SamPredictor.predict``/``predict_torch``, the
+    ``segment`` command, the server's ``/decode``).
+
+    Args:
+        n_points: points in one prompt (``point_coords.shape[-2]``).
+        n_prompts: prompts decoded together (boxes, or the batch of point sets).
+    Raises:
+        InputError: naming the count and the bound.
+    """
+    if int(n_points) > MAX_PROMPT_POINTS:
+        raise InputError(f"{int(n_points):,} points in one prompt; at most {MAX_PROMPT_POINTS} are allowed",
+                         "a mask needs a few points (SAM was trained with up to about a dozen)")
+    if int(n_prompts) > MAX_PROMPT_BATCH:
+        raise InputError(f"{int(n_prompts):,} prompts in one call; at most {MAX_PROMPT_BATCH} are allowed",
+                         "split them into several calls")
+
+
 def check_prompt_arrays(point_coords: Any, box: Any, original_size: tuple[int, int]) -> None:
     """The rule of :func:`check_prompts_inside` for ``SamPredictor.predict``'s arrays
     (image pixels): a point off the image, or a box that is inverted or goes outside it, is
@@ -86,6 +111,9 @@ def check_prompt_arrays(point_coords: Any, box: Any, original_size: tuple[int, i
         original_size: (H, W) of the image.
     """
     height, width = int(original_size[0]), int(original_size[1])
+    for value in (point_coords, box):
+        if value is not None and not np.isfinite(np.asarray(value, np.float64)).all():
+            return  # the predictor's own check says "NaN or infinite", which is the real problem
     prompts = Prompts()
     if point_coords is not None:
         prompts.points = [(float(x), float(y)) for x, y in np.asarray(point_coords, np.float64).reshape(-1, 2)]

@@ -40,6 +40,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from pocketsam.errors import InputError
 from pocketsam.masks import (
     MaskData,
     area_from_rle,
@@ -168,7 +169,7 @@ def as_predictor(model: Any, speed: str | None) -> Any:
 
     if isinstance(model, SamPredictor):
         if speed is not None and speed != model.mode:
-            raise ValueError(f"speed={speed!r} given with a SamPredictor in mode {model.mode!r}")
+            raise InputError(f"speed={speed!r} given with a SamPredictor in mode {model.mode!r}")
         return model
     return SamPredictor(model, mode=speed)
 
@@ -267,7 +268,7 @@ class MaskGeneratorBase:
 
 def check_output_mode(output_mode: str) -> None:
     if output_mode not in OUTPUT_MODES:
-        raise ValueError(f"Unknown output_mode {output_mode!r}; expected one of {', '.join(OUTPUT_MODES)}")
+        raise InputError(f"Unknown output_mode {output_mode!r}; expected one of {', '.join(OUTPUT_MODES)}")
 
 
 def decode_and_filter(

@@ -13,6 +13,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from pocketsam.errors import InputError
 from pocketsam.everything._common import (
     Crop,
     FilterSettings,
@@ -85,9 +86,9 @@ class SamAutomaticMaskGenerator(MaskGeneratorBase):
         speed: str | None = None,
     ) -> None:
         if (points_per_side is None) == (point_grids is None):
-            raise ValueError("Exactly one of points_per_side or point_grids must be provided.")
+            raise InputError("Exactly one of points_per_side or point_grids must be provided.")
         if points_per_side is not None and points_per_side < 1:
-            raise ValueError(f"points_per_side must be >= 1, got {points_per_side}")
+            raise InputError(f"points_per_side must be >= 1, got {points_per_side}")
         # the work is bounded before the grids are built (points_per_side=100000: a 74 GiB grid)
         check_everything_work(points_per_side, crop_n_layers, crop_n_points_downscale_factor)
         if points_per_side is not None:
@@ -97,9 +98,9 @@ class SamAutomaticMaskGenerator(MaskGeneratorBase):
         else:
             self.point_grids = [np.asarray(g, dtype=np.float64) for g in point_grids]  # type: ignore[union-attr]
             if len(self.point_grids) < crop_n_layers + 1:
-                raise ValueError(f"point_grids needs one grid per crop layer ({crop_n_layers + 1})")
+                raise InputError(f"point_grids needs one grid per crop layer ({crop_n_layers + 1})")
         if points_per_batch < 1:
-            raise ValueError(f"points_per_batch must be >= 1, got {points_per_batch}")
+            raise InputError(f"points_per_batch must be >= 1, got {points_per_batch}")
         check_batch_size(points_per_batch)  # its masks are held at once
         filters = FilterSettings(pred_iou_thresh, stability_score_thresh, stability_score_offset)
         super().__init__(model, filters, box_nms_thresh, min_mask_region_area, output_mode, speed)

@@ -39,6 +39,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from pocketsam.errors import InputError
 from pocketsam.everything._common import Stats
 from pocketsam.everything.grid import SamAutomaticMaskGenerator
 from pocketsam.masks import build_point_grid
@@ -148,7 +149,7 @@ class SamHierarchicalMaskGenerator(SamAutomaticMaskGenerator):
     ) -> None:
         if dense_layout not in DENSE_LAYOUTS:
             # ValueError, as the other constructor arguments of the generators (segment_anything's API)
-            raise ValueError(f"unknown dense_layout {dense_layout!r}; use one of "
+            raise InputError(f"unknown dense_layout {dense_layout!r}; use one of "
                              f"{', '.join(repr(x) for x in DENSE_LAYOUTS)}")
         super().__init__(
             model, points_per_side=points_per_side, points_per_batch=points_per_batch,

@@ -10,8 +10,8 @@ points per prompt) and far below what exhausts a machine:
 * :data:`MAX_POINTS_PER_SIDE` = 1024 (1,048,576 prompts for one crop);
 * :data:`MAX_CROP_N_LAYERS` = 4 (1 + 4 + 16 + 64 + 256 = 341 crops, each one encoder pass);
 * :data:`MAX_GRID_PROMPTS` = 2²⁰ point prompts for one image over all its crops;
-* :data:`MAX_PROMPT_POINTS` = 1024 points in one prompt (one mask prediction), and
-  :data:`MAX_PROMPT_BATCH` = 4096 prompts (boxes, or point sets) decoded in one batched
+* :data:`~pocketsam.prompts.MAX_PROMPT_POINTS` = 1024 points in one prompt (one mask
+  prediction), and :data:`~pocketsam.prompts.MAX_PROMPT_BATCH` = 4096 prompts (boxes, or point sets) decoded in one batched
   call: also the bound on ``points_per_batch`` / ``boxes_per_batch`` (each prompt holds
   3 low-resolution masks, 0.75 MiB, while its batch is decoded).
 
@@ -21,12 +21,11 @@ points per prompt) and far below what exhausts a machine:
 from __future__ import annotations
 
 from pocketsam.errors import InputError
+from pocketsam.prompts import MAX_PROMPT_BATCH
 
 MAX_POINTS_PER_SIDE = 1024
 MAX_CROP_N_LAYERS = 4
 MAX_GRID_PROMPTS = 1 << 20
-MAX_PROMPT_POINTS = 1024
-MAX_PROMPT_BATCH = 4096
 
 
 def _name(key: str, cli: bool) -> str:
@@ -74,25 +73,6 @@ def check_everything_work(points_per_side: int | None, crop_n_layers: int = 0, d
                          f"over {work['crops']} crops per image; at most {MAX_GRID_PROMPTS:,} are allowed",
                          f"lower {pps} or {layers}")
     return work
-
-
-def check_prompt_count(n_points: int = 0, n_prompts: int = 0) -> None:
-    """Refuse a prompt with more than :data:`MAX_PROMPT_POINTS` points, or a batch of more
-    than :data:`MAX_PROMPT_BATCH` prompts (``SamPredictor.predict``/``predict_torch``, the
-    ``segment`` command, the server's ``/decode``).
-
-    Args:
-        n_points: points in one prompt (``point_coords.shape[-2]``).
-        n_prompts: prompts decoded together (boxes, or the batch of point sets).
-    Raises:
-        InputError: naming the count and the bound.
-    """
-    if int(n_points) > MAX_PROMPT_POINTS:
-        raise InputError(f"{int(n_points):,} points in one prompt; at most {MAX_PROMPT_POINTS} are allowed",
-                         "a mask needs a few points (SAM was trained with up to about a dozen)")
-    if int(n_prompts) > MAX_PROMPT_BATCH:
-        raise InputError(f"{int(n_prompts):,} prompts in one call; at most {MAX_PROMPT_BATCH} are allowed",
-                         "split them into several calls")
 
 
 def check_batch_size(value: int, name: str = "points_per_batch", cli: bool = False) -> int:

@@ -24,6 +24,7 @@ from pocketsam.everything._common import (
     remove_small_regions_and_dedupe,
     to_records,
 )
+from pocketsam.everything.limits import check_batch_size
 from pocketsam.masks import MaskData, batched_nms
 from pocketsam.models.proposal_head import MOBILESAMV2_SCORE_THRESH
 from pocketsam.predictor import check_image
@@ -74,8 +75,7 @@ class ObjectAwareMaskGenerator(MaskGeneratorBase):
         output_mode: str = "binary_mask",
         speed: str | None = None,
     ) -> None:
-        if boxes_per_batch < 1:
-            raise ValueError(f"boxes_per_batch must be >= 1, got {boxes_per_batch}")
+        boxes_per_batch = check_batch_size(boxes_per_batch, "boxes_per_batch")
         filters = FilterSettings(pred_iou_thresh, stability_score_thresh, stability_score_offset)
         super().__init__(model, filters, box_nms_thresh, min_mask_region_area, output_mode, speed)
         model = self.predictor.model

@@ -158,7 +158,7 @@ class FusedMlp(nn.Module):
 
 def fuse_gelu(model: nn.Module) -> nn.Module:
     """Fuse GELU activations into the preceding convolution/linear layer, in place (call it
-    on an :func:`~pocketsam.speed.fold.inference_copy` *after* BatchNorm folding). Returns
+    on an :func:`~pocketsam.runtime.fold.inference_copy` *after* BatchNorm folding). Returns
     ``model``."""
     for name, child in list(model.named_children()):
         replacement: nn.Module | None = None
