@@ -16,6 +16,8 @@ Arms: ``default`` is whatever `--stage encoder` defaults to now; ``plain`` is th
 horizontal flips whose targets are the teacher run on the flipped image, embedding MSE,
 fp32 targets computed here, no clipping, all 200 images); the others are the previous
 defaults (``v1``) and one-factor changes of them, for finding what makes the difference.
+``engine_plain`` spells out today's defaults (docs/training.md, "Distillation defaults: the
+learning curve", has the measured table and what it says).
 CPU time is user + system of each training run (teacher embeddings excluded for every arm:
 the CLI arms share one cache, the plain loop computes its own once).
 """
