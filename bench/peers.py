@@ -31,6 +31,7 @@ as JSON.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -230,8 +231,10 @@ def main() -> int:
             else:
                 log("NNCF int8 (transformer preset, calibrated on the photos)")
                 t = time.perf_counter()
-                ov_art = pov.quantize_encoder(model, images, work / "ov_int8", onnx_path=enc_onnx, threads=threads,
-                                              measure=0, image_names=[p.name for p in paths])
+                # NNCF draws progress bars on stdout: keep stdout for the markdown result
+                with contextlib.redirect_stdout(sys.stderr):
+                    ov_art = pov.quantize_encoder(model, images, work / "ov_int8", onnx_path=enc_onnx,
+                                                  threads=threads, measure=0, image_names=[p.name for p in paths])
                 notes["nncf_s"] = f"{time.perf_counter() - t:.0f}"
             encoders["OpenVINO NNCF int8 (rest f32)"] = pov.compile_artifact(ov_art, "f32", threads)
             if pov.native_bf16():
