@@ -31,6 +31,7 @@ as JSON.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -159,6 +160,8 @@ def main() -> int:
                          "machine, CPU time at --threads 1 is what is left of the signal)")
     ap.add_argument("--work", help="keep the exports and both int8 artifacts here and reuse them when present "
                                    "(default: a temporary folder, removed at the end)")
+    ap.add_argument("--bf16-cast-once", action="store_true",
+                    help="add the experimental row of docs/speed-peers.md: default's fused copy cast to bf16 once")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--output")
     args = ap.parse_args()
@@ -212,6 +215,8 @@ def main() -> int:
             encoders[f"pocketsam {mode}"] = optimize(source, mode).image_encoder
         if not args.no_int8:
             encoders["pocketsam int8 (torch oneDNN)"] = optimize(source, "int8", backend="torch").image_encoder
+        if args.bf16_cast_once:
+            encoders["pocketsam bf16 cast once (experiment)"] = bf16_cast_once(model)
         fast = optimize(source, "fast", cache_dir=work / "cache")
         notes["fast"] = fast.fast_choice.describe()
         encoders["pocketsam fast"] = fast.image_encoder
@@ -230,8 +235,10 @@ def main() -> int:
             else:
                 log("NNCF int8 (transformer preset, calibrated on the photos)")
                 t = time.perf_counter()
-                ov_art = pov.quantize_encoder(model, images, work / "ov_int8", onnx_path=enc_onnx, threads=threads,
-                                              measure=0, image_names=[p.name for p in paths])
+                # NNCF draws progress bars on stdout: keep stdout for the markdown result
+                with contextlib.redirect_stdout(sys.stderr):
+                    ov_art = pov.quantize_encoder(model, images, work / "ov_int8", onnx_path=enc_onnx,
+                                                  threads=threads, measure=0, image_names=[p.name for p in paths])
                 notes["nncf_s"] = f"{time.perf_counter() - t:.0f}"
             encoders["OpenVINO NNCF int8 (rest f32)"] = pov.compile_artifact(ov_art, "f32", threads)
             if pov.native_bf16():
@@ -309,6 +316,35 @@ def main() -> int:
 
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def bf16_cast_once(model) -> torch.nn.Module:
+    """Experiment (docs/speed-peers.md): ``default``'s inference copy (BatchNorm folded,
+    channels-last, GELU fused as oneDNN post-ops) cast to bfloat16 once, instead of autocast.
+    The fused modules only take float32 in pocketsam today, so this process lets them take
+    bf16 too (same oneDNN ops; autocast still disables them)."""
+    import copy
+
+    from pocketsam.speed import fuse, optimize
+
+    def fast_ok(x, w):
+        return (fuse.MKLDNN_FUSION and x.device.type == "cpu" and x.dtype == w.dtype
+                and x.dtype in (torch.float32, torch.bfloat16)
+                and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
+                and not torch.is_autocast_enabled("cpu"))
+
+    fuse._fast_ok = fast_ok
+    enc = copy.deepcopy(optimize(model, "default").image_encoder).to(torch.bfloat16)
+
+    class CastOnce(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = enc
+
+        def forward(self, x):
+            return self.enc(x.to(torch.bfloat16)).float()
+
+    return CastOnce()
 
 
 def _ov_mask_decoder(path, threads, precision):
