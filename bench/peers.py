@@ -172,9 +172,12 @@ def main() -> int:
     from pocketsam import build_sam
     from pocketsam.io import list_images, load_image
     from pocketsam.predictor import SamPredictor
+    from pocketsam.preprocess import Preprocess
+    from pocketsam.quant.openvino import quantize_encoder
     from pocketsam.runtime import openvino as pov
+    from pocketsam.runtime.agreement import embedding_ious
     from pocketsam.runtime import configure_threads, optimize
-    from pocketsam.runtime.select import cpu_name, relevant_flags
+    from pocketsam.platform import cpu_name, relevant_flags
 
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
@@ -203,7 +206,8 @@ def main() -> int:
         warnings.simplefilter("ignore")
         source = model
         if not args.no_int8:
-            from pocketsam.quant import is_artifact, load_int8_model, quantize_model
+            from pocketsam.quant import is_artifact, quantize_model
+            from pocketsam.runtime.load import load_int8_model
 
             if not is_artifact(work / "int8"):
                 log("pocketsam quantize (int8 artifact, calibrated on the photos)")
@@ -237,7 +241,7 @@ def main() -> int:
                 t = time.perf_counter()
                 # NNCF draws progress bars on stdout: keep stdout for the markdown result
                 with contextlib.redirect_stdout(sys.stderr):
-                    ov_art = pov.quantize_encoder(model, images, work / "ov_int8", onnx_path=enc_onnx,
+                    ov_art = quantize_encoder(model, images, work / "ov_int8", onnx_path=enc_onnx,
                                                   threads=threads, measure=0, image_names=[p.name for p in paths])
                 notes["nncf_s"] = f"{time.perf_counter() - t:.0f}"
             encoders["OpenVINO NNCF int8 (rest f32)"] = pov.compile_artifact(ov_art, "f32", threads)
@@ -252,12 +256,11 @@ def main() -> int:
         for image in images:
             ref.set_image(image)
             fp32 = ref.features
-            x = pov.predictor_input(ref, image)
+            x = Preprocess.for_model(model).image(image)
             xs.append(x)
             for name, enc in encoders.items():
-                got = pov.decode_agreement(ref, fp32, enc(x).float(), image.shape[:2], points_only=True)
+                got = embedding_ious(ref.engine, fp32, enc(x).float(), image.shape[:2], points_only=True)
                 iou[name].append(float(np.mean(got["point"])))
-            ref.features = fp32
 
     log(f"encoder timing: {args.repeats} alternating rounds over {len(encoders)} paths")
     times = defaultdict(list)
@@ -325,7 +328,7 @@ def bf16_cast_once(model) -> torch.nn.Module:
     bf16 too (same oneDNN ops; autocast still disables them)."""
     import copy
 
-    from pocketsam.speed import fuse, optimize
+    from pocketsam.runtime import fuse, optimize
 
     def fast_ok(x, w):
         return (fuse.MKLDNN_FUSION and x.device.type == "cpu" and x.dtype == w.dtype

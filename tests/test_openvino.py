@@ -12,6 +12,7 @@ pytest.importorskip("openvino")
 pytest.importorskip("onnx")
 
 from pocketsam.errors import CheckpointError, InputError  # noqa: E402
+from pocketsam.preprocess import Preprocess  # noqa: E402
 from pocketsam.runtime import openvino as pov  # noqa: E402
 
 
@@ -42,7 +43,7 @@ def _reference(model, x):
 
 def test_f32_and_bf16_agree_with_torch(tiny):
     model, onnx_path, images, _ = tiny
-    x = torch.from_numpy(pov.encoder_inputs(model, images[:1])[0])
+    x = Preprocess.for_model(model).image(images[0])
     ref = _reference(model, x)
     f32 = pov.OpenVINOImageEncoder.from_onnx(onnx_path, model.img_size, "f32", threads=1)
     out = f32(x)
@@ -70,10 +71,11 @@ def test_unknown_precision_is_refused(tiny):
 def test_int8_artifact_round_trip_and_tampering(tiny):
     pytest.importorskip("nncf")
     from pocketsam.checkpoints import weights_sha256
+    from pocketsam.quant.openvino import quantize_encoder
 
     model, onnx_path, images, folder = tiny
     out = folder / "int8"
-    art = pov.quantize_encoder(model, images, out, onnx_path=onnx_path, threads=1, measure=1)
+    art = quantize_encoder(model, images, out, onnx_path=onnx_path, threads=1, measure=1)
     assert {p.name for p in out.iterdir()} == {pov.META_NAME, pov.XML_NAME, pov.BIN_NAME, pov.WEIGHTS_NAME}
     meta = json.loads((out / pov.META_NAME).read_text())
     assert meta["format"] == pov.FORMAT and meta["model_sha256"] == weights_sha256(model)
@@ -83,7 +85,7 @@ def test_int8_artifact_round_trip_and_tampering(tiny):
 
     loaded = pov.load_artifact(out)
     enc = pov.compile_artifact(loaded, "f32", threads=1)
-    x = torch.from_numpy(pov.encoder_inputs(model, images[:1])[0])
+    x = Preprocess.for_model(model).image(images[0])
     err = _rel(enc(x), _reference(model, x))
     assert 1e-4 < err < 0.5, err
 
@@ -99,6 +101,7 @@ def test_int8_artifact_round_trip_and_tampering(tiny):
         pov.load_artifact(out)
     (out / pov.META_NAME).write_text(json.dumps(meta))
     pov.load_artifact(out)  # restored: loads again
+    _runs_through_the_runtime(out, model, images[0])
     data = bytearray((out / pov.BIN_NAME).read_bytes())
     data[len(data) // 2] ^= 0xFF
     (out / pov.BIN_NAME).write_bytes(bytes(data))
@@ -119,3 +122,44 @@ def test_foreign_ir_operations_are_refused(tmp_path):
         pov._check_ir(xml, tmp_path)
     with pytest.raises(CheckpointError, match="DTD"):
         pov._check_ir(b'<!DOCTYPE net [<!ENTITY a "b">]><net/>', tmp_path)
+
+
+def _runs_through_the_runtime(out, model, image):
+    """build_sam loads the NNCF artifact like pocketsam's own: the model prefers int8, and
+    the int8 path runs the artifact's encoder on OpenVINO with pocketsam's decoder."""
+    import numpy as np
+
+    from pocketsam import SamPredictor, build_sam
+
+    sam = build_sam(checkpoint=out)
+    assert isinstance(sam.info.int8, pov.OpenVINOArtifact) and sam.info.preferred_mode == "int8"
+    predictor = SamPredictor(sam)
+    predictor.set_image(image)
+    assert "OpenVINO NNCF int8" in predictor.speed_path
+    masks, scores, _ = predictor.predict(point_coords=np.array([[100.0, 100.0]]), point_labels=np.array([1]))
+    assert masks.shape == (3, 256, 256) and np.isfinite(scores).all()
+
+
+def test_openvino_speed_mode(tiny, tmp_path, monkeypatch):
+    """mode="openvino": the encoder on OpenVINO (f32 here, forced), pocketsam's decoder; the
+    masks agree with float32's; fast counts OpenVINO among its candidates."""
+    from pocketsam.runtime import choose_fast, optimize, select
+    from pocketsam.runtime.agreement import mask_agreement, scene
+
+    monkeypatch.setenv("POCKETSAM_CACHE", str(tmp_path / "cache"))
+    model = tiny[0]
+    fast = optimize(model, "openvino", precision="f32", threads=1)
+    assert isinstance(fast.image_encoder, pov.OpenVINOImageEncoder)
+    assert fast.info.speed.describe() == "openvino (OpenVINO f32 encoder)"
+    with torch.no_grad():
+        q = mask_agreement(optimize(model, "default"), fast, [scene(256, seed=1)])
+    assert q["mask_iou_vs_fp32"] > 0.99 and q["embedding_rel_l2"] < 1e-4
+    seen = {}
+
+    def measured(model, optimize, modes, repeats=3, cache_dir=None):
+        seen["modes"] = list(modes)
+        return {m: (2.0 if m == "openvino:f32" else 0.5) for m in modes}
+
+    monkeypatch.setattr(select, "measure_speedups", measured)
+    choice = choose_fast(model, cache_dir=tmp_path)
+    assert "openvino:f32" in seen["modes"] and choice.mode == "openvino:f32", choice.describe()

@@ -47,7 +47,7 @@ from pocketsam.runtime import check_mode
 from pocketsam.runtime.agreement import accuracy_prompts
 from pocketsam.runtime.load import build_sam
 
-DEFAULT_MODES = ("reference", "default", "bf16", "int8", "fast", "onnx", "compile")
+DEFAULT_MODES = ("reference", "default", "bf16", "int8", "fast", "onnx", "openvino", "compile")
 
 
 @dataclass

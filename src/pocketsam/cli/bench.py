@@ -10,7 +10,7 @@ import json
 
 from pocketsam.cli.common import check_output_file
 
-DEFAULT_MODES = "reference,default,bf16,int8,fast,onnx,compile"
+DEFAULT_MODES = "reference,default,bf16,int8,fast,onnx,openvino,compile"
 
 
 def register(subparsers) -> None:

@@ -227,7 +227,7 @@ def validate(args: argparse.Namespace) -> dict[str, Any]:
 
         check_proposals(args.mode, False, has_proposal_head(float_weights_file(checkpoint)))
     kwargs, from_model = generator_settings(args, checkpoint)
-    from pocketsam.runtime.artifact import identity_file
+    from pocketsam.runtime.load import identity_file
 
     base = provenance(checkpoint, sha256_file(identity_file(checkpoint)), args.mode, kwargs, args.model_type)
 

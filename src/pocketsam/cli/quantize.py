@@ -35,6 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--measure", type=int, default=4, metavar="N",
                    help="calibration images on which to record mask IoU against float32 (default 4; 0 skips)")
     p.add_argument("--threads", type=int, default=None, help="threads (default: POCKETSAM_THREADS or the cores)")
+    p.add_argument("--backend", choices=("pocketsam", "openvino"), default="pocketsam",
+                   help="pocketsam: its own int8 encoder (torch oneDNN / ONNX Runtime; default); openvino: NNCF "
+                        "post-training int8 run by OpenVINO (needs the [openvino] extra); --int8-layers, "
+                        "--float-layers and --no-search apply to pocketsam's only")
     p.set_defaults(func=run)
 
 
@@ -54,10 +58,25 @@ def run(args: argparse.Namespace) -> int:
     # a killed run's staging folder (.OUT.<hex>.tmp, tens of MB) goes now, not only when
     # this run writes; SIGTERM cleans up as Ctrl-C does (the staging folder, the temp folder)
     remove_stale_staging(Path(args.out))
+    say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    if args.backend == "openvino":
+        from pocketsam.quant.openvino import quantize_checkpoint_openvino
+
+        with terminate_as_interrupt():
+            art = quantize_checkpoint_openvino(args.checkpoint, args.calib, args.out, num_images=args.num_images,
+                                               model_type=args.model_type, log=say, measure=args.measure,
+                                               threads=threads)
+        q = art.meta.get("quality")
+        print(f"OpenVINO int8 artifact: {art.folder}")
+        if q:
+            print(f"  mask IoU vs float32 ({q['images']} calibration image(s)): {q['mask_iou_vs_fp32']:.4f}; "
+                  f"embedding relative L2 error {q['embedding_rel_l2']:.4f}")
+        print(f"  use it: pocketsam segment IMG --checkpoint {art.folder} ...  (runs the int8 speed mode on OpenVINO)")
+        return 0
     with terminate_as_interrupt():
         art = quantize_checkpoint(
             args.checkpoint, args.calib, args.out, num_images=args.num_images, model_type=args.model_type,
-            log=lambda msg: print(msg, file=sys.stderr, flush=True), search=not args.no_search,
+            log=say, search=not args.no_search,
             int8_layers=args.int8_layers, float_layers=floats, measure=args.measure, threads=threads,
         )
     meta = art.meta

@@ -166,7 +166,7 @@ def provenance(checkpoint: Path, checkpoint_sha256: str, mode: str, settings: Ma
     Args:
         checkpoint: the checkpoint file (its name is informational).
         checkpoint_sha256: the SHA-256 of the file that identifies the weights
-            (:func:`pocketsam.runtime.artifact.identity_file` for an int8 artifact).
+            (:func:`pocketsam.runtime.load.identity_file` for an int8 artifact).
         mode: the everything mode.
         settings: the generator's keyword arguments as applied; the result settings
             (:data:`~pocketsam.everything.modes.SETTINGS`, one typed object per mode)

@@ -18,12 +18,16 @@ int8         static int8 linear layers in the image encoder (VNNI / AMX-INT8 ker
              model's int8 artifact (``pocketsam quantize``, :mod:`pocketsam.quant`); run by
              torch's oneDNN int8 kernels or by ONNX Runtime, whichever measured faster for the
              model on this machine (``backend=`` forces one); the default float32 decoder.
-fast         the fastest of default / bf16 / int8 that keeps mask IoU >= 0.99 against
+fast         the fastest of default / bf16 / int8 / OpenVINO that keeps mask IoU >= 0.99 against
              float32 on this CPU (:mod:`pocketsam.runtime.select`): candidates from the CPU
              flags, speed from a one-off measurement of the model's encoder cached per machine;
              ``info.speed.chosen_by`` on the copy says which and why.
 compile      BatchNorm folded, then ``torch.compile`` (Inductor, max-autotune off) on the image
              encoder and the mask decoder. The first image pays the compile time.
+openvino     the image encoder (exported once to ONNX, cached like ``onnx``) on OpenVINO in f32,
+             or bf16 where OpenVINO has native bf16 kernels and a one-off measurement found
+             it faster with mask IoU >= 0.99 (``precision=`` forces one); pocketsam's
+             decoder. Needs the ``[openvino]`` extra.
 onnx         encoder and decoder exported with ``torch.onnx`` and run by ONNX Runtime
              (CPUExecutionProvider); the .onnx files are cached under
              ``$POCKETSAM_CACHE`` (default ``~/.cache/pocketsam/onnx``) keyed by a hash of
@@ -45,14 +49,14 @@ from pocketsam.checkpoints.fingerprint import weights_key
 from pocketsam.errors import InputError
 from pocketsam.models.info import SpeedPath
 from pocketsam.platform import configure_threads
-from pocketsam.runtime import select
+from pocketsam.runtime import openvino, select
 from pocketsam.runtime.backends import autocast_bf16, compile_model, int8_model
 from pocketsam.runtime.decoder import fast_mask_decoder
 from pocketsam.runtime.fold import fold_batchnorm, inference_copy, to_channels_last
 from pocketsam.runtime.fuse import fuse_gelu
 from pocketsam.runtime.onnx import onnx_model
 
-MODES = ("reference", "default", "bf16", "int8", "compile", "onnx", "fast")
+MODES = ("reference", "default", "bf16", "int8", "compile", "onnx", "openvino", "fast")
 
 __all__ = [
     "MODES", "check_mode", "choose_fast", "configure_threads", "fold_batchnorm", "fuse_gelu", "inference_copy", "optimize",
@@ -114,6 +118,10 @@ def optimize(model: nn.Module, mode: str = "default", **options) -> nn.Module:
         return compile_model(fast, **options)
     if mode == "onnx":
         return onnx_model(model, fast, **options)
+    if mode == "openvino":
+        if options.get("precision") is None:
+            options["precision"] = select.openvino_precision(model, optimize, options.get("cache_dir"))
+        return openvino.openvino_model(model, fast, **options)
     raise AssertionError(mode)  # pragma: no cover
 
 

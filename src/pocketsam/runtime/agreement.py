@@ -7,7 +7,7 @@ fractions of the image size; every prompt's three multimask outputs are compared
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -56,6 +56,58 @@ def _masks(engine: nn.Module, embedding: torch.Tensor, prompt: dict, pre: Prepro
     return upsample_logits(low_res, pre.input_size(size), size, pre.img_size)[0] > 0
 
 
+def _iou_into(kinds: dict[str, list[float]], kind: str, a: torch.Tensor, b: torch.Tensor) -> None:
+    for x, y in zip(a, b):
+        union = (x | y).sum()
+        kinds[kind].append(float((x & y).sum() / union) if union else 1.0)
+
+
+def _summary(kinds: dict[str, list[float]], errs: list[float], n_images: int, **extra) -> dict:
+    every = [v for vs in kinds.values() for v in vs]
+    return {"mask_iou_vs_fp32": float(np.mean(every)),
+            **{f"mask_iou_{k}": float(np.mean(v)) for k, v in kinds.items() if v},
+            "embedding_rel_l2": float(np.mean(errs)), "images": n_images, **extra}
+
+
+def embedding_ious(engine: nn.Module, reference: torch.Tensor, test: torch.Tensor, size: tuple[int, int],
+                   points_only: bool = False, pre: Preprocess | None = None) -> dict[str, list[float]]:
+    """The IoU of every mask decoded from embedding ``test`` against the same prompt's mask
+    from ``reference`` (both 1×C×S/16×S/16, decoded by ``engine``), for an image of
+    ``size`` (H, W), by prompt kind (``point``, ``box``, ``point+box``)."""
+    pre = pre or Preprocess.for_model(engine)
+    kinds: dict[str, list[float]] = {"point": [], "box": [], "point+box": []}
+    with torch.no_grad():
+        for prompt in accuracy_prompts(*size):
+            if points_only and "box" in prompt:
+                continue
+            _iou_into(kinds, prompt_kind(prompt), _masks(engine, reference, prompt, pre, size),
+                      _masks(engine, test, prompt, pre, size))
+    return kinds
+
+
+def embedding_agreement(reference: nn.Module, embed: Callable[[torch.Tensor], torch.Tensor],
+                        images: Sequence[np.ndarray], points_only: bool = False) -> dict:
+    """Like :func:`mask_agreement` for an encoder alone: ``embed`` (the encoder's input
+    1×3×S×S → embedding) against ``reference``'s encoder, both embeddings decoded by
+    ``reference``'s decoder, so only the encoder differs (another runtime's encoder, such
+    as OpenVINO's). ``points_only``: the 3×3 grid of single clicks only. Adds
+    ``per_image`` (mean IoU per image)."""
+    pre = Preprocess.for_model(reference)
+    kinds: dict[str, list[float]] = {"point": [], "box": [], "point+box": []}
+    errs, per_image = [], []
+    with torch.no_grad():
+        for image in images:
+            size = image.shape[:2]
+            x = pre.image(image, reference.device)
+            e_ref, e_test = reference.image_encoder(x), embed(x).float()
+            errs.append(float((e_test - e_ref).norm() / e_ref.norm()))
+            mine = embedding_ious(reference, e_ref, e_test, size, points_only, pre)
+            for k, v in mine.items():
+                kinds[k] += v
+            per_image.append(float(np.mean([v for vs in mine.values() for v in vs])))
+    return _summary(kinds, errs, len(images), per_image=per_image)
+
+
 def mask_agreement(reference: nn.Module, test: nn.Module, images: Sequence[np.ndarray]) -> dict:
     """Mean mask IoU of the inference copy ``test`` against ``reference`` (float32's), over
     :func:`accuracy_prompts` on each image; per prompt kind too, and the embedding's mean
@@ -75,11 +127,6 @@ def mask_agreement(reference: nn.Module, test: nn.Module, images: Sequence[np.nd
             e_ref, e_test = reference.image_encoder(x), test.image_encoder(x)
             errs.append(float((e_test - e_ref).norm() / e_ref.norm()))
             for prompt in accuracy_prompts(*size):
-                a, b = _masks(reference, e_ref, prompt, pre, size), _masks(test, e_test, prompt, pre, size)
-                for x_, y_ in zip(a, b):
-                    union = (x_ | y_).sum()
-                    kinds[prompt_kind(prompt)].append(float((x_ & y_).sum() / union) if union else 1.0)
-    every = [v for vs in kinds.values() for v in vs]
-    return {"mask_iou_vs_fp32": float(np.mean(every)),
-            **{f"mask_iou_{k}": float(np.mean(v)) for k, v in kinds.items() if v},
-            "embedding_rel_l2": float(np.mean(errs)), "images": len(images)}
+                _iou_into(kinds, prompt_kind(prompt), _masks(reference, e_ref, prompt, pre, size),
+                          _masks(test, e_test, prompt, pre, size))
+    return _summary(kinds, errs, len(images))

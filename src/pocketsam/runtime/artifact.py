@@ -80,21 +80,6 @@ def is_artifact(path: str | Path) -> bool:
     return (p.is_dir() and (p / META_NAME).is_file()) or (p.name == META_NAME and p.is_file())
 
 
-def identity_file(path: str | Path) -> Path:
-    """The file that identifies a checkpoint's contents: an artifact's metadata (it holds the
-    SHA-256 of every other file), else the checkpoint file itself."""
-    p = Path(path)
-    return p / META_NAME if p.is_dir() and (p / META_NAME).is_file() else p
-
-
-def weights_file(path: str | Path) -> Path:
-    """The float weights of a checkpoint: an artifact's ``model.safetensors``, else ``path``."""
-    p = Path(path)
-    if not is_artifact(p):
-        return p
-    return p.parent / WEIGHTS_NAME if p.is_file() else p / WEIGHTS_NAME
-
-
 def _damaged(folder: Path, what: str) -> CheckpointError:
     return CheckpointError(f"int8 artifact '{folder}' is damaged: {what}",
                            "re-create it with `pocketsam quantize CKPT --calib DIR --out OUT`")

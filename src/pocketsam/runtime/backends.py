@@ -17,6 +17,7 @@ from pocketsam.checkpoints.fingerprint import weights_sha256
 from pocketsam.errors import CheckpointError, InputError
 from pocketsam.models.info import SpeedPath
 from pocketsam.platform import native_bf16
+from pocketsam.runtime import openvino
 from pocketsam.runtime.decoder import fast_mask_decoder
 from pocketsam.runtime.int8_onnx import runnable_encoder, saturates_int16
 from pocketsam.runtime.int8_torch import available as torch_int8_available
@@ -72,9 +73,17 @@ def int8_model(model: nn.Module, fast: nn.Module, optimize: Callable[..., nn.Mod
     CPU only."""
     if fast.device.type != "cpu":
         raise InputError("int8 mode runs on CPU only", "use mode='bf16' on CUDA")
-    if backend not in (None, "torch", "onnxruntime"):
-        raise InputError(f"unknown int8 backend '{backend}'", "use 'torch' or 'onnxruntime'")
+    if backend not in (None, "torch", "onnxruntime", "openvino"):
+        raise InputError(f"unknown int8 backend '{backend}'", "use 'torch', 'onnxruntime' or 'openvino'")
     art = own_artifact(model)
+    if isinstance(art, openvino.OpenVINOArtifact):  # NNCF int8: OpenVINO runs it, whatever backend says
+        fast.image_encoder = openvino.compile_artifact(art, "f32", threads)
+        fast.mask_decoder = fast_mask_decoder(fast.mask_decoder)
+        fast.info = replace(model.info, speed=SpeedPath("int8", f"OpenVINO NNCF int8 encoder: {art.describe()}"))
+        return fast
+    if backend == "openvino":
+        raise InputError("backend 'openvino' runs OpenVINO int8 artifacts only",
+                         "make one with `pocketsam quantize --backend openvino`, or use 'torch' / 'onnxruntime'")
     if art.img_size != fast.img_size:
         raise InputError(f"the int8 encoder was quantised for {art.img_size}² inputs, this model runs at {fast.img_size}²",
                          "quantise the model at its input size")

@@ -15,7 +15,8 @@ from pocketsam.checkpoints import build_model, weights_sha256
 from pocketsam.errors import CheckpointError, InputError, InputTypeError
 from pocketsam.models.registry import MODEL_CONFIGS
 from pocketsam.models.sam import Sam
-from pocketsam.runtime.artifact import is_artifact, load_artifact, weights_file
+from pocketsam.runtime import artifact, openvino
+from pocketsam.runtime.artifact import is_artifact, load_artifact
 from pocketsam.weights import resolve_checkpoint_name
 
 
@@ -49,15 +50,15 @@ def build_sam(
     if model_type is not None and not isinstance(model_type, str):
         raise InputTypeError(f"model_type must be a string, got {type(model_type).__name__}",
                              f"use one of {', '.join(MODEL_CONFIGS)}")
-    if checkpoint is not None and is_artifact(checkpoint):
+    if checkpoint is not None and (is_artifact(checkpoint) or openvino.is_artifact(checkpoint)):
         return load_int8_model(checkpoint, model_type, device, img_size)
     return build_model(model_type, checkpoint, device, img_size)
 
 
 def load_int8_model(path: str | Path, model_type: str | None = None, device=None, img_size: int | None = None) -> Sam:
-    """The float model of an int8 artifact, with the artifact in ``model.info.int8`` and
-    ``int8`` as its preferred speed mode."""
-    art = load_artifact(path)
+    """The float model of an int8 artifact (pocketsam's, or OpenVINO's NNCF one), with the
+    artifact in ``model.info.int8`` and ``int8`` as its preferred speed mode."""
+    art = openvino.load_artifact(path) if openvino.is_artifact(path) else load_artifact(path)
     if img_size is not None and img_size != art.img_size:
         raise InputError(f"this int8 artifact's encoder was quantised for {art.img_size}² inputs, not {img_size}²",
                          "leave img_size out, or quantise the float model at that size")
@@ -70,11 +71,30 @@ def load_int8_model(path: str | Path, model_type: str | None = None, device=None
     return model
 
 
+def _artifact_folder(path: Path) -> tuple[Path, str, str] | None:
+    """(folder, metadata file name, weights file name) of an int8 artifact, else None."""
+    for kind in (artifact, openvino):
+        if kind.is_artifact(path):
+            folder = path.parent if path.is_file() else path
+            return folder, kind.META_NAME, kind.WEIGHTS_NAME
+    return None
+
+
 def float_weights_file(checkpoint: str | Path) -> Path:
     """The file holding a checkpoint's float weights and metadata: the file itself, an
     official name's downloaded file, or an int8 artifact's ``model.safetensors`` (for
     :func:`pocketsam.checkpoints.read_metadata` and friends, which read files only)."""
-    return weights_file(resolve_checkpoint_name(checkpoint))
+    path = resolve_checkpoint_name(checkpoint)
+    found = _artifact_folder(Path(path))
+    return found[0] / found[2] if found else path
+
+
+def identity_file(checkpoint: str | Path) -> Path:
+    """The file that identifies a checkpoint's contents: an artifact's metadata (it holds
+    the SHA-256 of every other file), else the checkpoint file itself."""
+    path = resolve_checkpoint_name(checkpoint)
+    found = _artifact_folder(Path(path))
+    return found[0] / found[1] if found else path
 
 
 def _registry_entry(model_type: str) -> Callable[..., Sam]:

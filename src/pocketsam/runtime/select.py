@@ -8,6 +8,9 @@ Candidates, from the CPU flags (``/proc/cpuinfo``) and what the model carries:
   artifact whose recorded mask IoU against float32 is at least :data:`IOU_FLOOR` (torch's
   kernels need int8 dot-product instructions, AVX-VNNI, AVX512-VNNI or AMX-INT8; ONNX
   Runtime runs everywhere, with uint8 weights on x86 without them);
+* ``openvino:f32`` and, where OpenVINO has native bf16 kernels, ``openvino:bf16`` (the
+  encoder on OpenVINO, pocketsam's decoder) where the ``openvino`` package is installed;
+  an OpenVINO NNCF int8 artifact runs as ``int8:openvino``;
 * ``default`` always.
 
 Speed comes from a one-off measurement (:func:`model_speedups`: the model's own image
@@ -17,9 +20,9 @@ torch/onnxruntime versions) and model (weights' hash): which path wins depends o
 (on this project's 2-core Sapphire Rapids VM bf16 won for the 1024² vit_t encoder and int8
 through ONNX Runtime for the 256² bundled model; on an AVX2-only AMD EPYC, int8 through
 ONNX Runtime for the bundled model, 1.24×). A path must be :data:`MIN_GAIN` times
-faster than ``default`` to be chosen. Quality: ``bf16`` is checked once per model (mask IoU
-against ``default`` on a generated scene with the bench's 13 prompts, cached); ``int8``
-uses the IoU its artifact recorded. Where nothing qualifies, ``fast`` is ``default``.
+faster than ``default`` to be chosen. Quality: ``bf16`` and the OpenVINO paths are checked
+once per model (mask IoU against ``default`` on a generated scene with the bench's 13
+prompts, cached); ``int8`` uses the IoU its artifact recorded. Where nothing qualifies, ``fast`` is ``default``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from torch import nn
 from pocketsam.checkpoints.fingerprint import weights_sha256
 from pocketsam.io import cache_root, write_json_atomic
 from pocketsam.platform import cpu_name, native_bf16, relevant_flags
+from pocketsam.runtime import openvino
 from pocketsam.runtime.agreement import mask_agreement, scene
 from pocketsam.runtime.int8_torch import available as torch_int8_available
 
@@ -110,13 +114,23 @@ def measure_speedups(model, optimize: Optimize, modes: list[str], repeats: int =
         return _measure(model, optimize, modes, repeats, cache_dir)
 
 
+def mode_options(mode: str, cache_dir=None) -> tuple[str, dict]:
+    """``"int8:torch"`` → ``("int8", {"backend": "torch", ...})``; ``"openvino:bf16"`` →
+    ``("openvino", {"precision": "bf16", ...})``: a measured path as ``optimize`` takes it."""
+    name, _, variant = mode.partition(":")
+    if name == "int8":
+        return name, {"backend": variant or None, "cache_dir": cache_dir}
+    if name == "openvino":
+        return name, {"precision": variant or "f32", "cache_dir": cache_dir}
+    return name, {}
+
+
 def _measure(model, optimize: Optimize, modes: list[str], repeats: int, cache_dir) -> dict[str, float]:
     engines = {"default": optimize(model, "default")}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for mode in modes:
-            name, _, backend = mode.partition(":")
-            options = {"backend": backend, "cache_dir": cache_dir} if name == "int8" else {}
+            name, options = mode_options(mode, cache_dir)
             engines[mode] = optimize(model, name, **options)
     size = model.img_size
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(model.device)
@@ -157,19 +171,38 @@ def int8_backend(model, optimize: Optimize, cache_dir: str | Path | None = None)
     return "torch" if s["int8:torch"] >= s["int8:onnxruntime"] else "onnxruntime"
 
 
-def bf16_quality(model, optimize: Optimize, cache_dir: str | Path | None = None) -> float:
-    """Mask IoU of ``bf16`` against ``default`` for ``model`` (once per model and machine)."""
+def path_quality(model, optimize: Optimize, mode: str, cache_dir: str | Path | None = None) -> float:
+    """Mask IoU of the path ``mode`` (``"bf16"``, ``"openvino:f32"``, ...) against
+    ``default`` for ``model`` on a generated scene (once per model and machine, cached)."""
     path, key = _cache_path(cache_dir), _machine_key()
-    sha = weights_sha256(model)[:24]
-    cached = _load(path).get(key, {}).get("bf16_iou", {})
-    if sha in cached:
-        return float(cached[sha])
+    entry = f"{weights_sha256(model)[:24]}:{mode}"
+    cached = _load(path).get(key, {}).get("path_iou", {})
+    if entry in cached:
+        return float(cached[entry])
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ref, test = optimize(model, "default"), optimize(model, "bf16")
+        name, options = mode_options(mode, cache_dir)
+        ref, test = optimize(model, "default"), optimize(model, name, **options)
         iou = mask_agreement(ref, test, [scene(model.img_size, seed=1)])["mask_iou_vs_fp32"]
-    _store(path, key, "bf16_iou", {sha: iou})
+    _store(path, key, "path_iou", {entry: iou})
     return iou
+
+
+def bf16_quality(model, optimize: Optimize, cache_dir: str | Path | None = None) -> float:
+    """Mask IoU of ``bf16`` against ``default`` for ``model`` (:func:`path_quality`)."""
+    return path_quality(model, optimize, "bf16", cache_dir)
+
+
+def openvino_precision(model, optimize: Optimize, cache_dir: str | Path | None = None) -> str:
+    """What ``mode="openvino"`` runs in: ``"bf16"`` where OpenVINO has native bf16 kernels
+    and a one-off measurement found them faster than its f32 with mask IoU >= the floor,
+    else ``"f32"``."""
+    if not openvino.native_bf16():
+        return "f32"
+    s = model_speedups(model, optimize, ["openvino:f32", "openvino:bf16"], cache_dir)
+    if s["openvino:bf16"] > s["openvino:f32"] and path_quality(model, optimize, "openvino:bf16", cache_dir) >= IOU_FLOOR:
+        return "bf16"
+    return "f32"
 
 
 def choose_fast(model, optimize: Optimize, cache_dir: str | Path | None = None) -> FastChoice:
@@ -182,6 +215,10 @@ def choose_fast(model, optimize: Optimize, cache_dir: str | Path | None = None) 
         candidates.append("bf16")
     else:
         notes.append("no native bf16")
+    if device.type == "cpu" and openvino.available():
+        candidates.append("openvino:f32")
+        if openvino.native_bf16():
+            candidates.append("openvino:bf16")
     art = model.info.int8
     if device.type == "cpu" and art is not None:
         iou = (art.meta.get("quality") or {}).get("mask_iou_vs_fp32")
@@ -197,19 +234,23 @@ def choose_fast(model, optimize: Optimize, cache_dir: str | Path | None = None) 
         return FastChoice("default", "nothing faster on this CPU: " + "; ".join(notes), {}, shown)
     measured = [c for c in candidates if c != "int8"]
     if "int8" in candidates:
-        measured += ["int8:torch", "int8:onnxruntime"] if torch_int8_available() else ["int8:onnxruntime"]
+        if isinstance(art, openvino.OpenVINOArtifact):
+            measured.append("int8:openvino")
+        else:
+            measured += ["int8:torch", "int8:onnxruntime"] if torch_int8_available() else ["int8:onnxruntime"]
     speedups = model_speedups(model, optimize, measured, cache_dir)
     for mode in sorted(speedups, key=lambda m: -speedups[m]):
         gain = speedups[mode]
         if gain < MIN_GAIN:
             break
-        if mode == "bf16":
-            iou = bf16_quality(model, optimize, cache_dir)
-            if iou < IOU_FLOOR:
-                notes.append(f"bf16: mask IoU {iou:.3f} < {IOU_FLOOR}")
-                continue
-        else:
+        if mode.startswith("int8"):
             iou = float(art.meta["quality"]["mask_iou_vs_fp32"])
+        else:
+            iou = bf16_quality(model, optimize, cache_dir) if mode == "bf16" else path_quality(model, optimize, mode,
+                                                                                                   cache_dir)
+            if iou < IOU_FLOOR:
+                notes.append(f"{mode}: mask IoU {iou:.3f} < {IOU_FLOOR}")
+                continue
         skipped = f"; {', '.join(notes)}" if notes else ""
         return FastChoice(mode, f"encoder {gain:.2f}x default in a one-off measurement of this model on this machine, "
                                 f"mask IoU {iou:.3f} vs float32{skipped}; CPU flags {', '.join(shown) or 'none'}",
