@@ -12,6 +12,9 @@ from pocketsam.errors import CheckpointWarning, InputError
 
 EVERYTHING_KEYS = ("pred_iou_thresh", "stability_score_thresh", "high_score_thresh")
 """Settings a checkpoint may recommend to the "segment everything" generators."""
+MOBILESAMV2_SCORE_THRESH = 0.4
+"""MobileSAMv2's proposal score threshold (boxes mode): the default wherever a proposal
+source recommends none."""
 EVERYTHING_PREFIX = "everything."
 """Their prefix among a checkpoint's metadata keys (``everything.pred_iou_thresh``)."""
 

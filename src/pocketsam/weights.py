@@ -141,6 +141,13 @@ def default_checkpoint() -> Path:
     return path
 
 
+def multimask_only_by_name(checkpoint: str | Path) -> bool:
+    """TinySAM's decoder behaviour (never the single-mask token) for a detected
+    architecture: a checkpoint file whose name starts with ``tinysam`` (the official
+    ``tinysam_*.pth`` files cannot record it)."""
+    return Path(checkpoint).name.lower().startswith("tinysam")
+
+
 def is_bundled(checkpoint: str | Path | None) -> bool:
     """Whether ``checkpoint`` (None, ``"bundled"`` or a path) is the bundled model."""
     try:

@@ -41,6 +41,7 @@ import torch
 
 from pocketsam.errors import CheckpointError
 from pocketsam.thresholds import EVERYTHING_PREFIX
+from pocketsam.weights import multimask_only_by_name  # noqa: F401  (re-exported: checkpoints' name rule)
 
 StateDict = dict[str, torch.Tensor]
 META_PREFIX = "pocketsam."
@@ -174,12 +175,6 @@ def has_proposal_head(path: str | Path) -> bool:
     """The checkpoint file carries an object-proposal head (:data:`HEAD_PREFIX` tensors);
     read without loading the weights."""
     return any(k.startswith(HEAD_PREFIX) for k in peek_checkpoint(path)[0])
-
-
-def multimask_only_by_name(checkpoint: str | Path) -> bool:
-    """TinySAM's decoder behaviour (never the single-mask token) for a detected
-    architecture: a checkpoint file whose name starts with ``tinysam``."""
-    return Path(checkpoint).name.lower().startswith("tinysam")
 
 
 def short_reason(exc: BaseException) -> str:

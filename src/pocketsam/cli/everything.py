@@ -66,7 +66,7 @@ import argparse
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pocketsam.cli.common import (
     add_speed_argument,
@@ -84,17 +84,12 @@ from pocketsam.cli.common import (
 )
 from pocketsam.errors import InputError
 from pocketsam.everything.limits import check_batch_size, check_everything_work
-from pocketsam.everything.modes import MODES, check_proposals, make_generator
-from pocketsam.everything.results import (
-    COCO_FILE,
-    EverythingRun,
-    ResumePlan,
-    detections_digest,
-    output_names,
-    proposals_kind,
-    provenance,
-)
-from pocketsam.models.proposal_head import MOBILESAMV2_SCORE_THRESH
+from pocketsam.everything.modes import COCO_FILE, MODES, check_proposals, make_generator
+
+if TYPE_CHECKING:  # the results module loads torch: imported when a command runs (parsers stay light)
+    from pocketsam.everything.results import EverythingRun, ResumePlan
+
+from pocketsam.thresholds import MOBILESAMV2_SCORE_THRESH
 
 FORMATS = ("sa1b", "coco")
 
@@ -189,6 +184,7 @@ def generator_settings(args: argparse.Namespace, checkpoint: Path) -> tuple[dict
 
 def validate(args: argparse.Namespace) -> dict[str, Any]:
     """Check arguments and inputs; returns what :func:`run` needs. No model involved."""
+    from pocketsam.everything.results import EverythingRun, detections_digest, output_names, provenance
     from pocketsam.io import sha256_file
 
     if args.points_per_side < 1:
@@ -259,6 +255,7 @@ def write_coco(args: argparse.Namespace, run: EverythingRun) -> str:
     """Write ``<out>/instances.json`` from the images' current results
     (:meth:`EverythingRun.write_coco`: an image that failed this time, or whose result was
     made differently, is left out). Returns the summary line."""
+    from pocketsam.everything.results import proposals_kind
     files = run.files
     info = {"description": f"pocketsam everything --mode {args.mode}",
             "provenance": {**run.provenance_of(files[0]), "proposals": proposals_kind(args.mode, run.detections)}}

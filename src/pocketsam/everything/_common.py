@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from pocketsam.errors import InputError
+from pocketsam.everything.modes import RECOMMENDABLE
 from pocketsam.masks import (
     MaskData,
     area_from_rle,
@@ -242,7 +243,6 @@ class MaskGeneratorBase:
         while the checkpoint recommends thresholds (:attr:`Sam.everything_defaults`) that this
         mode takes and that differ from those used: SAM's defaults (0.88 / 0.95) can reject
         every mask of a smaller model, and a silent empty result hides why."""
-        from pocketsam.everything.modes import RECOMMENDABLE
 
         self.last_stats = stats.as_dict()
         masks = self.last_stats["masks"]

@@ -25,6 +25,9 @@ from typing import Any, Iterator, Mapping
 
 from pocketsam.errors import InputError
 
+COCO_FILE = "instances.json"
+"""The COCO instances file of a folder run (beside the per-image results)."""
+
 #: The modes, in the order the command line lists them.
 MODES = ("grid", "hierarchical", "boxes")
 

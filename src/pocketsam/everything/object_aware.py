@@ -26,10 +26,10 @@ from pocketsam.everything._common import (
 )
 from pocketsam.everything.limits import check_batch_size
 from pocketsam.masks import MaskData, batched_nms
-from pocketsam.models.proposal_head import MOBILESAMV2_SCORE_THRESH
 from pocketsam.predictor import check_image
 from pocketsam.proposals import HeadProposals
 from pocketsam.proposals.sources import as_proposal_source, unpack_proposals
+from pocketsam.thresholds import MOBILESAMV2_SCORE_THRESH
 
 
 class ObjectAwareMaskGenerator(MaskGeneratorBase):

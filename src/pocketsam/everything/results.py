@@ -38,11 +38,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from pocketsam.checkpoints import multimask_only_by_name
 from pocketsam.errors import InputError, PocketSamError
-from pocketsam.everything.modes import result_settings
+from pocketsam.everything.coco import coco_instances, image_ids
+from pocketsam.everything.modes import COCO_FILE, result_settings
+from pocketsam.io import (
+    _json_default,
+    loads_json,
+    read_json,
+    replace_files_together,
+    save_png_atomic,
+    sha256_file,
+    write_json_atomic,
+)
 from pocketsam.version import __version__
-from pocketsam.weights import is_bundled
+from pocketsam.viz import overlay_masks
+from pocketsam.weights import is_bundled, multimask_only_by_name
 
 ANNOTATIONS = "annotations.json"
 OVERLAY = "overlay.png"
@@ -50,7 +60,6 @@ OVERLAY = "overlay.png"
 #: names the image the folder belongs to).
 RESULT_FILES = (OVERLAY, ANNOTATIONS)
 #: The COCO instances file of a whole output folder.
-COCO_FILE = "instances.json"
 
 #: Provenance entries recorded for the reader but not compared: renaming a file changes
 #: no result (its bytes are compared by SHA-256).
@@ -120,7 +129,6 @@ def recorded_head(annotations: Path) -> tuple[dict[str, Any], dict[str, Any] | N
     the head of the file is parsed (a folder of large results resumes without reading
     them all).
     """
-    from pocketsam.io import loads_json
 
     try:
         with open(annotations, encoding="utf-8") as f:
@@ -245,7 +253,6 @@ def annotations_document(file: Path, image_shape: tuple[int, ...], records: list
 
 
 def _json_text(doc: dict[str, Any], file: Path) -> str:
-    from pocketsam.io import _json_default
 
     try:
         return json.dumps(doc, indent=2, default=_json_default, allow_nan=False) + "\n"
@@ -271,8 +278,6 @@ def write_result(dest: Path, file: Path, image: Any, records: list[dict[str, Any
         PocketSamError: a record holds NaN or infinity (nothing is written).
         InputError: ``dest`` cannot be written.
     """
-    from pocketsam.io import replace_files_together, save_png_atomic
-    from pocketsam.viz import overlay_masks
 
     doc = annotations_document(file, image.shape, records, stats, provenance, sha256)
     text = _json_text(doc, file)  # before anything is written
@@ -344,7 +349,6 @@ class EverythingRun:
             InputError: some finished results were made differently and ``overwrite`` is
                 false (one line naming the differences).
         """
-        from pocketsam.io import sha256_file
 
         plan = ResumePlan()
         for file, name in zip(self.files, self.names):
@@ -380,7 +384,6 @@ class EverythingRun:
               sha256: str | None = None) -> dict[str, Any]:
         """:func:`write_result` for ``file`` into its folder, with this run's provenance
         (``sha256``: the file's, computed here when not given)."""
-        from pocketsam.io import sha256_file
 
         file = Path(file)
         return write_result(self.dest(file), file, image, records, stats, self._provenance(file),
@@ -403,8 +406,6 @@ class EverythingRun:
     def coco(self, info: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
         """One COCO instances document (:func:`pocketsam.everything.coco.coco_instances`) of
         the images' current results; returns it and the names of the images left out."""
-        from pocketsam.everything.coco import coco_instances, image_ids
-        from pocketsam.io import read_json
 
         ids = image_ids([f.name for f in self.files], self.detections)
         images, missing = [], []
@@ -420,7 +421,6 @@ class EverythingRun:
     def write_coco(self, info: Mapping[str, Any] | None = None) -> tuple[Path, dict[str, Any], list[str]]:
         """:meth:`coco`, written atomically to ``<out>/instances.json``; returns the path,
         the document and the images left out."""
-        from pocketsam.io import write_json_atomic
 
         doc, missing = self.coco(info)
         path = self.out / COCO_FILE

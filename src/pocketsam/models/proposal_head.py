@@ -12,9 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-MOBILESAMV2_SCORE_THRESH = 0.4
-"""MobileSAMv2's proposal score threshold: the default wherever a source recommends none."""
+from pocketsam.thresholds import MOBILESAMV2_SCORE_THRESH
 
 
 class ProposalHead(nn.Module):
