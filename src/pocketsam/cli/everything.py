@@ -256,6 +256,7 @@ def write_coco(args: argparse.Namespace, run: EverythingRun) -> str:
     (:meth:`EverythingRun.write_coco`: an image that failed this time, or whose result was
     made differently, is left out). Returns the summary line."""
     from pocketsam.everything.results import proposals_kind
+
     files = run.files
     info = {"description": f"pocketsam everything --mode {args.mode}",
             "provenance": {**run.provenance_of(files[0]), "proposals": proposals_kind(args.mode, run.detections)}}

@@ -331,7 +331,7 @@ def eval_everything(
             else:
                 records = generator.generate(image)
             seconds.append(time.perf_counter() - t0)
-            n_prompts = _prompt_count(getattr(generator, "last_stats", None))
+            n_prompts = _prompt_count(generator.last_stats)
             if n_prompts is not None:
                 prompts.append(n_prompts)
             proposals.append(len(records))

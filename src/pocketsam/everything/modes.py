@@ -133,7 +133,7 @@ def check_mode(mode: str) -> str:
 def model_mode(model: Any) -> str:
     """The mode that needs nothing but the model (the web app's Everything button): ``boxes``
     for a model with its own proposal head, else ``hierarchical``."""
-    return "boxes" if getattr(model, "has_proposal_head", False) else "hierarchical"
+    return "boxes" if model.has_proposal_head else "hierarchical"
 
 
 def misplaced_thresholds(mode: str, given: Mapping[str, Any]) -> list[tuple[str, tuple[str, ...]]]:

@@ -61,6 +61,7 @@ from pocketsam.checkpoints import weights_sha256
 from pocketsam.errors import InputError
 from pocketsam.io import atomic_path, read_json, sha256_file, write_json_atomic
 from pocketsam.models.registry import MODEL_CONFIGS
+from pocketsam.models.mask_decoder import best_multimask
 from pocketsam.models.sam import Sam
 from pocketsam.quant import artifact_for, quantize_model
 from pocketsam.runtime import onnx as runtime_onnx
@@ -90,7 +91,7 @@ class SamOnnxDecoder(nn.Module):
         self.prompt_encoder = sam.prompt_encoder
         self.mask_decoder = sam.mask_decoder
         self.return_single_mask = return_single_mask
-        self.multimask_only = bool(getattr(sam.mask_decoder, "multimask_only", False))
+        self.multimask_only = sam.config.decoder.multimask_only
         self.register_buffer("image_pe", sam.prompt_encoder.get_dense_pe().detach().clone(), persistent=False)
 
     def _embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -110,7 +111,7 @@ class SamOnnxDecoder(nn.Module):
     def _select(self, masks: torch.Tensor, iou: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """pocketsam.prompts.default_multimask, per prompt row, as tensor arithmetic (no
         control flow, so one exported graph serves every prompt shape)."""
-        best_multi = torch.argmax(iou[:, 1:], dim=1) + 1
+        best_multi = best_multimask(iou)
         if self.multimask_only:
             best = best_multi
         else:
@@ -157,7 +158,7 @@ def model_type_name(sam: Sam) -> str:
     for name, config in MODEL_CONFIGS.items():
         if name != "mobile_sam" and config == sam.config:
             return name
-    return f"custom_{getattr(sam.config, 'family', 'sam')}"
+    return f"custom_{sam.config.family}"
 
 
 def _dummy_decoder_inputs(sam: Sam, batch: int, points: int) -> tuple[torch.Tensor, ...]:
@@ -343,7 +344,7 @@ def sam_onnx_config(sam: Sam, return_single_mask: bool = True, source: str | Non
         "pixel_std": [round(float(v), 5) for v in sam.pixel_std.flatten()],
         "resize": "long side to input_size (bilinear, antialiased), normalise, zero-pad bottom/right",
         "mask_threshold": float(sam.mask_threshold),
-        "multimask_only": bool(getattr(sam.mask_decoder, "multimask_only", False)),
+        "multimask_only": sam.config.decoder.multimask_only,
         "return_single_mask": bool(return_single_mask),
         "opset": OPSET,
         "everything_defaults": dict(sam.everything_defaults),
