@@ -87,7 +87,6 @@ def _as_mask_stack(masks: Any, hw: tuple[int, int]) -> np.ndarray:
             if isinstance(m, dict):
                 seg = m["segmentation"]
                 if isinstance(seg, dict):
-
                     seg = decode_rle(seg)
                 m = seg
             layers.append(np.asarray(m))

@@ -81,7 +81,6 @@ def build_model(
     if checkpoint is None:
         model = create_model(_resized(MODEL_CONFIGS[key], img_size))
     else:
-
         checkpoint = resolve_checkpoint_name(checkpoint)  # "mobile_sam": the downloaded official file
         sd, meta = read_checkpoint(checkpoint)
         sd, head = _split_head(sd)
@@ -124,7 +123,6 @@ def load_state_dict(model: Sam, checkpoint: str | Path | Mapping[str, torch.Tens
         source = "the state_dict"
         sd, meta = _unwrap(checkpoint, Path(source))
     else:
-
         checkpoint = resolve_checkpoint_name(checkpoint)
         source = str(checkpoint)
         sd, meta = read_checkpoint(checkpoint)
@@ -172,7 +170,6 @@ def _load(model: Sam, sd: StateDict, head: StateDict, meta: Metadata, source: st
 
 
 def _proposal_head(sd: Mapping[str, torch.Tensor], source: str):
-
     check_finite(sd, source)
     try:
         return ProposalHead.from_state_dict({k: v.float() for k, v in sd.items()})

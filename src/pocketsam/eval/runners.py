@@ -325,7 +325,6 @@ def eval_everything(
             image = sample.load_image()
             t0 = time.perf_counter()
             if boxes is not None:
-
                 b, s = boxes.get(sample.image_id, (np.zeros((0, 4)), np.zeros(0)))
                 records = generator.generate(image, proposals=BoxesProposals(b, s))
             else:
@@ -344,7 +343,6 @@ def eval_everything(
                 best[k].append(best_iou_per_gt(ious, scores, k))
             bar.update()
     if boxes is not None:
-
         check_matched(boxes, image_ids, boxes_source, f"the {len(indices)} image(s) evaluated")
     out: dict[str, Any] = {}
     for k in ks:

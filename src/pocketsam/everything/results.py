@@ -253,7 +253,6 @@ def annotations_document(file: Path, image_shape: tuple[int, ...], records: list
 
 
 def _json_text(doc: dict[str, Any], file: Path) -> str:
-
     try:
         return json.dumps(doc, indent=2, default=_json_default, allow_nan=False) + "\n"
     except ValueError as exc:  # NaN or infinity: not JSON, and not a valid result either

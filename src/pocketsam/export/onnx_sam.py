@@ -191,7 +191,6 @@ def export_decoder(sam: Sam, path: str | Path, return_single_mask: bool = True, 
 
 
 def _float_cpu(sam: Sam) -> Sam:
-
     return inference_copy(sam).cpu().float()
 
 

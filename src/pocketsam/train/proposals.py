@@ -58,7 +58,6 @@ class EmbeddingBoxes(Dataset):
         return len(self.images)
 
     def __getitem__(self, key) -> dict[str, Any]:
-
         index, seed = key
         im = self.images[index]
         s = im.sample
@@ -138,7 +137,6 @@ def train_proposals(train, cfg: ProposalConfig, progress: bool = True) -> dict:
     sam = load_teacher(train.init, default_device(train))
     labeled = [im for im in collect_images(train.data) if im.labeled]
     if not labeled:
-
         raise InputError(
             "the proposal head learns from ground-truth boxes, and these folders have no SA-1B annotations",
             "give SA-1B-layout folders (image + .json), e.g. from `pocketsam data synth`",

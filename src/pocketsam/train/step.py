@@ -55,7 +55,6 @@ class SamTrainStep(nn.Module):
         return encode_images(self.sam, image, size)
 
     def evaluate(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-
         return quick_miou(self.sam, self, batch)
 
     def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None):

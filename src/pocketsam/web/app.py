@@ -111,7 +111,6 @@ class Engine:
     """The model, its exported decoder, and the embedding cache. Thread-safe."""
 
     def __init__(self, sam: Any, settings: ServeSettings, onnx_dir: Path | None = None) -> None:
-
         self.sam = sam.eval()
         self.settings = settings
         self.predictor = SamPredictor(sam)
@@ -204,7 +203,6 @@ class Engine:
         return entry, False
 
     def _load(self, data: bytes, name: str) -> np.ndarray:
-
         path = self.tmp / f"{uuid.uuid4().hex}.upload"
         path.write_bytes(data)
         try:
@@ -392,7 +390,6 @@ def coco_document(entry: ImageEntry, objects: list[dict[str, Any]]) -> dict[str,
 
 
 def png_zip(objects: list[dict[str, Any]]) -> bytes:
-
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
         for i, obj in enumerate(objects):
@@ -533,7 +530,6 @@ def create_app(engine: Engine, allowed_hosts: list[str] | None = None):
         entry = engine.get(request.path_params["image_id"])
 
         def render() -> bytes:
-
             buf = io.BytesIO()
             to_pil(engine.image_array(entry)).save(buf, format="PNG", compress_level=1)
             return buf.getvalue()
