@@ -12,8 +12,10 @@ default      BatchNorm folded into convolutions, channels-last convolutions, GEL
              the preceding convolution / linear layer (oneDNN post-ops), the decoder's
              transposed convolutions as GEMMs + pixel shuffle. float32; meets the golden
              tolerances. :class:`~pocketsam.SamPredictor` uses it unless told otherwise.
-bf16         default + bfloat16 autocast (AMX/AVX512-BF16 CPUs, CUDA). Slower than float32 on
-             CPUs without native bf16 (a warning says so).
+bf16         on CPU: default's fused image encoder with its weights cast to bfloat16 once
+             (oneDNN's bf16 kernels with GELU fused; AMX/AVX512-BF16), the decoder under
+             bfloat16 autocast; on CUDA: autocast for both. Slower than float32 on CPUs
+             without native bf16 (a warning says so).
 int8         static int8 linear layers in the image encoder (VNNI / AMX-INT8 kernels) from the
              model's int8 artifact (``pocketsam quantize``, :mod:`pocketsam.quant`); run by
              torch's oneDNN int8 kernels or by ONNX Runtime, whichever measured faster for the
@@ -50,7 +52,7 @@ from pocketsam.errors import InputError
 from pocketsam.models.info import SpeedPath
 from pocketsam.platform import configure_threads
 from pocketsam.runtime import openvino, select
-from pocketsam.runtime.backends import autocast_bf16, compile_model, int8_model
+from pocketsam.runtime.backends import BF16Weights, autocast_bf16, compile_model, int8_model
 from pocketsam.runtime.decoder import fast_mask_decoder
 from pocketsam.runtime.fold import fold_batchnorm, inference_copy, to_channels_last
 from pocketsam.runtime.fuse import fuse_gelu
@@ -106,12 +108,15 @@ def optimize(model: nn.Module, mode: str = "default", **options) -> nn.Module:
         enc = fold_batchnorm(fast.image_encoder)
         if cpu:
             to_channels_last(enc)
-            if mode != "bf16":
-                fuse_gelu(enc)
+            fuse_gelu(enc)
+            if mode == "bf16":
+                # the fused float32 copy, cast to bfloat16 once: autocast would leave GELU
+                # unfused and cast every weight again on every call (docs/speed-peers.md)
+                enc = BF16Weights(enc)
         fast.mask_decoder = fast_mask_decoder(fast.mask_decoder)
         fast.image_encoder = ChannelsLastInput(enc) if cpu else enc
         if mode == "bf16":
-            autocast_bf16(fast, **options)
+            autocast_bf16(fast, encoder=not cpu, **options)
         return fast
     if mode == "compile":
         fold_batchnorm(fast.image_encoder)

@@ -85,6 +85,47 @@ def _damaged(folder: Path, what: str) -> CheckpointError:
                            "re-create it with `pocketsam quantize CKPT --calib DIR --out OUT`")
 
 
+def read_sealed_metadata(path: str | Path, meta_name: str, format_: str, version: int, files: tuple[str, ...],
+                         what: str, maker: str) -> tuple[Path, dict]:
+    """The checked metadata of an artifact folder (or of its metadata file ``meta_name``):
+    readable JSON of ``format_`` and ``version``, sealed (:func:`seal`: not edited since it
+    was written), listing exactly ``files``, with a valid input size. One rule for every
+    kind of artifact pocketsam writes (its own int8, OpenVINO's NNCF int8).
+
+    Returns:
+        (folder, metadata).
+    Raises:
+        CheckpointError: naming what is wrong and how to make the artifact again (``maker``).
+    """
+    p = Path(path)
+    folder = p.parent if p.name == meta_name and p.is_file() else p
+    meta_path = folder / meta_name
+
+    def damaged(why: str) -> CheckpointError:
+        return CheckpointError(f"{what} '{folder}' is damaged: {why}", f"re-create it with {maker}")
+
+    if not meta_path.is_file():
+        raise CheckpointError(f"'{folder}' is not an {what} (no {meta_name})", f"pass the folder written by {maker}")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise damaged(f"{meta_name} is not readable JSON ({type(exc).__name__})") from None
+    if not isinstance(meta, dict) or meta.get("format") != format_:
+        raise damaged(f"{meta_name} does not describe a {format_} artifact")
+    if meta.get("version") != version:
+        raise CheckpointError(f"{what} '{folder}' has format version {meta.get('version')!r}; this pocketsam reads "
+                              f"version {version}", f"re-create it with this pocketsam ({maker})")
+    if meta.get(SEAL_KEY) != seal(meta):
+        raise damaged(f"{meta_name} was edited after it was written (its recorded SHA-256 does not match)")
+    listed = meta.get("files")
+    if not isinstance(listed, dict) or set(listed) != set(files) or not all(isinstance(v, dict) for v in listed.values()):
+        raise damaged(f"{meta_name} does not list {', '.join(files)}")
+    size = meta.get("img_size")
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0 or size % 16:
+        raise damaged(f"{meta_name} has no valid input size")
+    return folder, meta
+
+
 def load_artifact(path: str | Path, verify: bool = True) -> Int8Artifact:
     """Read and check an artifact folder (or its ``pocketsam_int8.json``).
 
@@ -92,35 +133,15 @@ def load_artifact(path: str | Path, verify: bool = True) -> Int8Artifact:
         CheckpointError: not an artifact, unreadable/invalid metadata, a missing file, a
             checksum mismatch, or a graph with unknown operator domains / external data.
     """
-    p = Path(path)
-    folder = p.parent if p.name == META_NAME and p.is_file() else p
-    meta_path = folder / META_NAME
-    if not meta_path.is_file():
-        raise CheckpointError(f"'{folder}' is not an int8 artifact (no {META_NAME})",
-                              "pass the folder written by `pocketsam quantize`")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _damaged(folder, f"{META_NAME} is not readable JSON ({type(exc).__name__})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise _damaged(folder, f"{META_NAME} does not describe a {FORMAT} artifact")
-    if meta.get("version") != VERSION:
-        raise CheckpointError(f"int8 artifact '{folder}' has format version {meta.get('version')!r}; "
-                              f"this pocketsam reads version {VERSION}", "re-create it with this pocketsam's `quantize`")
-    if meta.get(SEAL_KEY) != seal(meta):
-        raise _damaged(folder, f"{META_NAME} was edited after it was written (its recorded SHA-256 does not match)")
-    files = meta.get("files")
-    if not isinstance(files, dict) or set(files) != {WEIGHTS_NAME, ENCODER_NAME}:
-        raise _damaged(folder, f"{META_NAME} does not list {WEIGHTS_NAME} and {ENCODER_NAME}")
-    if not isinstance(meta.get("img_size"), int):
-        raise _damaged(folder, f"{META_NAME} has no input size")
+    folder, meta = read_sealed_metadata(path, META_NAME, FORMAT, VERSION, (WEIGHTS_NAME, ENCODER_NAME), "int8 artifact",
+                                        "`pocketsam quantize`")
     art = Int8Artifact(folder, meta)
     if verify:
-        for name, info in files.items():
+        for name, info in meta["files"].items():
             f = folder / name
             if not f.is_file():
                 raise _damaged(folder, f"{name} is missing")
-            if not isinstance(info, dict) or sha256_file(f) != info.get("sha256"):
+            if sha256_file(f) != info.get("sha256"):
                 raise _damaged(folder, f"{name} does not match the checksum recorded in {META_NAME}")
         check_graph(art.encoder_path, folder)
     return art

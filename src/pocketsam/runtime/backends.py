@@ -5,6 +5,7 @@ Each function rewrites an inference copy made by :func:`pocketsam.runtime.optimi
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from dataclasses import replace
@@ -46,14 +47,35 @@ class Autocast(nn.Module):
         return out.float()
 
 
-def autocast_bf16(fast: nn.Module, decoder: bool = True) -> nn.Module:
-    """Image encoder (and mask decoder) in bfloat16 autocast."""
+class BF16Weights(nn.Module):
+    """``module`` with its own copy of the weights cast to bfloat16 once (the source's weights
+    are untouched): float input cast in, float32 out."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        # ordinary tensors even when built inside inference_mode (the predictor builds its
+        # engine in set_image): inference tensors would not track the version counter that
+        # caches of derived weights (TinyViT's attention biases) key on
+        with torch.inference_mode(False), torch.no_grad():
+            self.module = copy.deepcopy(module).to(torch.bfloat16)
+        for name in ("img_size",):
+            if hasattr(module, name):
+                setattr(self, name, getattr(module, name))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x.to(torch.bfloat16)).float()
+
+
+def autocast_bf16(fast: nn.Module, decoder: bool = True, encoder: bool = True) -> nn.Module:
+    """Image encoder and mask decoder in bfloat16 autocast (``encoder=False``: the encoder is
+    already bfloat16, e.g. :class:`BF16Weights`)."""
     if not native_bf16(fast.device):
         warnings.warn(
             "this CPU has no native bfloat16 (AVX512-BF16/AMX): bf16 mode is slower than float32 here",
             RuntimeWarning, stacklevel=3,
         )
-    fast.image_encoder = Autocast(fast.image_encoder)
+    if encoder:
+        fast.image_encoder = Autocast(fast.image_encoder)
     if decoder:
         fast.mask_decoder = Autocast(fast.mask_decoder)
     return fast

@@ -34,8 +34,10 @@ MKLDNN_FUSION = _mkldnn_ok()
 
 
 def _fast_ok(x: torch.Tensor, w: torch.Tensor) -> bool:
+    """oneDNN's fused ops take this input and weight: both float32, or both bfloat16 (the
+    bf16 mode's encoder), on CPU, for inference, outside autocast."""
     return (
-        MKLDNN_FUSION and x.device.type == "cpu" and x.dtype == torch.float32 and w.dtype == torch.float32
+        MKLDNN_FUSION and x.device.type == "cpu" and x.dtype == w.dtype and x.dtype in (torch.float32, torch.bfloat16)
         and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
         and not torch.is_autocast_enabled("cpu")
     )

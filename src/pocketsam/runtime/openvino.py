@@ -43,7 +43,6 @@ ever registered), so an edited, truncated or foreign artifact is one clear
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field, replace
@@ -56,7 +55,7 @@ from torch import nn
 from pocketsam.errors import CheckpointError, InputError
 from pocketsam.io import sha256_file
 from pocketsam.models.info import SpeedPath
-from pocketsam.runtime.artifact import SEAL_KEY, seal
+from pocketsam.runtime.artifact import read_sealed_metadata
 from pocketsam.runtime.decoder import fast_mask_decoder
 from pocketsam.runtime.onnx import export_onnx
 from pocketsam.version import __version__
@@ -211,37 +210,16 @@ def load_artifact(path, verify: bool = True) -> OpenVINOArtifact:
         CheckpointError: not an artifact, unreadable or edited metadata, a missing file, a
             checksum mismatch, or an IR with operations outside OpenVINO's standard opsets.
     """
-    p = Path(path)
-    folder = p.parent if p.name == META_NAME and p.is_file() else p
-    meta_path = folder / META_NAME
-    if not meta_path.is_file():
-        raise CheckpointError(f"'{folder}' is not an OpenVINO int8 artifact (no {META_NAME})",
-                              "pass the folder written by `pocketsam quantize --backend openvino`")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _damaged(folder, f"{META_NAME} is not readable JSON ({type(exc).__name__})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise _damaged(folder, f"{META_NAME} does not describe a {FORMAT} artifact")
-    if meta.get("version") != VERSION:
-        raise CheckpointError(f"OpenVINO int8 artifact '{folder}' has format version {meta.get('version')!r}; "
-                              f"this pocketsam reads version {VERSION}", "re-create it with this pocketsam")
-    files = meta.get("files")
-    if not isinstance(files, dict) or set(files) != {XML_NAME, BIN_NAME, WEIGHTS_NAME}:
-        raise _damaged(folder, f"{META_NAME} does not list {XML_NAME}, {BIN_NAME} and {WEIGHTS_NAME}")
-    size = meta.get("img_size")
-    if not isinstance(size, int) or isinstance(size, bool) or size <= 0 or size % 16:
-        raise _damaged(folder, f"{META_NAME} has no valid input size")
+    folder, meta = read_sealed_metadata(path, META_NAME, FORMAT, VERSION, (XML_NAME, BIN_NAME, WEIGHTS_NAME),
+                                        "OpenVINO int8 artifact", "`pocketsam quantize --backend openvino`")
     if not isinstance(meta.get("model_sha256"), str):
         raise _damaged(folder, f"{META_NAME} has no model weights SHA-256")
-    if meta.get(SEAL_KEY) != seal(meta):
-        raise _damaged(folder, f"{META_NAME} was edited (its values do not match its own checksum)")
     art = OpenVINOArtifact(folder, meta)
     if not verify:
         return art
     blobs = {}
     for name in (XML_NAME, BIN_NAME, WEIGHTS_NAME):
-        f, info = folder / name, files[name]
+        f, info = folder / name, meta["files"][name]
         if not f.is_file():
             raise _damaged(folder, f"{name} is missing")
         if name == WEIGHTS_NAME:  # read by build_sam later; hashed here in chunks
