@@ -222,7 +222,7 @@ def main() -> int:
         if args.bf16_cast_once:
             encoders["pocketsam bf16 cast once (experiment)"] = bf16_cast_once(model)
         fast = optimize(source, "fast", cache_dir=work / "cache")
-        notes["fast"] = fast.fast_choice.describe()
+        notes["fast"] = fast.info.speed.chosen_by.describe()
         encoders["pocketsam fast"] = fast.image_encoder
         onnx_model = optimize(model, "onnx", cache_dir=work / "onnx")
         enc_onnx, dec_onnx = onnx_model.onnx_files

@@ -366,8 +366,9 @@ def test_int8_mode_without_artifact_quantises_once(tiny_sam, tmp_path, capsys):
 def test_fast_falls_back_to_default_where_nothing_is_faster(tiny_sam, tmp_path, monkeypatch):
     from pocketsam.runtime import choose_fast, select
 
-    # no bf16, no int8 artifact: nothing to choose from
+    # no bf16, no int8 artifact, no OpenVINO: nothing to choose from
     monkeypatch.setattr(select, "native_bf16", lambda device="cpu": False)
+    monkeypatch.setattr(select.openvino, "available", lambda: False)
     choice = choose_fast(tiny_sam, cache_dir=tmp_path)
     assert choice.mode == "default" and "nothing faster" in choice.reason
     # native bf16, but the machine's micro-measurement finds it slower
@@ -387,6 +388,7 @@ def test_fast_picks_a_faster_path_that_keeps_quality(tiny_sam, tmp_path, monkeyp
     from pocketsam.runtime import choose_fast, select
 
     monkeypatch.setattr(select, "native_bf16", lambda device="cpu": True)
+    monkeypatch.setattr(select.openvino, "available", lambda: False)  # test_openvino covers those candidates
     monkeypatch.setattr(select, "measure_speedups", lambda model, optimize, modes, repeats=3, cache_dir=None: {m: 2.0 for m in modes})
     monkeypatch.setattr(select, "bf16_quality", lambda model, optimize, cache_dir=None: 0.995)
     assert choose_fast(tiny_sam, cache_dir=tmp_path).mode == "bf16"
