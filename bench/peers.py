@@ -176,6 +176,7 @@ def main() -> int:
     from pocketsam.quant.openvino import quantize_encoder
     from pocketsam.runtime import openvino as pov
     from pocketsam.runtime.agreement import embedding_ious
+    from pocketsam.runtime.onnx import export_onnx
     from pocketsam.runtime import configure_threads, optimize
     from pocketsam.platform import cpu_name, relevant_flags
 
@@ -225,7 +226,7 @@ def main() -> int:
         notes["fast"] = fast.info.speed.chosen_by.describe()
         encoders["pocketsam fast"] = fast.image_encoder
         onnx_model = optimize(model, "onnx", cache_dir=work / "onnx")
-        enc_onnx, dec_onnx = onnx_model.onnx_files
+        enc_onnx, dec_onnx = export_onnx(model, work / "onnx")  # the files that onnx mode runs (cached)
         encoders["ONNX Runtime fp32"] = onnx_model.image_encoder
         if not args.no_int8:
             encoders["ONNX Runtime int8 (pocketsam QDQ)"] = optimize(source, "int8", backend="onnxruntime").image_encoder

@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "pocketsam"
 #: Lowest first. A module belongs to the first entry that is its name or a package above it.
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "version", "platform", "thresholds", "io", "masks", "preprocess", "viz", "weights", "prompts"),
-    ("models", "data"),
+    ("models", "data", "embedding_cache"),
     ("checkpoints",),
     ("runtime",),
     ("predictor",),

@@ -219,7 +219,7 @@ def tiny_ckpt(tmp_path_factory) -> Path:
 
 
 def test_colliding_names_get_distinct_stable_folders_and_resume_checks_the_file(tmp_path, capsys, tiny_ckpt):
-    from pocketsam.cli.everything import output_names
+    from pocketsam.everything.results import output_names
 
     folder = tmp_path / "in"
     folder.mkdir()

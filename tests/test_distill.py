@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pocketsam.distill.cache import CacheError, CacheTransform, TeacherCache, build_cache
+from pocketsam.embedding_cache import CacheError, CacheTransform, TeacherCache, build_cache
 from pocketsam.distill.data import flip_content
 from pocketsam.distill.losses import (
     embedding_loss, hard_mask_weights, logit_loss, mask_disagreement, token_loss,

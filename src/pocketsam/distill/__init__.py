@@ -2,7 +2,7 @@
 
 * Stage ``encoder`` — MobileSAM's *decoupled distillation*: the student's image encoder
   regresses the teacher's image embeddings, computed once into an on-disk cache
-  (:mod:`pocketsam.distill.cache`); the teacher's prompt encoder and mask decoder are
+  (:mod:`pocketsam.embedding_cache`); the teacher's prompt encoder and mask decoder are
   reused unchanged.
 * Stage ``full`` — TinySAM's *full-stage distillation*: embedding + decoder output-token
   + mask-logit losses (:mod:`pocketsam.distill.losses`), with *online hard prompt
@@ -13,7 +13,7 @@ torchrun DDP, exact resume, metrics, validation and official-layout export come 
 ``pocketsam distill cache`` / ``pocketsam distill train`` are the command line.
 """
 
-from pocketsam.distill.cache import CacheTransform, TeacherCache
+from pocketsam.embedding_cache import CacheTransform, TeacherCache
 from pocketsam.distill.run import DistillConfig, distill, fill_cache, load_teacher, open_cache
 from pocketsam.distill.step import EncoderDistillStep, FullDistillStep, LossWeights
 

@@ -23,9 +23,9 @@ from torch.utils.data import Dataset
 from pocketsam.data.dataset import SegmentationDataset, collate, masks_to_boxes
 from pocketsam.data.sa1b import read_sa1b_json
 from pocketsam.data.sample import Sample
-from pocketsam.distill.cache import TeacherCache, file_sha256
+from pocketsam.embedding_cache import TeacherCache
 from pocketsam.errors import InputError
-from pocketsam.io import IMAGE_SUFFIXES, list_images, load_image
+from pocketsam.io import IMAGE_SUFFIXES, list_images, load_image, sha256_file
 
 
 @dataclass
@@ -68,9 +68,9 @@ def collect_images(folders: Sequence[str | Path]) -> list[DistillImage]:
         annotated = {s.image_path.resolve() for s in samples}
         plain = [p for p in list_images(root) if p.resolve() not in annotated]
         for s in samples:
-            out.append(DistillImage(s, file_sha256(s.image_path)))
+            out.append(DistillImage(s, sha256_file(s.image_path)))
         for p in plain:
-            out.append(DistillImage(ImageOnly(p, image_id=-1 - len(out)), file_sha256(p)))
+            out.append(DistillImage(ImageOnly(p, image_id=-1 - len(out)), sha256_file(p)))
     if not out:
         raise InputError(
             f"no images in {', '.join(str(f) for f in folders)}",

@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 
 from pocketsam.checkpoints import weights_sha256
-from pocketsam.distill.cache import CacheTransform, TeacherCache, build_cache
+from pocketsam.embedding_cache import CacheTransform, TeacherCache, build_cache
 from pocketsam.distill.data import (
     DistillDataset,
     DistillImage,

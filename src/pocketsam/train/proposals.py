@@ -1,7 +1,7 @@
 """Training the proposal head on a frozen SAM: ``pocketsam train-proposals``.
 
 The SAM model's own image embeddings are computed once into the distillation cache
-(:mod:`pocketsam.distill.cache`, with the model as its own "teacher"), so training never
+(:mod:`pocketsam.embedding_cache`, with the model as its own "teacher"), so training never
 runs the image encoder; the head learns CenterNet targets from the ground-truth boxes of
 SA-1B / synthetic folders. It is another step of the one training engine: resumable,
 with progress, metrics, validation and export (the exported checkpoint carries the head

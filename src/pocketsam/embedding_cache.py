@@ -1,5 +1,7 @@
-"""The teacher-embedding cache of decoupled distillation (MobileSAM): the teacher's image
-encoder runs once per image, never during student training.
+"""The embedding cache: a model's image embeddings computed once per image and read back
+memory-mapped. Distillation keeps its teacher's here (MobileSAM's decoupled distillation:
+the teacher's encoder never runs during student training), and proposal-head training its
+own model's.
 
 Layout: ``ROOT/<key>/`` holds ``manifest.json`` and fp16 shards ``shard_NNNNN.npy``
 (``rows × C × g × g``), read memory-mapped. ``<key>`` is derived from
@@ -38,7 +40,8 @@ import numpy as np
 import torch
 
 from pocketsam.errors import PocketSamError
-from pocketsam.io import write_json_atomic
+from pocketsam.io import sha256_file, write_json_atomic
+from pocketsam.preprocess import PIXEL_MEAN, PIXEL_STD
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -56,16 +59,8 @@ class CacheTransform:
     flip: bool = False
     resize: str = "longest-side, PIL bilinear"
     pad: str = "bottom-right, zero after normalisation"
-    pixel_mean: tuple[float, ...] = (123.675, 116.28, 103.53)
-    pixel_std: tuple[float, ...] = (58.395, 57.12, 57.375)
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+    pixel_mean: tuple[float, ...] = PIXEL_MEAN
+    pixel_std: tuple[float, ...] = PIXEL_STD
 
 
 def cache_key(teacher_sha256: str, transform: CacheTransform) -> str:
@@ -134,7 +129,7 @@ class TeacherCache:
             if shard is None:  # dropped earlier
                 continue
             f = self.dir / shard["file"]
-            if not f.is_file() or f.stat().st_size != shard["bytes"] or file_sha256(f) != shard["sha256"]:
+            if not f.is_file() or f.stat().st_size != shard["bytes"] or sha256_file(f) != shard["sha256"]:
                 bad.add(i)
         if bad:
             lost = sum(1 for s, _ in entries.values() if s in bad)
@@ -198,7 +193,7 @@ class TeacherCache:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
-        self.shards.append({"file": name, "rows": int(len(embeddings)), "bytes": final.stat().st_size, "sha256": file_sha256(final)})
+        self.shards.append({"file": name, "rows": int(len(embeddings)), "bytes": final.stat().st_size, "sha256": sha256_file(final)})
         for i, sha in enumerate(image_shas):
             self.entries[sha] = [index, i * self.rows_per_image]
         self._save_manifest()
