@@ -30,6 +30,13 @@ FIXTURES = REPO / "tests" / "fixtures" / "golden"
 FIXTURE_VIT_T = FIXTURES / "vit_t_tiny.pt"  # a small vit_t-layout checkpoint, always present
 SCENE = REPO / "examples" / "scene.jpg"  # a synthetic scene in the repository
 
+# OpenVINO's runtime stays out of the test process: with it loaded, a later test that spawned
+# a subprocess crashed the whole run with a segmentation fault (gdb: a freed Python object
+# read in the main thread right after a vfork; cause not found, OpenVINO's TBB threads
+# were the new thing in the process). test_openvino runs its tests in a child process, and
+# fast's OpenVINO candidates are off here (never even imported).
+os.environ.setdefault("POCKETSAM_FAST_OPENVINO", "0")
+
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 

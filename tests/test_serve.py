@@ -270,12 +270,16 @@ def test_everything(client, scene_id):
 def test_everything_without_a_proposal_head_is_hierarchical(engine, monkeypatch):
     from pocketsam.web.app import create_app
 
-    monkeypatch.setattr(engine.sam, "proposal_head", None)
-    with TestClient(create_app(engine)) as c:
-        assert c.get("/api/config").json()["everything_mode"] == "hierarchical"
-        image_id = c.post("/api/images", content=SCENE.read_bytes()).json()["id"]
-        r = c.post(f"/api/images/{image_id}/everything")
-        assert r.status_code == 200 and r.json()["mode"] == "hierarchical"
+    # not monkeypatch.setattr: its undo deletes an nn.Module's submodule instead of restoring it
+    head, engine.sam.proposal_head = engine.sam.proposal_head, None
+    try:
+        with TestClient(create_app(engine)) as c:
+            assert c.get("/api/config").json()["everything_mode"] == "hierarchical"
+            image_id = c.post("/api/images", content=SCENE.read_bytes()).json()["id"]
+            r = c.post(f"/api/images/{image_id}/everything")
+            assert r.status_code == 200 and r.json()["mode"] == "hierarchical"
+    finally:
+        engine.sam.proposal_head = head
 
 
 def test_cli_refuses_bad_settings(capsys):

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -48,6 +49,9 @@ from pocketsam.runtime.int8_torch import available as torch_int8_available
 IOU_FLOOR = 0.99
 MIN_GAIN = 1.1
 CACHE_NAME = "fast_mode.json"
+OPENVINO_ENV = "POCKETSAM_FAST_OPENVINO"
+"""Set to ``0`` to keep the OpenVINO paths out of ``fast``'s candidates (they are in
+wherever the ``openvino`` package is installed)."""
 Optimize = Callable[..., nn.Module]
 """The runtime's :func:`~pocketsam.runtime.optimize`, passed in (it is the caller)."""
 
@@ -215,7 +219,7 @@ def choose_fast(model, optimize: Optimize, cache_dir: str | Path | None = None) 
         candidates.append("bf16")
     else:
         notes.append("no native bf16")
-    if device.type == "cpu" and openvino.available():
+    if device.type == "cpu" and os.environ.get(OPENVINO_ENV, "1") != "0" and openvino.available():
         candidates.append("openvino:f32")
         if openvino.native_bf16():
             candidates.append("openvino:bf16")
