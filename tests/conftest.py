@@ -111,13 +111,7 @@ class GoldenVitT:
 
     def case(self, name: str) -> tuple[dict, dict]:
         """(kwargs for SamPredictor.predict, reference outputs) of case ``name``."""
-        prefix = f"vit_t/0/{name}/"
-        kwargs = {k[len(prefix) + 3:]: self.cases[k] for k in self.cases.files if k.startswith(prefix + "in/")}
-        kwargs = {k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in kwargs.items()}
-        if "multimask_output" in kwargs:
-            kwargs["multimask_output"] = bool(kwargs["multimask_output"])
-        out = {k[len(prefix) + 4:]: self.cases[k] for k in self.cases.files if k.startswith(prefix + "out/")}
-        return kwargs, out
+        return read_case(self.cases, f"vit_t/0/{name}/")
 
 
 @pytest.fixture(scope="session", params=["in-repo", "shared"])
@@ -162,3 +156,14 @@ def golden_int8_artifact(tmp_path_factory, golden_vit_t) -> Path:
     out = tmp_path_factory.mktemp("int8") / f"vit_t_int8_{golden_vit_t.source}"
     quantize_model(build_sam(checkpoint=golden_vit_t.checkpoint), [load_image(SCENE)], out, measure=0)
     return out
+
+
+def read_case(cases, prefix: str) -> tuple[dict, dict]:
+    """(keyword arguments for ``SamPredictor.predict``, reference outputs) of the golden case
+    whose keys start with ``prefix`` (``{model}/{i}/{case}/``), float16 inputs as float32."""
+    kwargs = {k[len(prefix) + 3:]: cases[k] for k in cases.files if k.startswith(prefix + "in/")}
+    kwargs = {k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in kwargs.items()}
+    if "multimask_output" in kwargs:
+        kwargs["multimask_output"] = bool(kwargs["multimask_output"])
+    out = {k[len(prefix) + 4:]: cases[k] for k in cases.files if k.startswith(prefix + "out/")}
+    return kwargs, out

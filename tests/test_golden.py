@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
-from conftest import FIXTURES, shared_golden
+from conftest import FIXTURES, read_case, shared_golden
 
 from pocketsam import SamPredictor, build_sam
 
@@ -58,13 +58,7 @@ class Golden:
     stride: int  # low-res logits are stored as [..., ::stride, ::stride]
 
     def reference(self, case: str) -> tuple[dict, dict]:
-        prefix = f"{self.model}/0/{case}/"
-        kwargs = {k[len(prefix) + 3:]: self.cases[k] for k in self.cases.files if k.startswith(prefix + "in/")}
-        kwargs = {k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in kwargs.items()}
-        if "multimask_output" in kwargs:
-            kwargs["multimask_output"] = bool(kwargs["multimask_output"])
-        out = {k[len(prefix) + 4:]: self.cases[k] for k in self.cases.files if k.startswith(prefix + "out/")}
-        return kwargs, out
+        return read_case(self.cases, f"{self.model}/0/{case}/")
 
     def low_res(self, logits) -> np.ndarray:
         return np.asarray(logits)[..., :: self.stride, :: self.stride]
