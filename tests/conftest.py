@@ -167,3 +167,14 @@ def read_case(cases, prefix: str) -> tuple[dict, dict]:
         kwargs["multimask_output"] = bool(kwargs["multimask_output"])
     out = {k[len(prefix) + 4:]: cases[k] for k in cases.files if k.startswith(prefix + "out/")}
     return kwargs, out
+
+
+@pytest.fixture()
+def one_thread():
+    """Tiny models: one torch thread is fastest, and it does not stall when other work keeps
+    the cores busy (two threads on a busy 2-core machine made each case ~10x slower). Use
+    per test, or per module with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

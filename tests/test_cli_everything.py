@@ -23,16 +23,7 @@ CKPT = FIXTURE_VIT_T
 FAST = ["--points-per-side", "2", "--pred-iou-thresh", "-100", "--stability-score-thresh", "0.2"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small models: one thread is fastest, and does not stall when other work keeps the
-    cores busy (as tests/test_fuzz.py)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one thread
 
 
 def _write_images(folder: Path, n: int) -> list[Path]:

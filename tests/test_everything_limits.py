@@ -24,16 +24,7 @@ from pocketsam.everything.limits import (
 from pocketsam.prompts import MAX_PROMPT_BATCH, MAX_PROMPT_POINTS, check_prompt_count
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small models: one thread is fastest, and does not stall when other work keeps the
-    cores busy (as tests/test_fuzz.py)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one thread
 
 
 @pytest.fixture(scope="module")

@@ -37,14 +37,7 @@ SEED = int(os.environ.get("POCKETSAM_FUZZ_SEED", 18))  # another seed explores o
 BUDGET_S = 120  # a hard stop on a busy machine; uncontended the whole file takes ~30 s
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one thread is fastest, and it does not stall when other work keeps the
-    cores busy (two threads on a busy 2-core machine made each case ~10× slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one thread
 
 
 @pytest.fixture(scope="module")

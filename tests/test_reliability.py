@@ -189,14 +189,6 @@ def test_generators_refuse_grayscale_arrays(predictor, mode):
         gen.generate(np.zeros((30, 40), np.uint8))
 
 
-@pytest.fixture()
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny model: one thread, no stall on busy cores
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("mode", ["grid", "hierarchical", "boxes"])
 def test_generators_drop_masks_without_pixels(mode, one_thread):
     """Masks with no pixel (#24 item 1: 1×1 … 32×32 images gave area-0 masks with a NaN
