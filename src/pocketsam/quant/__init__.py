@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
-import onnx  # the [onnx] extra: quantisation writes and calibrates an ONNX encoder
 import torch
 
 from pocketsam.checkpoints import save_checkpoint, weights_sha256
@@ -162,6 +161,8 @@ def quantize_model(
         work = Path(work)
         say("exporting the float32 encoder to ONNX")
         simple = simplify(export_encoder(model, work / "encoder.fp32.onnx", QUANT_OPSET), work / "encoder.fp32.basic.onnx")
+        import onnx  # optional dependency (the [onnx] extra): only quantising needs it
+
         plan = make_plan(onnx.load(str(simple)), op_types)
         feeds = _inputs(model, images)
         say(f"calibrating on {len(feeds)} image(s), {len(plan.tensors)} activations, "
