@@ -129,6 +129,7 @@ def evaluate(out: Path, keys: str, max_images: int | None) -> None:
             "cpu_min": cpu.get(key, float("nan")) / 60, "masks": box["num_masks"], "point_miou": point["miou"],
             "box_miou": box["miou"], "point_miou_vs_teacher": point.get("miou_vs_teacher", 1.0),
             "box_miou_vs_teacher": box.get("miou_vs_teacher", 1.0),
+            **{f"box_vs_teacher_{s}": box.get(f"miou_vs_teacher_{s}", 1.0) for s in ("small", "medium", "large")},
         }
         table = json.loads(path.read_text()) if path.exists() else {}
         table[key] = {**table.get(key, {}), **row}
@@ -164,10 +165,12 @@ def main() -> None:
     evaluate(out, a.rows, a.max_images)
     time_encoders(out)
     table = json.loads((out / "table.json").read_text())
-    print("\n| row | CPU min | point mIoU | box mIoU | box mIoU vs teacher | encoder ms @256² |\n|---|---|---|---|---|---|")
+    print("\n| row | CPU min | point mIoU | box mIoU | box mIoU vs teacher | small / medium / large | encoder ms @256² |\n"
+          "|---|---|---|---|---|---|---|")
     for r in table.values():
+        sizes = " / ".join(f"{r.get(f'box_vs_teacher_{s}', float('nan')):.3f}" for s in ("small", "medium", "large"))
         print(f"| {r['name']} | {r['cpu_min']:.0f} | {r['point_miou']:.3f} | {r['box_miou']:.3f} | "
-              f"{r['box_miou_vs_teacher']:.3f} | {r.get('encoder_ms', float('nan')):.1f} |")
+              f"{r['box_miou_vs_teacher']:.3f} | {sizes} | {r.get('encoder_ms', float('nan')):.1f} |")
 
 
 if __name__ == "__main__":

@@ -434,3 +434,15 @@ def test_segment_and_everything_take_speed(tiny_artifact, tmp_path, capsys, monk
     assert main(["everything", str(image), "--checkpoint", str(out), "--speed", "fast", "--mode", "grid",
                  "--points-per-side", "4", "--out", str(tmp_path / "c")]) == 0
     assert "speed: fast -> " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("quality", [None, {}, {"mask_iou_vs_fp32": 0.995}])
+def test_artifacts_describe_themselves_whatever_quality_they_recorded(tmp_path, quality):
+    """`quantize --measure 0` records no quality (None): the speed path's text still reads."""
+    from pocketsam.runtime.artifact import Int8Artifact
+    from pocketsam.runtime.openvino import OpenVINOArtifact
+
+    for cls in (Int8Artifact, OpenVINOArtifact):
+        text = cls(tmp_path, {"quality": quality}).describe()
+        assert str(tmp_path) in text
+        assert ("0.995" in text) == bool(quality)

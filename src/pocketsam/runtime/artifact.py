@@ -61,7 +61,7 @@ class Int8Artifact:
         return int(self.meta["img_size"])
 
     def describe(self) -> str:
-        q = self.meta.get("quality", {})
+        q = self.meta.get("quality") or {}
         iou = q.get("mask_iou_vs_fp32")
         return (f"int8 encoder from '{self.folder}'"
                 + (f" (mask IoU vs float32 {iou:.3f} on its calibration images)" if isinstance(iou, float) else ""))

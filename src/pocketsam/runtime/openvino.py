@@ -185,7 +185,7 @@ class OpenVINOArtifact:
         return int(self.meta["img_size"])
 
     def describe(self) -> str:
-        iou = self.meta.get("quality", {}).get("mask_iou_vs_fp32")
+        iou = (self.meta.get("quality") or {}).get("mask_iou_vs_fp32")
         return (f"OpenVINO NNCF int8 encoder from '{self.folder}'"
                 + (f" (mask IoU vs float32 {iou:.3f} on its calibration images)" if isinstance(iou, float) else ""))
 
