@@ -80,7 +80,7 @@ def plain_loop(out: Path, steps: int, lr: float = 2e-3, wd: float = 0.01, batch:
 
     from pocketsam import build_sam
     from pocketsam.checkpoints import save_checkpoint
-    from pocketsam.distill.data import collect_images, flip_content, frame_images
+    from pocketsam.train.embeddings import collect_images, flip_content, frame_images
     from pocketsam.models import create_model
     from pocketsam.train.step import encode_images
 

@@ -124,6 +124,27 @@ def test_no_import_circles():
     assert not circles, "import circles:\n" + "\n".join(" <-> ".join(c) for c in circles)
 
 
+def test_top_level_packages_hold_no_circle():
+    """Sideways imports within a layer go one way only between packages, too: e.g. distill
+    builds on train (its engine, the embedding cache filling), so train imports no distill."""
+    modules = _modules()
+    pkg = lambda m: m.split(".")[1] if m.count(".") else m  # noqa: E731
+    graph: dict[str, set[str]] = {}
+    for a, b, _ in _edges(modules):
+        if pkg(a) != pkg(b) and pkg(b) != "pocketsam":
+            graph.setdefault(pkg(a), set()).add(pkg(b))
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        for nxt in graph.get(start, ()):
+            if nxt == goal or (nxt not in seen and (seen.add(nxt) or reaches(nxt, goal, seen))):
+                return True
+        return False
+
+    both_ways = sorted({tuple(sorted((a, b))) for a in graph for b in graph[a] if reaches(b, a, set())})
+    assert not both_ways, "packages that import each other (directly or around a circle): " + ", ".join(
+        " <-> ".join(p) for p in both_ways)
+
+
 #: Where pocketsam's own modules may be imported inside functions: the public facades' lazy
 #: loaders (``import pocketsam`` stays light), and the command line, whose commands import
 #: their library code when they run (``pocketsam --help`` and parser building load no torch).

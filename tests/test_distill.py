@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pocketsam.embedding_cache import CacheError, CacheTransform, TeacherCache, build_cache
-from pocketsam.distill.data import flip_content
+from pocketsam.train.embeddings import flip_content
 from pocketsam.distill.losses import (
     embedding_loss, hard_mask_weights, logit_loss, mask_disagreement, token_loss,
 )
@@ -118,7 +118,8 @@ def test_cache_round_trip_and_keys(tmp_path):
 
 def test_dataset_reads_masks_only_from_masks_from_on_and_pairs_flips_with_flipped_embeddings(tmp_path):
     from pocketsam.cli import main
-    from pocketsam.distill.data import DistillDataset, collect_images
+    from pocketsam.distill.data import DistillDataset
+    from pocketsam.train.embeddings import collect_images
 
     assert main(["data", "synth", "--out", str(tmp_path / "s"), "--num-images", "4", "--size", "64,64", "--seed", "3",
                  "--workers", "1", "--quiet"]) == 0

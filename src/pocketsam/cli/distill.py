@@ -102,7 +102,7 @@ def run_cache(args: argparse.Namespace) -> int:
     import torch
 
     from pocketsam.distill import fill_cache, load_teacher, open_cache
-    from pocketsam.distill.data import collect_images
+    from pocketsam.train.embeddings import collect_images
     from pocketsam.errors import InputError
 
     if args.batch_size < 1:

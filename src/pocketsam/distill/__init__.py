@@ -13,9 +13,10 @@ torchrun DDP, exact resume, metrics, validation and official-layout export come 
 ``pocketsam distill cache`` / ``pocketsam distill train`` are the command line.
 """
 
-from pocketsam.embedding_cache import CacheTransform, TeacherCache
-from pocketsam.distill.run import DistillConfig, distill, fill_cache, load_teacher, open_cache
+from pocketsam.distill.run import DistillConfig, distill, load_teacher
 from pocketsam.distill.step import EncoderDistillStep, FullDistillStep, LossWeights
+from pocketsam.embedding_cache import CacheTransform, TeacherCache
+from pocketsam.train.embeddings import fill_cache, open_cache
 
 __all__ = [
     "CacheTransform", "DistillConfig", "EncoderDistillStep", "FullDistillStep", "LossWeights", "TeacherCache",

@@ -12,8 +12,6 @@ jitter), then, for a flipped sample, a mirror of the image content (not of the p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -21,78 +19,9 @@ import torch
 from torch.utils.data import Dataset
 
 from pocketsam.data.dataset import SegmentationDataset, collate, masks_to_boxes
-from pocketsam.data.sa1b import read_sa1b_json
-from pocketsam.data.sample import Sample
 from pocketsam.embedding_cache import TeacherCache
 from pocketsam.errors import InputError
-from pocketsam.io import IMAGE_SUFFIXES, list_images, load_image, sha256_file
-
-
-@dataclass
-class ImageOnly:
-    """An unlabeled image, with the part of :class:`~pocketsam.data.sample.Sample`'s
-    interface the dataset reads."""
-
-    image_path: Path
-    image_id: int
-    instances: tuple = ()
-
-    def load_image(self) -> np.ndarray:
-        return load_image(self.image_path)
-
-
-@dataclass
-class DistillImage:
-    sample: Sample | ImageOnly
-    sha256: str
-
-    @property
-    def path(self) -> Path:
-        return self.sample.image_path
-
-    @property
-    def labeled(self) -> bool:
-        return isinstance(self.sample, Sample)
-
-
-def collect_images(folders: Sequence[str | Path]) -> list[DistillImage]:
-    """Every image of ``folders``: SA-1B samples (with masks) for images that have an
-    annotation file, plain images otherwise; each with the SHA-256 of its bytes."""
-
-    out: list[DistillImage] = []
-    for folder in folders:
-        root = Path(folder)
-        if not root.is_dir():
-            raise InputError(f"data folder '{root}' does not exist or is not a folder", "check the path")
-        samples = [read_sa1b_json(j) for j in sorted(root.glob("*.json"))]
-        annotated = {s.image_path.resolve() for s in samples}
-        plain = [p for p in list_images(root) if p.resolve() not in annotated]
-        for s in samples:
-            out.append(DistillImage(s, sha256_file(s.image_path)))
-        for p in plain:
-            out.append(DistillImage(ImageOnly(p, image_id=-1 - len(out)), sha256_file(p)))
-    if not out:
-        raise InputError(
-            f"no images in {', '.join(str(f) for f in folders)}",
-            f"give folders of images ({', '.join(sorted(IMAGE_SUFFIXES))}), with SA-1B *.json files where you have masks",
-        )
-    return out
-
-
-def flip_content(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Mirror the valid ``size = (h, w)`` top-left region of (..., S, S) left–right,
-    leaving the bottom/right padding where it is. Returns a new tensor."""
-    h, w = int(size[0]), int(size[1])
-    out = x.clone()
-    out[..., :h, :w] = x[..., :h, :w].flip(-1)
-    return out
-
-
-def frame_images(paths: Sequence[Path], img_size: int) -> SegmentationDataset:
-    """The images in a model's input frame (no masks), exactly as training sees them."""
-    return SegmentationDataset(
-        [ImageOnly(Path(p), i) for i, p in enumerate(paths)], img_size=img_size, hflip_prob=0.0, scale_range=(1.0, 1.0)
-    )
+from pocketsam.train.embeddings import ImageOnly, ImageRecord, flip_content
 
 
 class DistillDataset(Dataset):
@@ -108,7 +37,7 @@ class DistillDataset(Dataset):
 
     def __init__(
         self,
-        images: Sequence[DistillImage],
+        images: Sequence[ImageRecord],
         cache: TeacherCache,
         img_size: int,
         max_instances: int,

@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
-from pocketsam.checkpoints import weights_sha256
-from pocketsam.embedding_cache import CacheTransform, TeacherCache, build_cache
-from pocketsam.distill.data import (
-    DistillDataset,
-    DistillImage,
-    collect_images,
-    distill_collate,
-    flip_content,
-    frame_images,
-)
+from pocketsam.distill.data import DistillDataset, distill_collate
 from pocketsam.distill.step import EncoderDistillStep, FullDistillStep, LossWeights
 from pocketsam.errors import PocketSamError
 from pocketsam.models.sam import Sam
-from pocketsam.runtime import optimize
-from pocketsam.runtime.load import build_sam
+from pocketsam.train.embeddings import cached_embeddings, collect_images, default_device, load_frozen
 from pocketsam.train.engine import TrainConfig, Trainer
-from pocketsam.train.step import encode_images
 
 STAGES = ("encoder", "full")
 
@@ -74,60 +61,8 @@ class DistillConfig:
 
 
 def load_teacher(checkpoint: str, device: torch.device | str = "cpu") -> Sam:
-    try:
-        teacher = build_sam(checkpoint=checkpoint, device=str(device))
-    except PocketSamError as exc:
-        raise PocketSamError(f"cannot use teacher '{checkpoint}': {exc.what}", exc.hint) from exc
-    teacher.eval().requires_grad_(False)
-    return teacher
-
-
-def open_cache(root: str | Path, teacher: Sam, flip: bool) -> TeacherCache:
-    g = teacher.prompt_encoder.image_embedding_size
-    shape = (teacher.mask_decoder.transformer_dim, *g)
-    return TeacherCache(root, weights_sha256(teacher), CacheTransform(teacher.img_size, flip), shape)
-
-
-def fill_cache(cache: TeacherCache, teacher: Sam, images: Sequence[DistillImage], batch_size: int = 8, progress: bool = True) -> int:
-    """Compute the teacher embeddings the cache lacks (with the fast inference path)."""
-
-    fast = optimize(teacher, "default")
-
-    @torch.no_grad()
-    def encode(paths, flipped: bool) -> torch.Tensor:
-        frames = frame_images(paths, teacher.img_size)
-        items = [frames[i] for i in range(len(paths))]
-        images = torch.stack([flip_content(it["image"], it["size"]) if flipped else it["image"] for it in items])
-        sizes = torch.stack([it["size"] for it in items])
-        return encode_images(fast, images.to(teacher.device), sizes.to(teacher.device))
-
-    return build_cache(cache, [(im.path, im.sha256) for im in images], encode, batch_size=batch_size, progress=progress)
-
-
-def cached_embeddings(
-    model: Sam, images: Sequence[DistillImage], root: str | Path, flip: bool, progress: bool = True
-) -> TeacherCache:
-    """``model``'s embeddings of ``images`` in the cache under ``root``: rank 0 computes the
-    missing ones, other ranks wait for it. Used by distillation (the teacher) and by
-    proposal-head training (the frozen model itself)."""
-    cache = open_cache(root, model, flip)
-    if int(os.environ.get("RANK", "0")) == 0:
-        fill_cache(cache, model, images, progress=progress)
-        return cache
-    return wait_for_cache(cache, images)
-
-
-def default_device(train: TrainConfig) -> str:
-    return train.device or ("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def wait_for_cache(cache: TeacherCache, images: Sequence[DistillImage], poll_s: float = 2.0) -> TeacherCache:
-    """Ranks other than 0 wait until rank 0 has filled the cache, then reopen it."""
-    while True:
-        fresh = TeacherCache(cache.root, cache.teacher_sha256, cache.transform, cache.embed_shape)
-        if not fresh.missing(im.sha256 for im in images):
-            return fresh
-        time.sleep(poll_s)
+    """The teacher, frozen (:func:`~pocketsam.train.embeddings.load_frozen`)."""
+    return load_frozen(checkpoint, device, "teacher")
 
 
 def prepare_student(student: Sam, teacher: Sam, stage: str, own_decoder: bool) -> None:

@@ -18,13 +18,12 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from pocketsam.distill.data import collect_images
-from pocketsam.distill.run import cached_embeddings, default_device, load_teacher
 from pocketsam.errors import InputError
 from pocketsam.masks import box_iou
 from pocketsam.models.proposal_head import ProposalHead
 from pocketsam.preprocess import ResizeLongestSide
 from pocketsam.proposals.coding import decode_boxes, encode_targets, head_loss
+from pocketsam.train.embeddings import cached_embeddings, collect_images, default_device, load_frozen
 from pocketsam.train.engine import Trainer
 
 
@@ -134,7 +133,7 @@ def train_proposals(train, cfg: ProposalConfig, progress: bool = True) -> dict:
 
     train.freeze = ["image_encoder", "prompt_encoder", "mask_decoder"]
     train.validate()
-    sam = load_teacher(train.init, default_device(train))
+    sam = load_frozen(train.init, default_device(train))
     labeled = [im for im in collect_images(train.data) if im.labeled]
     if not labeled:
         raise InputError(
