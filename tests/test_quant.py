@@ -13,6 +13,7 @@ import torch
 
 from pocketsam import SamPredictor, build_sam
 from pocketsam.errors import CheckpointError, InputError
+from pocketsam.runtime import optimize
 from pocketsam.runtime.qnumerics import (
     activation_qparams,
     clip_errors,
@@ -446,3 +447,22 @@ def test_artifacts_describe_themselves_whatever_quality_they_recorded(tmp_path, 
         text = cls(tmp_path, {"quality": quality}).describe()
         assert str(tmp_path) in text
         assert ("0.995" in text) == bool(quality)
+
+
+def test_an_inference_copy_runs_as_it_was_made(tiny_artifact):
+    """SamPredictor(optimize(model, mode)) runs that mode (it does not copy the copy, which
+    int8's packed weights cannot be); asking a copy for another mode is one clear error."""
+    image = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    float_model, folder = tiny_artifact
+    for model, mode in ((float_model, "default"), (build_sam(checkpoint=folder), "int8")):
+        copy_ = optimize(model, mode)
+        predictor = SamPredictor(copy_)
+        assert predictor.engine is copy_ and predictor.speed_path == copy_.info.speed.describe()
+        predictor.set_image(image)
+        direct = SamPredictor(model, mode=mode)
+        direct.set_image(image)
+        point = dict(point_coords=np.array([[20.0, 30.0]]), point_labels=np.array([1]))
+        assert np.array_equal(predictor.predict(**point)[0], direct.predict(**point)[0])
+        assert optimize(copy_, mode) is copy_
+    with pytest.raises(InputError, match="already an inference copy for mode 'int8'"):
+        optimize(copy_, "bf16")

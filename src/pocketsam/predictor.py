@@ -40,7 +40,8 @@ class SamPredictor:
 
     def __init__(self, sam_model: Sam, mode: str | None = None, **speed_options) -> None:
         self.model = sam_model
-        self.mode = mode or sam_model.info.preferred_mode or "default"
+        copy_of = sam_model.info.speed  # an inference copy (pocketsam.runtime.optimize) runs as made
+        self.mode = mode or (copy_of.mode if copy_of else None) or sam_model.info.preferred_mode or "default"
         self.speed_options = speed_options
         self.pre = Preprocess.for_model(sam_model)
         self.transform = self.pre.transform  # segment_anything's attribute (ResizeLongestSide)

@@ -87,6 +87,13 @@ def optimize(model: nn.Module, mode: str = "default", **options) -> nn.Module:
     ``options`` go to the mode's backend (``cache_dir`` for onnx, ``backend`` for int8, ...).
     """
     mode = check_mode(mode)
+    copy_of = getattr(getattr(model, "info", None), "speed", None)
+    if copy_of is not None:  # already an inference copy: it runs as it is, or not at all
+        if mode in ("reference", copy_of.mode) or (mode == "fast" and copy_of.chosen_by is not None):
+            return model
+        raise InputError(f"this model is already an inference copy for mode '{copy_of.mode}' "
+                         f"({copy_of.describe()}), so it cannot be made into mode '{mode}'",
+                         "pass the original model (the one optimize() or build_sam() returned) instead")
     if mode == "fast":
         choice = choose_fast(model, cache_dir=options.get("cache_dir"))
         name, _, backend = choice.mode.partition(":")  # e.g. "int8:torch"
