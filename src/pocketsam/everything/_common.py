@@ -72,7 +72,9 @@ class Stats:
     ``prompts``: prompts decoded per pass (name → count). ``masks``: candidate count after
     each step (``decoded``, ``after_iou``, ``after_stability``, ``after_edge``,
     ``after_box_nms``, ``after_crop_nms``, ``after_small_regions``, ``returned``), summed
-    over passes and crops. ``seconds``: wall time per stage (:data:`STAGES`) and total.
+    over passes and crops. ``seconds``: wall time per stage (:data:`STAGES`) and total;
+    ``cpu_seconds``: the same split in process CPU time (``time.process_time``, all
+    threads), which a loaded machine does not inflate.
     """
 
     def __init__(self, generator: str) -> None:
@@ -80,9 +82,11 @@ class Stats:
         self.prompts: dict[str, int] = {}
         self.masks: dict[str, int] = {}
         self.seconds: dict[str, float] = {s: 0.0 for s in STAGES}
+        self.cpu_seconds: dict[str, float] = {s: 0.0 for s in STAGES}
         self.extra: dict[str, Any] = {}
         self._averages: dict[str, list[float]] = {}
         self._t0 = time.perf_counter()
+        self._c0 = time.process_time()
         self.decoded = 0  # prompts decoded so far, for the progress callback
 
     def add_prompts(self, name: str, n: int) -> None:
@@ -97,21 +101,25 @@ class Stats:
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
             self.seconds[name] += time.perf_counter() - t
+            self.cpu_seconds[name] += time.process_time() - c
 
     def as_dict(self) -> dict[str, Any]:
         seconds = {k: round(v, 4) for k, v in self.seconds.items()}
         seconds["total"] = round(time.perf_counter() - self._t0, 4)
+        cpu_seconds = {k: round(v, 4) for k, v in self.cpu_seconds.items()}
+        cpu_seconds["total"] = round(time.process_time() - self._c0, 4)
         return {
             "generator": self.generator,
             "prompts": dict(self.prompts),
             "prompts_total": int(sum(self.prompts.values())),
             "masks": dict(self.masks),
             "seconds": seconds,
+            "cpu_seconds": cpu_seconds,
             **{k: round(sum(v) / len(v), 4) for k, v in self._averages.items()},
             **self.extra,
         }
