@@ -367,9 +367,10 @@ def test_int8_mode_without_artifact_quantises_once(tiny_sam, tmp_path, capsys):
 def test_fast_falls_back_to_default_where_nothing_is_faster(tiny_sam, tmp_path, monkeypatch):
     from pocketsam.runtime import choose_fast, select
 
-    # no bf16, no int8 artifact, no OpenVINO: nothing to choose from
+    # no bf16, no int8 artifact, no OpenVINO, no ONNX Runtime: nothing to choose from
     monkeypatch.setattr(select, "native_bf16", lambda device="cpu": False)
     monkeypatch.setattr(select.openvino, "available", lambda: False)
+    monkeypatch.setattr(select, "onnx_available", lambda: False)
     choice = choose_fast(tiny_sam, cache_dir=tmp_path)
     assert choice.mode == "default" and "nothing faster" in choice.reason
     # native bf16, but the machine's micro-measurement finds it slower
@@ -390,6 +391,7 @@ def test_fast_picks_a_faster_path_that_keeps_quality(tiny_sam, tmp_path, monkeyp
 
     monkeypatch.setattr(select, "native_bf16", lambda device="cpu": True)
     monkeypatch.setattr(select.openvino, "available", lambda: False)  # test_openvino covers those candidates
+    monkeypatch.setattr(select, "onnx_available", lambda: False)  # test_fast_can_run_onnx_runtimes_encoder
     monkeypatch.setattr(select, "measure_speedups", lambda model, optimize, modes, repeats=3, cache_dir=None: {m: 2.0 for m in modes})
     monkeypatch.setattr(select, "bf16_quality", lambda model, optimize, cache_dir=None: 0.995)
     assert choose_fast(tiny_sam, cache_dir=tmp_path).mode == "bf16"
@@ -466,3 +468,29 @@ def test_an_inference_copy_runs_as_it_was_made(tiny_artifact):
         assert optimize(copy_, mode) is copy_
     with pytest.raises(InputError, match="already an inference copy for mode 'int8'"):
         optimize(copy_, "bf16")
+
+
+def test_fast_can_run_onnx_runtimes_encoder(tiny_sam, tmp_path, monkeypatch):
+    """Where ONNX Runtime's float32 encoder measures fastest, fast runs it with pocketsam's
+    own decoder (the faster one), and its masks are float32's."""
+    pytest.importorskip("onnxruntime")
+    from pocketsam.runtime import select
+    from pocketsam.runtime.decoder import FastMaskDecoder
+
+    monkeypatch.setattr(select, "native_bf16", lambda device="cpu": False)
+    monkeypatch.setattr(select.openvino, "available", lambda: False)
+    monkeypatch.setattr(select, "measure_speedups", lambda model, optimize, modes, repeats=3, cache_dir=None:
+                        {m: 2.0 if m == "onnx:encoder" else 0.5 for m in modes})
+    fast = optimize(tiny_sam, "fast", cache_dir=tmp_path)
+    assert fast.info.speed.chosen_by.mode == "onnx:encoder"
+    assert fast.info.speed.detail.startswith("ONNX Runtime encoder, pocketsam decoder")
+    assert isinstance(fast.mask_decoder, FastMaskDecoder)
+    image = np.random.default_rng(1).integers(0, 255, (64, 80, 3), dtype=np.uint8)
+    point = dict(point_coords=np.array([[30.0, 20.0]]), point_labels=np.array([1]))
+    masks = []
+    for model in (fast, tiny_sam):
+        p = SamPredictor(model)
+        p.set_image(image)
+        masks.append(p.predict(**point)[0])
+    inter, union = (masks[0] & masks[1]).sum(), (masks[0] | masks[1]).sum()
+    assert union == 0 or inter / union > 0.99

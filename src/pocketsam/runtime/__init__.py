@@ -96,12 +96,8 @@ def optimize(model: nn.Module, mode: str = "default", **options) -> nn.Module:
                          "pass the original model (the one optimize() or build_sam() returned) instead")
     if mode == "fast":
         choice = choose_fast(model, cache_dir=options.get("cache_dir"))
-        name, _, backend = choice.mode.partition(":")  # e.g. "int8:torch"
-        if name != "int8":
-            options.pop("cache_dir", None)
-        elif backend:
-            options["backend"] = backend
-        fast = optimize(model, name, **options)
+        name, chosen = select.mode_options(choice.mode, options.pop("cache_dir", None))  # e.g. "int8:torch"
+        fast = optimize(model, name, **{**options, **chosen})
         fast.info = replace(fast.info, speed=replace(fast.info.speed, chosen_by=choice))
         return fast
     fast = inference_copy(model)

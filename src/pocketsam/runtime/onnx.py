@@ -24,10 +24,18 @@ from pocketsam.errors import InputError
 from pocketsam.io import atomic_path, cache_root
 from pocketsam.models.info import SpeedPath
 from pocketsam.models.mask_decoder import MaskDecoder
+from pocketsam.runtime.decoder import fast_mask_decoder
 from pocketsam.runtime.fold import fold_batchnorm, inference_copy
 from pocketsam.version import __version__
 
 OPSET = 17
+
+
+def available() -> bool:
+    """Whether models can be exported (``onnx``) and run (``onnxruntime``) here."""
+    from importlib.util import find_spec
+
+    return find_spec("onnx") is not None and find_spec("onnxruntime") is not None
 
 
 def default_cache_dir() -> Path:
@@ -147,12 +155,18 @@ class OrtMaskDecoder(nn.Module):
 
 
 def onnx_model(model: nn.Module, fast: nn.Module, cache_dir: str | Path | None = None,
-               threads: int | None = None) -> nn.Module:
-    """Replace ``fast``'s image encoder and mask decoder by ONNX Runtime sessions."""
+               threads: int | None = None, encoder_only: bool = False) -> nn.Module:
+    """Replace ``fast``'s image encoder and mask decoder by ONNX Runtime sessions;
+    ``encoder_only``: the encoder only, with pocketsam's fast decoder (what ``fast`` runs,
+    pocketsam's decoder being the faster one, docs/speed-peers.md)."""
     if fast.device.type != "cpu":
         raise InputError("onnx mode runs on CPU", "move the model to CPU or use mode='bf16'/'compile'")
     enc_path, dec_path = export_onnx(model, cache_dir)
     fast.image_encoder = OrtImageEncoder(enc_path, fast.img_size, threads)
-    fast.mask_decoder = OrtMaskDecoder(dec_path, fast.config.decoder.multimask_only, threads)
-    fast.info = replace(fast.info, speed=SpeedPath("onnx", f"ONNX Runtime: {enc_path.parent}"))
+    if encoder_only:
+        fast.mask_decoder = fast_mask_decoder(fast.mask_decoder)
+    else:
+        fast.mask_decoder = OrtMaskDecoder(dec_path, fast.config.decoder.multimask_only, threads)
+    what = "ONNX Runtime encoder, pocketsam decoder" if encoder_only else "ONNX Runtime"
+    fast.info = replace(fast.info, speed=SpeedPath("onnx", f"{what}: {enc_path.parent}"))
     return fast

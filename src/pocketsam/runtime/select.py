@@ -8,6 +8,8 @@ Candidates, from the CPU flags (``/proc/cpuinfo``) and what the model carries:
   artifact whose recorded mask IoU against float32 is at least :data:`IOU_FLOOR` (torch's
   kernels need int8 dot-product instructions, AVX-VNNI, AVX512-VNNI or AMX-INT8; ONNX
   Runtime runs everywhere, with uint8 weights on x86 without them);
+* ``onnx:encoder`` (ONNX Runtime's float32 encoder, pocketsam's decoder) where ``onnx``
+  and ``onnxruntime`` are installed;
 * ``openvino:f32`` and, where OpenVINO has native bf16 kernels, ``openvino:bf16`` (the
   encoder on OpenVINO, pocketsam's decoder) where the ``openvino`` package is installed;
   an OpenVINO NNCF int8 artifact runs as ``int8:openvino``;
@@ -45,6 +47,7 @@ from pocketsam.platform import cpu_name, native_bf16, relevant_flags
 from pocketsam.runtime import openvino
 from pocketsam.runtime.agreement import mask_agreement, scene
 from pocketsam.runtime.int8_torch import available as torch_int8_available
+from pocketsam.runtime.onnx import available as onnx_available
 
 IOU_FLOOR = 0.99
 MIN_GAIN = 1.1
@@ -111,7 +114,7 @@ def _store(path: Path, key: str, section: str, value) -> None:
 def measure_speedups(model, optimize: Optimize, modes: list[str], repeats: int = 3,
                      cache_dir: str | Path | None = None) -> dict[str, float]:
     """Image-encoder speed-up over ``default`` of each of ``modes`` (``"bf16"``,
-    ``"int8:torch"``, ``"int8:onnxruntime"``) for ``model`` at its input size: best of
+    ``"int8:torch"``, ``"int8:onnxruntime"``, ``"onnx:encoder"``, ...) for ``model`` at its input size: best of
     ``repeats`` runs, all paths timed alternately. ``cache_dir``: where int8 finds or makes
     the model's artifact (as ``mode="int8"``)."""
     with torch.inference_mode(False), torch.no_grad():  # may be called from inside set_image
@@ -126,6 +129,8 @@ def mode_options(mode: str, cache_dir=None) -> tuple[str, dict]:
         return name, {"backend": variant or None, "cache_dir": cache_dir}
     if name == "openvino":
         return name, {"precision": variant or "f32", "cache_dir": cache_dir}
+    if name == "onnx":  # "onnx:encoder": ONNX Runtime's encoder, pocketsam's decoder
+        return name, {"encoder_only": variant == "encoder", "cache_dir": cache_dir}
     return name, {}
 
 
@@ -219,6 +224,8 @@ def choose_fast(model, optimize: Optimize, cache_dir: str | Path | None = None) 
         candidates.append("bf16")
     else:
         notes.append("no native bf16")
+    if device.type == "cpu" and onnx_available():
+        candidates.append("onnx:encoder")
     if device.type == "cpu" and os.environ.get(OPENVINO_ENV, "1") != "0" and openvino.available():
         candidates.append("openvino:f32")
         if openvino.native_bf16():
