@@ -30,7 +30,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROWS = {
@@ -89,21 +88,12 @@ def encoder_ms(models: dict[str, object], repeats: int = 20) -> dict[str, float]
     import torch
 
     from pocketsam.runtime import optimize
+    from pocketsam.runtime.select import time_encoders
 
     torch.set_num_threads(2)
     fast = {k: optimize(m, "default") for k, m in models.items()}
-    x = torch.randn(1, 3, 256, 256)
-    times: dict[str, list[float]] = {k: [] for k in fast}
-    with torch.inference_mode():
-        for _ in range(3):
-            for m in fast.values():
-                m.image_encoder(x)
-        for _ in range(repeats):
-            for k, m in fast.items():  # alternate, so load changes hit every model alike
-                t = time.perf_counter()
-                m.image_encoder(x)
-                times[k].append(1000 * (time.perf_counter() - t))
-    return {k: statistics.median(v) for k, v in times.items()}
+    times = time_encoders(fast, torch.randn(1, 3, 256, 256), repeats)  # alternating: load changes hit all alike
+    return {k: 1000 * statistics.median(v) for k, v in times.items()}
 
 
 def evaluate(out: Path, keys: str, max_images: int | None) -> None:

@@ -83,17 +83,10 @@ def build_paths(model, names, calib_images, work: Path, threads: int) -> dict:
 
 
 def encoder_ms(models: dict, size: int, repeats: int) -> dict[str, float]:
-    x = torch.randn(1, 3, size, size)
-    times: dict[str, list[float]] = {k: [] for k in models}
-    with torch.inference_mode():
-        for m in models.values():
-            m.image_encoder(x)
-        for _ in range(repeats):
-            for k, m in models.items():
-                t = time.process_time()
-                m.image_encoder(x)
-                times[k].append(1000 * (time.process_time() - t))
-    return {k: statistics.median(v) for k, v in times.items()}
+    from pocketsam.runtime.select import time_encoders
+
+    times = time_encoders(models, torch.randn(1, 3, size, size), repeats, clock=time.process_time)
+    return {k: 1000 * statistics.median(v) for k, v in times.items()}
 
 
 def main() -> int:
