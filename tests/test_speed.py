@@ -4,6 +4,8 @@ modes stay accurate, and `pocketsam bench` runs end to end."""
 from __future__ import annotations
 
 import copy
+import importlib.util
+import importlib.util
 import json
 import os
 
@@ -252,6 +254,39 @@ def test_bench_cli_smoke(tmp_path, tiny_sam, capsys):
     assert default["error"] is None
     assert default["encoder_ms"] > 0 and default["point_ms"] > 0 and default["peak_rss_mb"] > 0
     assert default["mask_iou"] > 0.999
+
+
+def test_bench_shows_the_peers(tmp_path, tiny_sam, capsys):
+    """`pocketsam bench` times the peers' paths in the same run as pocketsam's, each with its
+    mask IoU against the reference: ONNX Runtime's encoder, OpenVINO f32 and NNCF int8 (each
+    mode in its own worker process, so this test process never loads OpenVINO)."""
+    pytest.importorskip("onnxruntime")
+    modes = ["reference", "onnx:encoder"]
+    if importlib.util.find_spec("openvino") and importlib.util.find_spec("nncf"):
+        modes += ["openvino:f32", "int8:openvino"]
+    from pocketsam.checkpoints import export_state_dict
+    from pocketsam.cli import main
+
+    ckpt = tmp_path / "tiny.pt"
+    torch.save(export_state_dict(tiny_sam), ckpt)
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--checkpoint", str(ckpt), "--modes", ",".join(modes), "--repeats", "1", "--prompt-repeats",
+                 "1", "--batch", "2", "--points-per-side", "0", "--threads", "1", "--output", str(out)])
+    assert code == 0, capsys.readouterr().err
+    rows = json.loads(out.read_text())["modes"]
+    for mode in modes[1:]:
+        assert rows[mode]["error"] is None and rows[mode]["encoder_ms"] > 0, (mode, rows[mode])
+    assert rows["onnx:encoder"]["mask_iou"] > 0.999 and "ONNX Runtime encoder" in rows["onnx:encoder"]["path"]
+    if "int8:openvino" in rows:
+        assert rows["openvino:f32"]["mask_iou"] > 0.999 and "OpenVINO" in rows["openvino:f32"]["path"]
+        assert "NNCF int8" in rows["int8:openvino"]["path"] and rows["int8:openvino"]["mask_iou"] > 0.5
+
+
+def test_bench_refuses_an_unknown_path_at_once(capsys):
+    from pocketsam.cli import main
+
+    assert main(["bench", "--modes", "default,openvino:fp8"]) == 2
+    assert "unknown variant 'fp8' of mode 'openvino'" in capsys.readouterr().err
 
 
 def test_bench_without_checkpoint_asks_for_one(monkeypatch, capsys):

@@ -43,11 +43,16 @@ from pocketsam.platform import configure_threads, cpu_name, relevant_flags
 from pocketsam.predictor import SamPredictor
 from pocketsam.preprocess import Preprocess
 from pocketsam.quant import artifact_for
-from pocketsam.runtime import check_mode
+from pocketsam.quant.openvino import openvino_artifact_for
 from pocketsam.runtime.agreement import accuracy_prompts
 from pocketsam.runtime.load import build_sam
+from pocketsam.runtime.select import check_path, mode_options
 
-DEFAULT_MODES = ("reference", "default", "bf16", "int8", "fast", "onnx", "openvino", "compile")
+DEFAULT_MODES = ("reference", "default", "bf16", "int8", "fast", "onnx", "openvino:f32", "openvino:bf16", "int8:openvino",
+                 "compile")
+"""Every path, the peers' included: ONNX Runtime (``onnx``: its encoder and decoder) and
+OpenVINO (``openvino:f32`` / ``openvino:bf16``: its encoder, pocketsam's decoder;
+``int8:openvino``: NNCF int8). A path whose package is missing gets an error row."""
 
 
 @dataclass
@@ -69,7 +74,7 @@ class BenchSettings:
     timeout: float = 1800
 
     def checked(self) -> "BenchSettings":
-        modes = tuple(check_mode(m) for m in self.modes)
+        modes = tuple(check_path(m) for m in self.modes)
         if not modes:
             raise InputError("no modes given", f"e.g. --modes {','.join(DEFAULT_MODES)}")
         for img in self.images:
@@ -218,14 +223,17 @@ def worker(job: dict) -> dict:
     threads = configure_threads(job["threads"])
     out: dict = {"mode": job["mode"], "threads": threads, "batch": job["batch"], "error": None}
     model = build_sam(job["model_type"], job["checkpoint"])
-    if job["mode"] == "int8":
+    name, options = mode_options(job["mode"])  # e.g. "int8:openvino", "openvino:bf16"
+    if job["mode"] == "int8:openvino":
+        model = openvino_artifact_for(model)
+    elif name == "int8":
         model = artifact_for(model)  # its own artifact, else one made once (synthetic calibration)
     size = model.img_size
     if job["images"]:
         images = [load_image(p) for p in job["images"]]
     else:
         images = [synthetic_image(max(8, size * 3 // 4), size)]
-    predictor = SamPredictor(model, mode=job["mode"])
+    predictor = SamPredictor(model, mode=name, **options)
 
     start = time.perf_counter()
     predictor.set_image(images[0])

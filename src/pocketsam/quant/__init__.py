@@ -266,23 +266,33 @@ def artifact_for(model, cache_dir: str | Path | None = None, log: Callable[[str]
     (default ``<cache root>/int8``), keyed by the weights' hash. For when no calibration
     images are at hand (benchmarks); ``pocketsam quantize --calib DIR`` is the way to make
     an artifact for real use."""
+    return cached_artifact(
+        model, Path(cache_dir or cache_root("int8")), is_artifact, load_artifact,
+        lambda images, folder: quantize_model(model, images, folder, measure=0, source="auto (synthetic calibration)"),
+        "int8", log, num_images)
+
+
+def cached_artifact(model, root: Path, is_art: Callable, load: Callable, make: Callable, what: str,
+                    log: Callable[[str], None] | None = None, num_images: int = 4):
+    """``model`` carrying its int8 artifact of this kind: its own where it was loaded from one
+    (weights unchanged), else the one under ``root/<weights hash>`` (``load``), else one made
+    there now by ``make(images, folder)`` from synthetic calibration scenes."""
     sha = weights_sha256(model)
     art = model.info.int8
-    if art is not None and art.model_sha256 == sha:
+    if art is not None and getattr(art, "model_sha256", None) == sha and is_art(art.folder):
         return model
-    folder = Path(cache_dir or cache_root("int8")) / sha[:24]
+    folder = root / sha[:24]
     art = None
-    if is_artifact(folder):
+    if is_art(folder):
         try:
-            art = load_artifact(folder)
+            art = load(folder)
         except Exception:  # noqa: BLE001 - a damaged cache entry is rebuilt
             art = None
     if art is None:
         (log or (lambda m: print(m, file=sys.stderr)))(
-            f"int8: no calibrated artifact for this model; quantising it once with {num_images} synthetic scenes "
+            f"{what}: no calibrated artifact for this model; quantising it once with {num_images} synthetic scenes "
             f"(cached in {folder}; for your own images run `pocketsam quantize CKPT --calib DIR --out OUT`)")
-        art = quantize_model(model, synthetic_images(num_images, model.img_size), folder, measure=0,
-                             source="auto (synthetic calibration)")
+        art = make(synthetic_images(num_images, model.img_size), folder)
     return with_artifact(model, art, sha)
 
 

@@ -18,9 +18,9 @@ import torch
 
 from pocketsam.checkpoints import save_checkpoint, weights_sha256
 from pocketsam.errors import InputError
-from pocketsam.io import replace_files_together, sha256_file, write_json_atomic
+from pocketsam.io import cache_root, replace_files_together, sha256_file, write_json_atomic
 from pocketsam.preprocess import Preprocess
-from pocketsam.quant import calibration_images
+from pocketsam.quant import cached_artifact, calibration_images
 from pocketsam.runtime import optimize
 from pocketsam.runtime.load import build_sam
 from pocketsam.runtime.agreement import embedding_agreement
@@ -37,6 +37,7 @@ from pocketsam.runtime.openvino import (
     OpenVINOImageEncoder,
     compile_encoder,
     import_openvino,
+    is_artifact,
     load_artifact,
     versions,
 )
@@ -152,3 +153,14 @@ def quantize_checkpoint_openvino(checkpoint, calib, out, num_images: int = 32, m
         raise InputError(f"'{checkpoint}' is already an int8 artifact", "quantize the float checkpoint it was made from")
     return quantize_encoder(model, images, out, image_names=names, source=str(checkpoint) if checkpoint else "bundled",
                             log=log, **options)
+
+
+def openvino_artifact_for(model, cache_dir: str | Path | None = None, log: Callable[[str], None] | None = None,
+                          num_images: int = 4):
+    """:func:`pocketsam.quant.artifact_for` for NNCF int8 run by OpenVINO (benchmarks):
+    ``model`` with an OpenVINO int8 artifact made once from synthetic scenes, cached under
+    ``cache_dir`` (default ``<cache root>/int8-openvino``)."""
+    return cached_artifact(
+        model, Path(cache_dir or cache_root("int8-openvino")), is_artifact, load_artifact,
+        lambda images, folder: quantize_encoder(model, images, folder, measure=0, source="auto (synthetic calibration)"),
+        "int8 (OpenVINO)", log, num_images)

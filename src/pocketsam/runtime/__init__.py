@@ -56,27 +56,13 @@ from pocketsam.runtime.backends import BF16Weights, autocast_bf16, compile_model
 from pocketsam.runtime.decoder import fast_mask_decoder
 from pocketsam.runtime.fold import fold_batchnorm, inference_copy, to_channels_last
 from pocketsam.runtime.fuse import fuse_gelu
+from pocketsam.runtime.modes import MODES, check_mode
 from pocketsam.runtime.onnx import onnx_model
-
-MODES = ("reference", "default", "bf16", "int8", "compile", "onnx", "openvino", "fast")
 
 __all__ = [
     "MODES", "check_mode", "choose_fast", "configure_threads", "fold_batchnorm", "fuse_gelu", "inference_copy", "optimize",
     "to_channels_last", "weights_key",
 ]
-
-
-def check_mode(mode: str) -> str:
-    """The canonical name of a speed mode (aliases: fp32, none, ort, bfloat16).
-
-    Raises:
-        InputError: an unknown mode.
-    """
-    key = (mode or "default").lower().replace("_", "-")
-    key = {"fp32": "default", "none": "reference", "ort": "onnx", "bfloat16": "bf16"}.get(key, key)
-    if key not in MODES:
-        raise InputError(f"unknown speed mode '{mode}'", f"use one of {', '.join(MODES)}")
-    return key
 
 
 def optimize(model: nn.Module, mode: str = "default", **options) -> nn.Module:

@@ -42,11 +42,13 @@ import torch
 from torch import nn
 
 from pocketsam.checkpoints.fingerprint import weights_sha256
+from pocketsam.errors import InputError
 from pocketsam.io import cache_root, write_json_atomic
 from pocketsam.platform import cpu_name, native_bf16, relevant_flags
 from pocketsam.runtime import openvino
 from pocketsam.runtime.agreement import mask_agreement, scene
 from pocketsam.runtime.int8_torch import available as torch_int8_available
+from pocketsam.runtime.modes import check_mode
 from pocketsam.runtime.onnx import available as onnx_available
 
 IOU_FLOOR = 0.99
@@ -119,6 +121,26 @@ def measure_speedups(model, optimize: Optimize, modes: list[str], repeats: int =
     the model's artifact (as ``mode="int8"``)."""
     with torch.inference_mode(False), torch.no_grad():  # may be called from inside set_image
         return _measure(model, optimize, modes, repeats, cache_dir)
+
+
+#: The variants a path may name after its mode (``"int8:torch"``, ``"openvino:bf16"``, ...).
+VARIANTS = {"int8": ("torch", "onnxruntime", "openvino"), "openvino": ("f32", "bf16"), "onnx": ("encoder",)}
+
+
+def check_path(path: str) -> str:
+    """The canonical name of a measured path: a speed mode (:func:`check_mode`), optionally
+    with one of its :data:`VARIANTS` (``"int8:onnxruntime"``, ``"openvino:bf16"``,
+    ``"onnx:encoder"``).
+
+    Raises:
+        InputError: an unknown mode or variant.
+    """
+    name, _, variant = path.strip().partition(":")
+    name = check_mode(name)
+    if variant and variant.lower() not in VARIANTS.get(name, ()):
+        known = ", ".join(f"{m}:{v}" for m, vs in VARIANTS.items() for v in vs)
+        raise InputError(f"unknown variant '{variant}' of mode '{name}'", f"use one of {known}")
+    return f"{name}:{variant.lower()}" if variant else name
 
 
 def mode_options(mode: str, cache_dir=None) -> tuple[str, dict]:
