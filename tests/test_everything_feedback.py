@@ -146,3 +146,20 @@ def test_cli_says_when_given_thresholds_reject_everything(capsys, tmp_path: Path
     assert "0 masks for scene.jpg" in captured.out
     lines = [line for line in captured.err.splitlines() if "returned no masks" in line]
     assert len(lines) == 1 and lines[0].startswith("warning: ") and "leave --pred-iou-thresh out" in lines[0]
+
+
+def test_progress_bar_shows_completion_even_when_prompts_finish_fast(capsys, monkeypatch) -> None:
+    """tqdm skips redraws within its interval; the last one ("64/64") is drawn anyway, so a
+    user (and test_cli_progress_and_quiet on a fast machine) sees the decoding finish."""
+    import pocketsam.cli.common as common
+
+    monkeypatch.setattr(common, "PROGRESS_DELAY_S", 0.0)
+
+    class Generator:
+        progress = None
+
+    gen = Generator()
+    with common.prompt_progress(gen, "everything"):
+        for done in range(0, 65, 16):  # all within microseconds, far inside tqdm's 0.1 s interval
+            gen.progress(done, 64)
+    assert "64/64" in capsys.readouterr().err.replace("\r", "\n")

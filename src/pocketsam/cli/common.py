@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import fields
@@ -184,6 +185,8 @@ def prompt_progress(generator: Any, desc: str, quiet: bool = False) -> Iterator[
     def progress(done: int, total: int) -> None:
         bar.total = total
         bar.update(done - bar.n)
+        if done >= total and not bar.disable and time.time() >= bar.start_t + bar.delay:
+            bar.refresh()  # the last prompts came within tqdm's redraw interval: show "N/N" anyway
 
     generator.progress = progress
     try:
