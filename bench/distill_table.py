@@ -8,7 +8,8 @@ Teacher: the bundled model (pocketsam_tiny, 256²). Student: pocketsam_nano. Dat
 synthetic scenes (seed 1, the teacher's own training set) and 100 held-out scenes (seed 7,
 never trained on). Every row gets the same CPU budget (1 thread, steps chosen from its
 measured step time so that each trains for ~45-50 CPU-minutes on an AMD EPYC (Zen 3, AVX2);
-the first version of this table used 1/3.4 of these steps, ~10 CPU-minutes on a Xeon):
+on the AVX-512/AMX Xeon of 2026-12-05 rows c-e took 34-36; the first version of this table
+used 1/3.4 of these steps, ~10 CPU-minutes on a Xeon):
 
   (a) the student from scratch with `pocketsam train` (the teacher's own recipe)
   (b) decoupled distillation (MobileSAM): `pocketsam distill train --stage encoder`
