@@ -393,9 +393,9 @@ def test_fast_picks_a_faster_path_that_keeps_quality(tiny_sam, tmp_path, monkeyp
     monkeypatch.setattr(select.openvino, "available", lambda: False)  # test_openvino covers those candidates
     monkeypatch.setattr(select, "onnx_available", lambda: False)  # test_fast_can_run_onnx_runtimes_encoder
     monkeypatch.setattr(select, "measure_speedups", lambda model, optimize, modes, repeats=3, cache_dir=None: {m: 2.0 for m in modes})
-    monkeypatch.setattr(select, "bf16_quality", lambda model, optimize, cache_dir=None: 0.995)
+    monkeypatch.setattr(select, "path_quality", lambda model, optimize, mode, cache_dir=None: 0.995)
     assert choose_fast(tiny_sam, cache_dir=tmp_path).mode == "bf16"
-    monkeypatch.setattr(select, "bf16_quality", lambda model, optimize, cache_dir=None: 0.95)  # too lossy for this model
+    monkeypatch.setattr(select, "path_quality", lambda model, optimize, mode, cache_dir=None: 0.95)  # too lossy for this model
     choice = choose_fast(tiny_sam, cache_dir=tmp_path)
     assert choice.mode == "default" and "mask IoU 0.950" in choice.reason
 

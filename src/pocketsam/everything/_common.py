@@ -251,7 +251,6 @@ class MaskGeneratorBase:
         while the checkpoint recommends thresholds (:attr:`Sam.everything_defaults`) that this
         mode takes and that differ from those used: SAM's defaults (0.88 / 0.95) can reject
         every mask of a smaller model, and a silent empty result hides why."""
-
         self.last_stats = stats.as_dict()
         masks = self.last_stats["masks"]
         if self._said_unused or masks.get("returned", 0) > 0 or masks.get("decoded", 0) == 0:

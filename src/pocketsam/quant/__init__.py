@@ -269,14 +269,15 @@ def artifact_for(model, cache_dir: str | Path | None = None, log: Callable[[str]
     return cached_artifact(
         model, Path(cache_dir or cache_root("int8")), is_artifact, load_artifact,
         lambda images, folder: quantize_model(model, images, folder, measure=0, source="auto (synthetic calibration)"),
-        "int8", log, num_images)
+        "int8", "pocketsam quantize CKPT --calib DIR --out OUT", log, num_images)
 
 
-def cached_artifact(model, root: Path, is_art: Callable, load: Callable, make: Callable, what: str,
+def cached_artifact(model, root: Path, is_art: Callable, load: Callable, make: Callable, what: str, command: str,
                     log: Callable[[str], None] | None = None, num_images: int = 4):
     """``model`` carrying its int8 artifact of this kind: its own where it was loaded from one
     (weights unchanged), else the one under ``root/<weights hash>`` (``load``), else one made
-    there now by ``make(images, folder)`` from synthetic calibration scenes."""
+    there now by ``make(images, folder)`` from synthetic calibration scenes (the message
+    says so, and that ``command`` makes one from the user's images)."""
     sha = weights_sha256(model)
     art = model.info.int8
     if art is not None and getattr(art, "model_sha256", None) == sha and is_art(art.folder):
@@ -291,7 +292,7 @@ def cached_artifact(model, root: Path, is_art: Callable, load: Callable, make: C
     if art is None:
         (log or (lambda m: print(m, file=sys.stderr)))(
             f"{what}: no calibrated artifact for this model; quantising it once with {num_images} synthetic scenes "
-            f"(cached in {folder}; for your own images run `pocketsam quantize CKPT --calib DIR --out OUT`)")
+            f"(cached in {folder}; for your own images run `{command}`)")
         art = make(synthetic_images(num_images, model.img_size), folder)
     return with_artifact(model, art, sha)
 

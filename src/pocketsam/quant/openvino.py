@@ -163,4 +163,4 @@ def openvino_artifact_for(model, cache_dir: str | Path | None = None, log: Calla
     return cached_artifact(
         model, Path(cache_dir or cache_root("int8-openvino")), is_artifact, load_artifact,
         lambda images, folder: quantize_encoder(model, images, folder, measure=0, source="auto (synthetic calibration)"),
-        "int8 (OpenVINO)", log, num_images)
+        "int8 (OpenVINO)", "pocketsam quantize CKPT --calib DIR --out OUT --backend openvino", log, num_images)

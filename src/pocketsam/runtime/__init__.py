@@ -73,7 +73,7 @@ def optimize(model: nn.Module, mode: str = "default", **options) -> nn.Module:
     ``options`` go to the mode's backend (``cache_dir`` for onnx, ``backend`` for int8, ...).
     """
     mode = check_mode(mode)
-    copy_of = getattr(getattr(model, "info", None), "speed", None)
+    copy_of = model.info.speed
     if copy_of is not None:  # already an inference copy: it runs as it is, or not at all
         if mode in ("reference", copy_of.mode) or (mode == "fast" and copy_of.chosen_by is not None):
             return model

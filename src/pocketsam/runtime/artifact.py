@@ -80,9 +80,14 @@ def is_artifact(path: str | Path) -> bool:
     return (p.is_dir() and (p / META_NAME).is_file()) or (p.name == META_NAME and p.is_file())
 
 
-def _damaged(folder: Path, what: str) -> CheckpointError:
-    return CheckpointError(f"int8 artifact '{folder}' is damaged: {what}",
-                           "re-create it with `pocketsam quantize CKPT --calib DIR --out OUT`")
+def damaged_artifact(folder: Path, why: str, what: str, maker: str) -> CheckpointError:
+    """The one error for an artifact folder that fails a check: which (``what`` at
+    ``folder``), ``why``, and how to make it again (``maker``)."""
+    return CheckpointError(f"{what} '{folder}' is damaged: {why}", f"re-create it with {maker}")
+
+
+def _damaged(folder: Path, why: str) -> CheckpointError:
+    return damaged_artifact(folder, why, "int8 artifact", "`pocketsam quantize CKPT --calib DIR --out OUT`")
 
 
 def read_sealed_metadata(path: str | Path, meta_name: str, format_: str, version: int, files: tuple[str, ...],
@@ -102,7 +107,7 @@ def read_sealed_metadata(path: str | Path, meta_name: str, format_: str, version
     meta_path = folder / meta_name
 
     def damaged(why: str) -> CheckpointError:
-        return CheckpointError(f"{what} '{folder}' is damaged: {why}", f"re-create it with {maker}")
+        return damaged_artifact(folder, why, what, maker)
 
     if not meta_path.is_file():
         raise CheckpointError(f"'{folder}' is not an {what} (no {meta_name})", f"pass the folder written by {maker}")

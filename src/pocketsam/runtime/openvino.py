@@ -55,7 +55,7 @@ from torch import nn
 from pocketsam.errors import CheckpointError, InputError
 from pocketsam.io import sha256_file
 from pocketsam.models.info import SpeedPath
-from pocketsam.runtime.artifact import read_sealed_metadata
+from pocketsam.runtime.artifact import damaged_artifact, read_sealed_metadata
 from pocketsam.runtime.decoder import fast_mask_decoder
 from pocketsam.runtime.onnx import export_onnx
 from pocketsam.version import __version__
@@ -198,9 +198,8 @@ class OpenVINOArtifact:
             raise _damaged(self.folder, f"OpenVINO cannot read its IR ({type(exc).__name__})") from None
 
 
-def _damaged(folder: Path, what: str) -> CheckpointError:
-    return CheckpointError(f"OpenVINO int8 artifact '{folder}' is damaged: {what}",
-                           "re-create it with `pocketsam quantize --backend openvino`")
+def _damaged(folder: Path, why: str) -> CheckpointError:
+    return damaged_artifact(folder, why, "OpenVINO int8 artifact", "`pocketsam quantize --backend openvino`")
 
 
 def load_artifact(path, verify: bool = True) -> OpenVINOArtifact:

@@ -22,9 +22,9 @@ torch/onnxruntime versions) and model (weights' hash): which path wins depends o
 (on this project's 2-core Sapphire Rapids VM bf16 won for the 1024² vit_t encoder and int8
 through ONNX Runtime for the 256² bundled model; on an AVX2-only AMD EPYC, int8 through
 ONNX Runtime for the bundled model, 1.24×). A path must be :data:`MIN_GAIN` times
-faster than ``default`` to be chosen. Quality: ``bf16`` and the OpenVINO paths are checked
-once per model (mask IoU against ``default`` on a generated scene with the bench's 13
-prompts, cached); ``int8`` uses the IoU its artifact recorded. Where nothing qualifies, ``fast`` is ``default``.
+faster than ``default`` to be chosen. Quality: every path but ``int8`` is checked once per
+model (:func:`path_quality`: mask IoU against ``default`` on a generated scene with the
+bench's 13 prompts, cached); ``int8`` uses the IoU its artifact recorded. Where nothing qualifies, ``fast`` is ``default``.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def mode_options(mode: str, cache_dir=None) -> tuple[str, dict]:
     if name == "int8":
         return name, {"backend": variant or None, "cache_dir": cache_dir}
     if name == "openvino":
-        return name, {"precision": variant or "f32", "cache_dir": cache_dir}
+        return name, {"precision": variant or None, "cache_dir": cache_dir}  # None: measured (openvino_precision)
     if name == "onnx":  # "onnx:encoder": ONNX Runtime's encoder, pocketsam's decoder
         return name, {"encoder_only": variant == "encoder", "cache_dir": cache_dir}
     return name, {}
@@ -229,11 +229,6 @@ def path_quality(model, optimize: Optimize, mode: str, cache_dir: str | Path | N
     return iou
 
 
-def bf16_quality(model, optimize: Optimize, cache_dir: str | Path | None = None) -> float:
-    """Mask IoU of ``bf16`` against ``default`` for ``model`` (:func:`path_quality`)."""
-    return path_quality(model, optimize, "bf16", cache_dir)
-
-
 def openvino_precision(model, optimize: Optimize, cache_dir: str | Path | None = None) -> str:
     """What ``mode="openvino"`` runs in: ``"bf16"`` where OpenVINO has native bf16 kernels
     and a one-off measurement found them faster than its f32 with mask IoU >= the floor,
@@ -289,8 +284,7 @@ def choose_fast(model, optimize: Optimize, cache_dir: str | Path | None = None) 
         if mode.startswith("int8"):
             iou = float(art.meta["quality"]["mask_iou_vs_fp32"])
         else:
-            iou = bf16_quality(model, optimize, cache_dir) if mode == "bf16" else path_quality(model, optimize, mode,
-                                                                                                   cache_dir)
+            iou = path_quality(model, optimize, mode, cache_dir)
             if iou < IOU_FLOOR:
                 notes.append(f"{mode}: mask IoU {iou:.3f} < {IOU_FLOOR}")
                 continue
