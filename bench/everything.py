@@ -229,22 +229,16 @@ def onnx_user_predictor_class():
 
 
 def peer_rows(sam, images, args, settings, threads) -> tuple[list[dict], dict]:
-    import onnxruntime as ort
-
     from pocketsam import SamAutomaticMaskGenerator
     from pocketsam.export.onnx_sam import export_decoder, export_encoder
     from pocketsam.masks import build_point_grid
-    from pocketsam.runtime.onnx import OrtImageEncoder
+    from pocketsam.runtime.onnx import OrtImageEncoder, ort_session
 
     work = Path(tempfile.mkdtemp(prefix="pocketsam-everything-peers-"))
     log("peers: exporting SAM-format encoder.onnx and decoder.onnx (all four masks)")
     enc_path = export_encoder(sam, work / "encoder.onnx")
     dec_path = export_decoder(sam, work / "decoder.onnx", return_single_mask=False)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    dec_session = ort.InferenceSession(str(dec_path), sess_options=opts, providers=["CPUExecutionProvider"])
+    dec_session = ort_session(dec_path, threads)
     ort_encoder = OrtImageEncoder(enc_path, sam.img_size, threads)
 
     n = args.points_per_side
@@ -335,9 +329,9 @@ def markdown(header: dict, rows: list[dict], paths: dict, peers: list[dict] | No
                    if row["photo"] == r["photo"] and row["mode"] == "grid" and row["setting"] == r["setting"]}
             d, f = own.get("default"), own.get("fast")
             ratio = (lambda v: f"{c['total'] / v:.1f}×" if v else "–")
+            seconds = (lambda v: "–" if v is None else f"{v:.2f}")
             out.append(f"| {r['photo']} | {r['filters']} | {r['pipeline']} | {c['encoder']:.2f} | {c['decoder']:.1f} | "
-                       f"{c['filtering']:.2f} | **{c['total']:.1f}** | {d if d is None else f'{d:.2f}'} | "
-                       f"{ratio(d)} | {f if f is None else f'{f:.2f}'} | {ratio(f)} |")
+                       f"{c['filtering']:.2f} | **{c['total']:.1f}** | {seconds(d)} | {ratio(d)} | {seconds(f)} | {ratio(f)} |")
     return "\n".join(out)
 
 

@@ -49,6 +49,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 SHARED = ROOT.parent / "shared"
 
+from profile_encoder import profile_table  # noqa: E402  (bench/, this script's folder)
+
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
@@ -110,17 +112,6 @@ def decoder_latency(predictors: dict, image, repeats: int) -> dict:
                     p.predict_low_res(pts, None, None, True)
                 times[name].append((CLOCK() - t) / 5 * 1000)
     return {n: statistics.median(v) for n, v in times.items()}
-
-
-def profile_bf16(model, x, rows: int = 15) -> str:
-    from pocketsam.runtime import optimize
-
-    enc = optimize(model, "bf16").image_encoder
-    with torch.inference_mode():
-        enc(x)
-        with torch.profiler.profile() as prof:
-            enc(x)
-    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=40)
 
 
 def profile_openvino(model_or_path, precision: str, threads: int, x) -> dict:
@@ -295,7 +286,7 @@ def main() -> int:
 
     if args.profile:
         log("profiles: torch.profiler on pocketsam bf16; OpenVINO per-layer counters")
-        result["profile_pocketsam_bf16"] = profile_bf16(model, xs[0])
+        result["profile_pocketsam_bf16"] = profile_table(model, "bf16", xs[0], calls=1, rows=15)
         result["profile_openvino"] = {}
         if pov.native_bf16():
             result["profile_openvino"]["bf16"] = profile_openvino(enc_onnx, "bf16", threads, xs[0])
@@ -306,7 +297,7 @@ def main() -> int:
     result["seconds"] = {"wall": round(time.perf_counter() - start), "cpu": round(time.process_time() - cpu0)}
     print(markdown(result))
     if args.profile:
-        print("\n## pocketsam bf16, torch.profiler (one encoder pass)\n\n```\n" + result["profile_pocketsam_bf16"] + "```")
+        print("\n## pocketsam bf16, torch.profiler (one encoder pass)\n\n" + result["profile_pocketsam_bf16"])
         for k, v in result["profile_openvino"].items():
             print(f"\n## OpenVINO {k}: {v['total_ms']:.0f} ms in per-layer counters\n")
             print("by layer type (ms): " + ", ".join(f"{t} {ms:.0f}" for t, ms in v["ms_by_type"].items()))

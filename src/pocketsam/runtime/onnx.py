@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from importlib.util import find_spec
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,8 +34,6 @@ OPSET = 17
 
 def available() -> bool:
     """Whether models can be exported (``onnx``) and run (``onnxruntime``) here."""
-    from importlib.util import find_spec
-
     return find_spec("onnx") is not None and find_spec("onnxruntime") is not None
 
 
@@ -107,7 +106,9 @@ def export_encoder(model: nn.Module, path: Path, opset: int = OPSET, output: str
     return path
 
 
-def _session(path: Path, threads: int | None = None):
+def ort_session(path: Path, threads: int | None = None):
+    """An ONNX Runtime CPU session for the model at ``path``: ``threads`` intra-op threads
+    (default: torch's), one inter-op thread, every graph optimisation."""
     try:
         import onnxruntime as ort
     except ImportError as exc:  # pragma: no cover - optional dependency
@@ -126,7 +127,7 @@ def _np(t: torch.Tensor) -> np.ndarray:
 class OrtImageEncoder(nn.Module):
     def __init__(self, path: Path, img_size: int, threads: int | None = None) -> None:
         super().__init__()
-        self.session = _session(path, threads)
+        self.session = ort_session(path, threads)
         self.img_size = img_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -142,7 +143,7 @@ class OrtMaskDecoder(nn.Module):
 
     def __init__(self, path: Path, multimask_only: bool, threads: int | None = None) -> None:
         super().__init__()
-        self.session = _session(path, threads)
+        self.session = ort_session(path, threads)
         self.multimask_only = multimask_only
 
     def predict_masks(self, image_embeddings, image_pe, sparse, dense):
