@@ -54,24 +54,29 @@ def synth(folder: Path, n: int, seed: int) -> None:
 
 
 def build_paths(model, names, calib_images, work: Path, threads: int) -> dict:
+    """Every path of ``names`` for ``model``; the int8 artifacts are kept under ``work`` and
+    reused only for the same weights and the same number of calibration scenes."""
     from pocketsam.quant import quantize_model, with_artifact
     from pocketsam.quant.openvino import quantize_encoder
     from pocketsam.runtime import optimize
     from pocketsam.runtime.artifact import load_artifact as load_int8
     from pocketsam.runtime.openvino import load_artifact
 
+    from pocketsam.checkpoints import weights_sha256
+
     models = {}
     arts = {}
+    key = f"{weights_sha256(model)[:16]}_calib{len(calib_images)}"  # a changed model or calibration: new artifacts
     for name in names:
         kind, _, variant = name.partition(":")
         if kind == "int8" and variant in ("torch", "onnxruntime"):
             if "pocketsam" not in arts:
-                folder = work / "int8_pocketsam"
+                folder = work / f"int8_pocketsam_{key}"
                 arts["pocketsam"] = (load_int8(folder) if folder.exists() else
                                      quantize_model(model, calib_images, folder, measure=0, threads=threads))
             models[name] = optimize(with_artifact(model, arts["pocketsam"]), "int8", backend=variant)
         elif name == "int8:openvino":
-            folder = work / "int8_openvino"
+            folder = work / f"int8_openvino_{key}"
             art = load_artifact(folder) if folder.exists() else quantize_encoder(model, calib_images, folder, measure=0,
                                                                                  threads=threads)
             models[name] = optimize(with_artifact(model, art), "int8")
@@ -101,13 +106,15 @@ def main() -> int:
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    synth(out / "calib", args.calib, 1)
-    synth(out / "held", args.held, 7)
+    calib, held_dir = out / f"calib_{args.calib}", out / f"held_{args.held}"  # another count: other scenes
+    synth(calib, args.calib, 1)
+    synth(held_dir, args.held, 7)
 
     from pocketsam import build_sam
     from pocketsam.data import SA1BReader
     from pocketsam.eval.runners import eval_prompts
     from pocketsam.platform import cpu_name, relevant_flags
+    from pocketsam.io import write_json_atomic, write_text_atomic
     from pocketsam.quant import calibration_images
     from pocketsam.runtime import configure_threads, optimize
 
@@ -116,13 +123,13 @@ def main() -> int:
     header = (f"{time.strftime('%Y-%m-%d')}; {cpu_name()}; flags {' '.join(relevant_flags())}; {threads} thread(s); "
               f"model {args.checkpoint or 'bundled'} ({model.img_size}²)")
     print(header, flush=True)
-    images, _ = calibration_images(out / "calib", args.calib)
+    images, _ = calibration_images(calib, args.calib)
     names = [p.strip() for p in args.paths.split(",") if p.strip()]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         models = build_paths(model, names, images, out, threads)
     reference = models.get("default") or optimize(model, "default")
-    held = SA1BReader(out / "held")
+    held = SA1BReader(held_dir)
     rows: dict[str, dict] = {}
     for name, m in models.items():
         row = {}
@@ -151,9 +158,8 @@ def main() -> int:
                  f"distribution.")
     text = "\n".join(lines)
     print(text)
-    (out / "table.md").write_text(text + "\n")
-    (out / "result.json").write_text(json.dumps({"header": header, "fast": chose, "rows": rows, "encoder_ms": ms},
-                                                indent=1))
+    write_text_atomic(text + "\n", out / "table.md")
+    write_json_atomic({"header": header, "fast": chose, "rows": rows, "encoder_ms": ms}, out / "result.json")
     return 0
 
 
