@@ -15,7 +15,8 @@ Arms: ``default`` is whatever `--stage encoder` defaults to now; ``plain`` is th
 :func:`plain_loop` (AdamW lr 2e-3, torch's OneCycleLR, weight decay 0.01, random
 horizontal flips whose targets are the teacher run on the flipped image, embedding MSE,
 fp32 targets computed here, no clipping, all 200 images); the others are the previous
-defaults (``v1``) and one-factor changes of them, for finding what makes the difference.
+defaults (``v1``) and one-factor changes of them, for finding what makes the difference, and
+one-factor changes of the plain loop (``plain_*``: learning rate, more views per image).
 ``engine_plain`` spells out today's defaults (docs/training.md, "Distillation defaults: the
 learning curve", has the measured table and what it says).
 CPU time is user + system of each training run (teacher embeddings excluded for every arm:
@@ -36,6 +37,8 @@ from pathlib import Path
 
 # The settings `--stage encoder` had before issue 26 (engine defaults), spelled out.
 V1 = ["--lr", "4e-4", "--weight-decay", "0.05", "--warmup", "100", "--min-lr-ratio", "0.05", "--val-images", "16", "--no-flip"]
+# The plain loop's settings on the engine: the encoder stage's default from issue 26 until lr 6e-3 replaced 2e-3.
+ENGINE_PLAIN = [*V1, "--lr", "2e-3", "--weight-decay", "0.01", "--warmup", "0.3", "--min-lr-ratio", "0", "--flip"]
 ARMS = {
     "default": ("pocketsam distill train --stage encoder, current defaults", []),
     "v1": ("previous defaults (lr 4e-4, warm-up 100 + cosine to 5 %, wd 0.05, no flips, 16 images held out)", V1),
@@ -44,10 +47,23 @@ ARMS = {
     "lr_flip": ("v1 with lr 2e-3 and flips", [*V1, "--lr", "2e-3", "--flip"]),
     "engine_plain": ("the plain loop's settings on the engine (lr 2e-3, 30 % warm-up, cosine to 0, wd 0.01, flips; "
                      "16 images still held out for validation)",
-                     [*V1, "--lr", "2e-3", "--weight-decay", "0.01", "--warmup", "0.3", "--min-lr-ratio", "0", "--flip"]),
+                     ENGINE_PLAIN),
     "engine_plain_noflip": ("engine_plain without flips", [*V1, "--lr", "2e-3", "--weight-decay", "0.01", "--warmup", "0.3",
                                                          "--min-lr-ratio", "0", "--no-flip"]),
-    "plain": ("plain 30-line loop (bench/distill_curve.py: plain_loop)", None),
+    "size512": ("engine_plain (the lr-2e-3 default) with the student's input at 512² (the teacher stays at its own "
+                "256²; the student's 32² embedding is area-averaged onto the teacher's 16² grid for the loss)",
+                [*ENGINE_PLAIN, "--img-size", "512"]),
+    "default_seed1": ("today's defaults, another seed (run-to-run noise)", ["--seed", "1"]),
+    "full_after": ("stage full (lr 1e-3, 20 warm-up steps, 2 rounds) started from default_1200's student",
+                   ["--stage", "full", "--student", "{runs}/default_1200/model.safetensors", "--rounds", "2",
+                    "--lr", "1e-3", "--warmup", "20", "--min-lr-ratio", "0.05", "--weight-decay", "0.05"]),
+    "plain": ("plain 30-line loop (bench/distill_curve.py: plain_loop)", {}),
+    "plain_lr3e3": ("the plain loop at lr 3e-3", {"lr": 3e-3}),
+    "plain_lr4e3": ("the plain loop at lr 4e-3", {"lr": 4e-3}),
+    "plain_lr6e3": ("the plain loop at lr 6e-3", {"lr": 6e-3}),
+    "plain_lr1e2": ("the plain loop at lr 1e-2", {"lr": 1e-2}),
+    "plain_vflip": ("the plain loop with vertical mirrors too (4 views per image)", {"vflip": True}),
+    "plain_crops3": ("the plain loop with 3 zoom crops (1.25-2x) of every image as extra images", {"crops": 3}),
 }
 COMMON = ["--student", "pocketsam_tiny", "--batch-size", "8", "--workers", "0", "--threads", "1", "--seed", "0",
           "--log-every", "50", "--save-every", "200", "--resume"]
@@ -73,8 +89,35 @@ def prepare(out: Path, held_out: int) -> None:
                   "--seed", "7", "--workers", "1", "--quiet")
 
 
-def plain_loop(out: Path, steps: int, lr: float = 2e-3, wd: float = 0.01, batch: int = 8, seed: int = 0) -> Path:
-    """The plain decoupled loop the defaults are measured against (~30 lines)."""
+def zoom_crops(out: Path, per_image: int, zoom: tuple[float, float] = (1.25, 2.0)) -> list[Path]:
+    """``per_image`` seeded zoom crops of every training image (a window 1/s of each side,
+    s uniform in ``zoom``, at a random place), written once as files: more distinct
+    teacher targets from the same 200 images (the ``plain_crops3`` arm)."""
+    from PIL import Image
+    import numpy as np
+
+    folder = out / f"crops{per_image}_{zoom[0]}_{zoom[1]}"
+    if not folder.exists():
+        tmp = folder.with_suffix(".tmp")
+        tmp.mkdir(exist_ok=True)
+        rng = np.random.default_rng(123)
+        for path in sorted((out / "train").glob("*.jpg")):
+            im = Image.open(path).convert("RGB")
+            w, h = im.size
+            for j in range(per_image):
+                s = rng.uniform(*zoom)
+                cw, ch = int(round(w / s)), int(round(h / s))
+                x0, y0 = rng.integers(0, w - cw + 1), rng.integers(0, h - ch + 1)
+                im.crop((x0, y0, x0 + cw, y0 + ch)).save(tmp / f"{path.stem}_{j}.png")
+        tmp.rename(folder)
+    return sorted(folder.glob("*.png"))
+
+
+def plain_loop(out: Path, steps: int, name: str = "plain", lr: float = 2e-3, wd: float = 0.01, batch: int = 8,
+               seed: int = 0, vflip: bool = False, crops: int = 0) -> Path:
+    """The plain decoupled loop the defaults are measured against (~30 lines), and its
+    one-factor variants: ``lr``; ``vflip`` (vertical and both-way mirrors as well, 4 views
+    per image); ``crops`` (that many zoom crops per image as extra images)."""
     import torch
     import torch.nn.functional as F
 
@@ -84,15 +127,26 @@ def plain_loop(out: Path, steps: int, lr: float = 2e-3, wd: float = 0.01, batch:
     from pocketsam.models import create_model
     from pocketsam.train.step import encode_images
 
+    def vflip_content(x, size):
+        h, w = int(size[0]), int(size[1])
+        y = x.clone()
+        y[..., :h, :w] = x[..., :h, :w].flip(-2)
+        return y
+
+    views = [lambda x, s: x, flip_content]
+    if vflip:
+        views += [vflip_content, lambda x, s: vflip_content(flip_content(x, s), s)]
     teacher = build_sam().eval()
-    items = list(frame_images([im.path for im in collect_images([out / "train"])], teacher.img_size))
+    paths = [im.path for im in collect_images([out / "train"])] + (zoom_crops(out, crops) if crops else [])
+    items = list(frame_images(paths, teacher.img_size))
     size = torch.stack([it["size"] for it in items])
-    x = torch.stack([torch.stack([it["image"], flip_content(it["image"], it["size"])]) for it in items])  # (N, 2, 3, S, S)
-    targets = out / "plain_targets.pt"  # the teacher's fp32 embeddings of every image and its mirror, made once
+    x = torch.stack([torch.stack([v(it["image"], it["size"]) for v in views]) for it in items])  # (N, V, 3, S, S)
+    # the teacher's fp32 embeddings of every image in every view, made once
+    targets = out / ("plain_targets.pt" if len(views) == 2 and not crops else f"plain_targets_v{len(views)}_c{crops}.pt")
     if not targets.exists():
         with torch.no_grad():
             t = torch.stack([torch.cat([encode_images(teacher, x[i:i + 8, f], size[i:i + 8]) for i in range(0, len(x), 8)])
-                             for f in (0, 1)], 1)
+                             for f in range(len(views))], 1)
         torch.save(t, targets)
     t = torch.load(targets)
     torch.manual_seed(seed)
@@ -105,16 +159,16 @@ def plain_loop(out: Path, steps: int, lr: float = 2e-3, wd: float = 0.01, batch:
     student.train()
     for step in range(steps):
         idx = torch.randint(len(x), (batch,))
-        flip = torch.randint(2, (batch,))
-        loss = F.mse_loss(encode_images(student, x[idx, flip], size[idx]), t[idx, flip])
+        view = torch.randint(len(views), (batch,))
+        err = F.mse_loss(encode_images(student, x[idx, view], size[idx]), t[idx, view])
         opt.zero_grad()
-        loss.backward()
+        err.backward()
         opt.step()
         sched.step()
         if step % 50 == 0 or step == steps - 1:
-            print(f"plain {step}/{steps} loss {loss.item():.4f}", flush=True)
+            print(f"{name} {step}/{steps} loss {err.item():.4f}", flush=True)
     student.eval()
-    run = out / "runs" / f"plain_{steps}"
+    run = out / "runs" / f"{name}_{steps}"
     path = save_checkpoint(student, run / "model.safetensors")
     (run / "cpu.json").write_text(json.dumps({"cpu_s": time.process_time() - cpu}))
     return path
@@ -124,17 +178,18 @@ def train(out: Path, arm: str, steps: int) -> None:
     run = out / "runs" / f"{arm}_{steps}"
     if (run / "model.safetensors").exists() and (run / "cpu.json").exists():
         return
-    if ARMS[arm][1] is None:
+    if isinstance(ARMS[arm][1], dict):
         import torch
 
         torch.set_num_threads(1)
-        plain_loop(out, steps)
+        plain_loop(out, steps, arm, **ARMS[arm][1])
         return
     flips = [a for a in ARMS[arm][1] if a in ("--flip", "--no-flip")][-1:]  # none: the default, as training's
     pocketsam("distill", "cache", "--data", str(out / "train"), "--cache", str(out / "cache"), *flips, "--threads", "1")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)  # training only: the cache is filled above
+    flags = [a.format(runs=out / "runs") for a in ARMS[arm][1]]
     pocketsam("distill", "train", "--stage", "encoder", "--data", str(out / "train"), "--cache", str(out / "cache"),
-              "--steps", str(steps), *ARMS[arm][1], *COMMON, "--out", str(run))
+              "--steps", str(steps), *COMMON, *flags, "--out", str(run))  # an arm's flags win over COMMON's
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     (run / "cpu.json").write_text(json.dumps({"cpu_s": cpu}))
