@@ -17,8 +17,9 @@ horizontal flips whose targets are the teacher run on the flipped image, embeddi
 fp32 targets computed here, no clipping, all 200 images); the others are the previous
 defaults (``v1``) and one-factor changes of them, for finding what makes the difference, and
 one-factor changes of the plain loop (``plain_*``: learning rate, more views per image).
-``engine_plain`` spells out today's defaults (docs/training.md, "Distillation defaults: the
-learning curve", has the measured table and what it says).
+``engine_plain`` spells out the plain loop's settings on the engine, the default until the
+lr sweep set 6e-3 (docs/training.md, "Distillation defaults: the learning curve" and "What
+moves agreement at 1,200 steps", has the measured tables and what they say).
 CPU time is user + system of each training run (teacher embeddings excluded for every arm:
 the CLI arms share one cache, the plain loop computes its own once).
 """
