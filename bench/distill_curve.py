@@ -54,6 +54,7 @@ ARMS = {
     "size512": ("engine_plain (the lr-2e-3 default) with the student's input at 512² (the teacher stays at its own "
                 "256²; the student's 32² embedding is area-averaged onto the teacher's 16² grid for the loss)",
                 [*ENGINE_PLAIN, "--img-size", "512"]),
+    "default_lr1e2": ("today's defaults at lr 1e-2 (the top of the plain loop's plateau)", ["--lr", "1e-2"]),
     "default_seed1": ("today's defaults, another seed (run-to-run noise)", ["--seed", "1"]),
     "full_after": ("stage full (lr 1e-3, 20 warm-up steps, 2 rounds) started from default_1200's student",
                    ["--stage", "full", "--student", "{runs}/default_1200/model.safetensors", "--rounds", "2",
