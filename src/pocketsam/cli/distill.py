@@ -17,8 +17,9 @@ from pocketsam.cli.common import add_engine_options, engine_config, report, reso
 #:   curve"). The training engine's defaults (lr 4e-4, 100 warm-up steps, cosine to 5 %,
 #:   wd 0.05, no flips) suit SAM training from scratch; embedding regression learns much
 #:   faster with a one-cycle-like schedule at 15x the lr (agreement with the teacher rises
-#:   with lr up to 6e-3 and is flat from there to 1e-2), and flips (the teacher's embedding
-#:   of each mirrored image, cached) double 200 images' worth of targets.
+#:   with lr up to 6e-3; 1e-2 is no better at 1,200 steps and much worse at 400), and
+#:   flips (the teacher's embedding of each mirrored image, cached) double 200 images'
+#:   worth of targets.
 #: * full: the engine's optimisation (nothing measured says otherwise); flips on, as every
 #:   measured full-stage row ran, and so that one cache serves both stages.
 STAGE_DEFAULTS = {
