@@ -20,6 +20,10 @@ one-factor changes of the plain loop (``plain_*``: learning rate, more views per
 ``engine_plain`` spells out the plain loop's settings on the engine, the default until the
 lr sweep set 6e-3 (docs/training.md, "Distillation defaults: the learning curve" and "What
 moves agreement at 1,200 steps", has the measured tables and what they say).
+Each finished run records the settings it was made with (its arm's flags or options, the
+flags every arm shares, the CLI's stage defaults, the teacher's file hash); it is reused and
+reported as its arm only while those are unchanged, so a run of an older default is refused
+and listed as "(other settings)", never shown as today's.
 CPU time is user + system of each training run (teacher embeddings excluded for every arm:
 the CLI arms share one cache, the plain loop computes its own once).
 """
@@ -27,6 +31,7 @@ the CLI arms share one cache, the plain loop computes its own once).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -67,6 +72,8 @@ ARMS = {
     "plain_vflip": ("the plain loop with vertical mirrors too (4 views per image)", {"vflip": True}),
     "plain_crops3": ("the plain loop with 3 zoom crops (1.25-2x) of every image as extra images", {"crops": 3}),
 }
+#: Arms that start from another arm's student: that run is made first, and its settings are part of theirs.
+STARTS_FROM = {"full_after": ("default", 1200)}
 COMMON = ["--student", "pocketsam_tiny", "--batch-size", "8", "--workers", "0", "--threads", "1", "--seed", "0",
           "--log-every", "50", "--save-every", "200", "--resume"]
 
@@ -76,10 +83,40 @@ def pocketsam(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "pocketsam", *args], check=True, env=env)
 
 
+@functools.cache
+def teacher_sha256() -> str:
+    from pocketsam.io import sha256_file
+
+    return sha256_file(teacher_path())
+
+
 def teacher_path() -> str:
     from pocketsam.checkpoints import default_checkpoint
 
     return str(default_checkpoint())
+
+
+def settings(arm: str) -> dict:
+    """What a run of ``arm`` is made with: the teacher's file, the arm's flags or plain-loop
+    options, and for CLI arms the flags every arm shares and the stage defaults the CLI
+    applies. A finished run is reused and reported as ``arm`` only while these are equal."""
+    from pocketsam.cli.distill import STAGE_DEFAULTS
+
+    spec = ARMS[arm][1]
+    s = {"teacher_sha256": teacher_sha256()}
+    if isinstance(spec, dict):
+        s["plain_loop"] = spec
+    else:
+        s.update(flags=spec, common=COMMON, stage_defaults=STAGE_DEFAULTS)
+    if arm in STARTS_FROM:
+        s["starts_from"] = settings(STARTS_FROM[arm][0])
+    return json.loads(json.dumps(s))  # as read back from cpu.json
+
+
+def made_with(run: Path) -> dict | None:
+    """The settings a finished run recorded (None: none recorded)."""
+    record = run / "cpu.json"
+    return json.loads(record.read_text()).get("settings") if record.exists() else None
 
 
 def prepare(out: Path, held_out: int) -> None:
@@ -89,14 +126,18 @@ def prepare(out: Path, held_out: int) -> None:
     if not (out / "held").exists():
         pocketsam("data", "synth", "--out", str(out / "held"), "--num-images", str(held_out), "--size", "256,256",
                   "--seed", "7", "--workers", "1", "--quiet")
+    have = len(list((out / "held").glob("*.jpg")))
+    if have != held_out:  # every row of one table is scored on the same scenes
+        sys.exit(f"error: {out / 'held'} holds {have} held-out scenes, not --held-out {held_out}; pass --held-out {have} "
+                 "or another --out")
 
 
 def zoom_crops(out: Path, per_image: int, zoom: tuple[float, float] = (1.25, 2.0)) -> list[Path]:
     """``per_image`` seeded zoom crops of every training image (a window 1/s of each side,
     s uniform in ``zoom``, at a random place), written once as files: more distinct
     teacher targets from the same 200 images (the ``plain_crops3`` arm)."""
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     folder = out / f"crops{per_image}_{zoom[0]}_{zoom[1]}"
     if not folder.exists():
@@ -116,17 +157,18 @@ def zoom_crops(out: Path, per_image: int, zoom: tuple[float, float] = (1.25, 2.0
 
 
 def plain_loop(out: Path, steps: int, name: str = "plain", lr: float = 2e-3, wd: float = 0.01, batch: int = 8,
-               seed: int = 0, vflip: bool = False, crops: int = 0) -> Path:
+               seed: int = 0, vflip: bool = False, crops: int = 0) -> float:
     """The plain decoupled loop the defaults are measured against (~30 lines), and its
     one-factor variants: ``lr``; ``vflip`` (vertical and both-way mirrors as well, 4 views
-    per image); ``crops`` (that many zoom crops per image as extra images)."""
+    per image); ``crops`` (that many zoom crops per image as extra images). Saves the
+    student in ``runs/<name>_<steps>`` and returns the training's CPU seconds."""
     import torch
     import torch.nn.functional as F
 
     from pocketsam import build_sam
     from pocketsam.checkpoints import save_checkpoint
-    from pocketsam.train.embeddings import collect_images, flip_content, frame_images
     from pocketsam.models import create_model
+    from pocketsam.train.embeddings import collect_images, flip_content, frame_images
     from pocketsam.train.step import encode_images
 
     def vflip_content(x, size):
@@ -143,8 +185,8 @@ def plain_loop(out: Path, steps: int, name: str = "plain", lr: float = 2e-3, wd:
     items = list(frame_images(paths, teacher.img_size))
     size = torch.stack([it["size"] for it in items])
     x = torch.stack([torch.stack([v(it["image"], it["size"]) for v in views]) for it in items])  # (N, V, 3, S, S)
-    # the teacher's fp32 embeddings of every image in every view, made once
-    targets = out / ("plain_targets.pt" if len(views) == 2 and not crops else f"plain_targets_v{len(views)}_c{crops}.pt")
+    # the teacher's fp32 embeddings of every image in every view, made once per teacher
+    targets = out / f"plain_targets_{teacher_sha256()[:12]}_v{len(views)}_c{crops}.pt"
     if not targets.exists():
         with torch.no_grad():
             t = torch.stack([torch.cat([encode_images(teacher, x[i:i + 8, f], size[i:i + 8]) for i in range(0, len(x), 8)])
@@ -170,22 +212,32 @@ def plain_loop(out: Path, steps: int, name: str = "plain", lr: float = 2e-3, wd:
         if step % 50 == 0 or step == steps - 1:
             print(f"{name} {step}/{steps} loss {err.item():.4f}", flush=True)
     student.eval()
-    run = out / "runs" / f"{name}_{steps}"
-    path = save_checkpoint(student, run / "model.safetensors")
-    (run / "cpu.json").write_text(json.dumps({"cpu_s": time.process_time() - cpu}))
-    return path
+    save_checkpoint(student, out / "runs" / f"{name}_{steps}" / "model.safetensors")
+    return time.process_time() - cpu
 
 
 def train(out: Path, arm: str, steps: int) -> None:
     run = out / "runs" / f"{arm}_{steps}"
+    want = settings(arm)
     if (run / "model.safetensors").exists() and (run / "cpu.json").exists():
-        return
+        if made_with(run) == want:
+            return
+        sys.exit(f"error: {run} was made with other settings than arm '{arm}' has now (e.g. an older default); "
+                 "rename it after what it was, or pass another --out")
+    if arm in STARTS_FROM:
+        train(out, *STARTS_FROM[arm])
     if isinstance(ARMS[arm][1], dict):
         import torch
 
         torch.set_num_threads(1)
-        plain_loop(out, steps, arm, **ARMS[arm][1])
-        return
+        cpu = plain_loop(out, steps, arm, **ARMS[arm][1])
+    else:
+        cpu = train_cli(out, arm, steps, run)
+    (run / "cpu.json").write_text(json.dumps({"cpu_s": cpu, "settings": want}))
+
+
+def train_cli(out: Path, arm: str, steps: int, run: Path) -> float:
+    """``arm`` through `pocketsam distill train`; returns the training's CPU seconds."""
     flips = [a for a in ARMS[arm][1] if a in ("--flip", "--no-flip")][-1:]  # none: the default, as training's
     pocketsam("distill", "cache", "--data", str(out / "train"), "--cache", str(out / "cache"), *flips, "--threads", "1")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)  # training only: the cache is filled above
@@ -193,8 +245,7 @@ def train(out: Path, arm: str, steps: int) -> None:
     pocketsam("distill", "train", "--stage", "encoder", "--data", str(out / "train"), "--cache", str(out / "cache"),
               "--steps", str(steps), *COMMON, *flags, "--out", str(run))  # an arm's flags win over COMMON's
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    (run / "cpu.json").write_text(json.dumps({"cpu_s": cpu}))
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def evaluate(out: Path, arm: str, steps: int) -> dict:
@@ -212,6 +263,8 @@ def report(out: Path) -> None:
         if not (run / "eval_box.json").exists():
             continue
         arm, steps = run.name.rsplit("_", 1)
+        if arm not in ARMS or made_with(run) != settings(arm):  # never shown as what the arm makes now
+            arm += " (other settings)"
         r = json.loads((run / "eval_box.json").read_text())
         cpu = json.loads((run / "cpu.json").read_text())["cpu_s"] / 60 if (run / "cpu.json").exists() else float("nan")
         rows.append((arm, int(steps), cpu, r))
