@@ -56,13 +56,12 @@ def synth(folder: Path, n: int, seed: int) -> None:
 def build_paths(model, names, calib_images, work: Path, threads: int) -> dict:
     """Every path of ``names`` for ``model``; the int8 artifacts are kept under ``work`` and
     reused only for the same weights and the same number of calibration scenes."""
+    from pocketsam.checkpoints import weights_sha256
     from pocketsam.quant import quantize_model, with_artifact
     from pocketsam.quant.openvino import quantize_encoder
     from pocketsam.runtime import optimize
     from pocketsam.runtime.artifact import load_artifact as load_int8
     from pocketsam.runtime.openvino import load_artifact
-
-    from pocketsam.checkpoints import weights_sha256
 
     models = {}
     arts = {}
@@ -113,8 +112,8 @@ def main() -> int:
     from pocketsam import build_sam
     from pocketsam.data import SA1BReader
     from pocketsam.eval.runners import eval_prompts
-    from pocketsam.platform import cpu_name, relevant_flags
     from pocketsam.io import write_json_atomic, write_text_atomic
+    from pocketsam.platform import cpu_name, relevant_flags
     from pocketsam.quant import calibration_images
     from pocketsam.runtime import configure_threads, optimize
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from importlib.util import find_spec
 from dataclasses import replace
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
