@@ -93,19 +93,19 @@ def test_each_stage_trains_with_its_own_defaults_unless_told_otherwise(setup, tm
     d = STAGE_DEFAULTS[stage]
     saved = _saved_settings(tmp_path / "d")
     warmup = round(d["warmup"] * steps) if d["warmup"] < 1 else d["warmup"]
-    assert (saved["lr"], saved["weight_decay"], saved["warmup_steps"], saved["min_lr_ratio"], saved["step.flip"]) == (
-        d["lr"], d["weight_decay"], warmup, d["min_lr_ratio"], d["flip"])
+    assert (saved["lr"], saved["weight_decay"], saved["warmup_steps"], saved["min_lr_ratio"], saved["adam_beta2"],
+            saved["step.flip"]) == (d["lr"], d["weight_decay"], warmup, d["min_lr_ratio"], d["adam_beta2"], d["flip"])
     # the cache it filled holds mirrored embeddings exactly when it trains with flips
     assert ["-flip-" in p.name for p in cache.iterdir()] == [d["flip"]]
 
     # given values win; a warm-up below 1 is a share of --steps
-    args += ["--lr", "1e-3", "--weight-decay", "0.2", "--warmup", "0.5", "--min-lr-ratio", "0.5",
+    args += ["--lr", "1e-3", "--weight-decay", "0.2", "--warmup", "0.5", "--min-lr-ratio", "0.5", "--adam-beta2", "0.9",
              "--flip" if not d["flip"] else "--no-flip"]
     args[args.index("--out") + 1] = str(tmp_path / "given")
     assert main(args) == 0
     saved = _saved_settings(tmp_path / "given")
-    assert (saved["lr"], saved["weight_decay"], saved["warmup_steps"], saved["min_lr_ratio"], saved["step.flip"]) == (
-        1e-3, 0.2, 2, 0.5, not d["flip"])
+    assert (saved["lr"], saved["weight_decay"], saved["warmup_steps"], saved["min_lr_ratio"], saved["adam_beta2"],
+            saved["step.flip"]) == (1e-3, 0.2, 2, 0.5, 0.9, not d["flip"])
     lrs = [r["lr"] for r in _rows(tmp_path / "given") if "lr" in r]
     assert lrs[1] == pytest.approx(1e-3)  # the peak, right after the 2-step warm-up
     assert lrs[-1] == pytest.approx(1e-3 * 0.5)  # the cosine ends at --min-lr-ratio

@@ -79,6 +79,17 @@ def test_run_folders_are_never_restarted_or_mixed_silently(tmp_path, capsys):
         f.write('{"step": 99, "loss": 1.0}\n{"step": 100, "lo')
     assert main(_quick(data, out, "--resume", "--steps", "4", "--allow-config-change")) == 0
     assert _loss_steps(out) == [1, 2, 3, 4]
+    # a run saved before a setting existed resumes as if it had that setting's default
+    import torch
+
+    state = torch.load(out / "checkpoint_last.pt", weights_only=True)
+    saved = json.loads(state["config"])
+    del saved["adam_beta2"]
+    state["config"] = json.dumps(saved)
+    torch.save(state, out / "checkpoint_last.pt")
+    assert main(_quick(data, out, "--resume", "--steps", "5")) == 0
+    assert main(_quick(data, out, "--resume", "--steps", "6", "--adam-beta2", "0.99")) == 2
+    assert "adam_beta2: 0.999 -> 0.99" in capsys.readouterr().err
     # --overwrite starts again
     assert main(_quick(data, out, "--overwrite")) == 0
     assert "removed the previous run's" in capsys.readouterr().out
@@ -99,6 +110,7 @@ def test_training_options_are_checked_before_any_work(tmp_path, capsys):
         (["--lr", "nan"], "must be a finite number"),
         (["--lr", "-1"], "must be a finite number"),
         (["--workers", "-1"], "workers"),
+        (["--adam-beta2", "1"], "adam beta2 must be in [0, 1)"),
         (["--img-size", "100"], "not a positive multiple of 64"),
         (["--resume", "--overwrite"], "contradict"),
     ]

@@ -263,6 +263,9 @@ def add_engine_options(p: argparse.ArgumentParser, rounds_help: str) -> None:
     o.add_argument("--weight-decay", type=float, default=d["weight_decay"])
     o.add_argument("--warmup", type=int, default=d["warmup_steps"], help="linear warm-up steps, then cosine decay")
     o.add_argument("--grad-clip", type=float, default=d["grad_clip"])
+    o.add_argument("--adam-beta2", type=float, default=d["adam_beta2"],
+                   help=f"AdamW's second-moment decay (default {d['adam_beta2']}); lower adapts sooner to the shrinking "
+                        "gradients of a short run")
     o.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=d["precision"],
                    help="bf16 autocast helps on GPUs; on CPUs fp32 trains faster (measured: bf16 backward is slower)")
     o.add_argument("--rounds", type=int, default=d["rounds"], help=rounds_help)
@@ -298,7 +301,7 @@ def engine_config(args: argparse.Namespace, **fixed: Any):
     cfg = TrainConfig(
         out=args.out, steps=args.steps, batch_size=args.batch_size, masks_per_image=args.masks_per_image,
         accum_steps=args.accum, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup,
-        grad_clip=args.grad_clip, precision=args.precision, rounds=args.rounds, box_prob=args.box_prob,
+        grad_clip=args.grad_clip, adam_beta2=args.adam_beta2, precision=args.precision, rounds=args.rounds, box_prob=args.box_prob,
         save_every=args.save_every, log_every=args.log_every, eval_every=args.eval_every,
         val_images=args.val_images, num_workers=args.workers, seed=args.seed, tensorboard=args.tensorboard,
         device=args.device, resume=args.resume, overwrite=args.overwrite,

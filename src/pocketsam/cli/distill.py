@@ -23,8 +23,8 @@ from pocketsam.cli.common import add_engine_options, engine_config, report, reso
 #: * full: the engine's optimisation (nothing measured says otherwise); flips on, as every
 #:   measured full-stage row ran, and so that one cache serves both stages.
 STAGE_DEFAULTS = {
-    "encoder": {"lr": 6e-3, "weight_decay": 0.01, "warmup": 0.3, "min_lr_ratio": 0.0, "flip": True},
-    "full": {"lr": 4e-4, "weight_decay": 0.05, "warmup": 100, "min_lr_ratio": 0.05, "flip": True},
+    "encoder": {"lr": 6e-3, "weight_decay": 0.01, "warmup": 0.3, "min_lr_ratio": 0.0, "adam_beta2": 0.999, "flip": True},
+    "full": {"lr": 4e-4, "weight_decay": 0.05, "warmup": 100, "min_lr_ratio": 0.05, "adam_beta2": 0.999, "flip": True},
 }
 #: ``distill cache`` stores flipped embeddings when the encoder stage trains with flips, so
 #: that a cache built first is the one training then reads.
@@ -82,12 +82,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--hard-gamma", type=float, default=1.0, help="hard mask weighting strength: weight 1 + gamma * (1 - IoU(student, teacher)), normalised to mean 1")
     add_engine_options(t, rounds_help="stage full: prompting rounds (first prompt + one added point per round)")
     # the stage decides these unless they are given (STAGE_DEFAULTS)
-    t.set_defaults(lr=None, weight_decay=None, warmup=None)
+    t.set_defaults(lr=None, weight_decay=None, warmup=None, adam_beta2=None)
     for action in t._actions:
         if action.dest == "lr":
             action.help = f"peak learning rate ({_stage_help('lr')})"
         elif action.dest == "weight_decay":
             action.help = f"AdamW weight decay ({_stage_help('weight_decay')})"
+        elif action.dest == "adam_beta2":
+            action.help = f"AdamW's second-moment decay ({_stage_help('adam_beta2')})"
         elif action.dest == "warmup":
             action.type = float
             action.help = f"linear warm-up, then cosine decay: steps, or a share of --steps when below 1 ({_stage_help('warmup')})"

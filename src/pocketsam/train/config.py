@@ -28,6 +28,7 @@ class TrainConfig:
     warmup_steps: int = 100
     min_lr_ratio: float = 0.05
     grad_clip: float = 1.0
+    adam_beta2: float = 0.999  # AdamW's second-moment decay; lower forgets early, large gradients sooner
     precision: str = "fp32"  # fp32 | bf16 | fp16 (CUDA)
     freeze: list[str] = field(default_factory=list)
     rounds: int = 3
@@ -67,6 +68,8 @@ class TrainConfig:
                 raise PocketSamError(f"{name.replace('_', ' ')} must be a finite number >= 0, got {value}")
         if self.lr == 0:
             raise PocketSamError("the learning rate must be > 0")
+        if not 0 <= self.adam_beta2 < 1:
+            raise PocketSamError(f"adam beta2 must be in [0, 1), got {self.adam_beta2}")
         if self.resume and self.overwrite:
             raise PocketSamError("--resume and --overwrite contradict each other", "choose one")
         if self.num_workers < 0 or self.val_images < 0 or self.masks_per_image < 1 or self.rounds < 1:

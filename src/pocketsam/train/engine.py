@@ -28,7 +28,7 @@ import math
 import os
 import time
 import warnings
-from dataclasses import asdict
+from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -213,7 +213,7 @@ class Trainer:
         if not decay and not no_decay:
             raise PocketSamError("every part of the model is frozen", "freeze fewer parts")
         groups = [{"params": decay, "weight_decay": self.cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(0.9, 0.999))
+        return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(0.9, self.cfg.adam_beta2))
 
     @property
     def checkpoint_path(self) -> Path:
@@ -272,6 +272,8 @@ class Trainer:
 
     def _check_same_settings(self, saved: dict[str, Any]) -> None:
         now = self._saved_settings()
+        # a run saved before a setting existed ran with that setting's default
+        saved = {**{f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}, **saved}
         changed = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
         if not changed or self.cfg.allow_config_change:
             return
