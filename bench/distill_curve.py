@@ -18,8 +18,10 @@ fp32 targets computed here, no clipping, all 200 images); the others are the pre
 defaults (``v1``) and one-factor changes of them, for finding what makes the difference, and
 one-factor changes of the plain loop (``plain_*``: learning rate, more views per image).
 ``engine_plain`` spells out the plain loop's settings on the engine, the default until the
-lr sweep set 6e-3 (docs/training.md, "Distillation defaults: the learning curve" and "What
-moves agreement at 1,200 steps", has the measured tables and what they say).
+lr sweep set 6e-3; ``lr6e3`` spells out that default, until AdamW's beta2 0.99 replaced
+0.999, and the ``lr6e3_*`` arms are the one-factor changes of it that chose today's
+(docs/training.md, "Distillation defaults: the learning curve", "What moves agreement at
+1,200 steps" and "AdamW's beta2", has the measured tables and what they say).
 Each finished run records the settings it was made with (its arm's flags or options, the
 flags every arm shares, the CLI's stage defaults, the teacher's file hash); it is reused and
 reported as its arm only while those are unchanged, so a run of an older default is refused
@@ -42,9 +44,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 # The settings `--stage encoder` had before issue 26 (engine defaults), spelled out.
-V1 = ["--lr", "4e-4", "--weight-decay", "0.05", "--warmup", "100", "--min-lr-ratio", "0.05", "--val-images", "16", "--no-flip"]
+V1 = ["--lr", "4e-4", "--weight-decay", "0.05", "--warmup", "100", "--min-lr-ratio", "0.05", "--adam-beta2", "0.999",
+      "--val-images", "16", "--no-flip"]
 # The plain loop's settings on the engine: the encoder stage's default from issue 26 until lr 6e-3 replaced 2e-3.
 ENGINE_PLAIN = [*V1, "--lr", "2e-3", "--weight-decay", "0.01", "--warmup", "0.3", "--min-lr-ratio", "0", "--flip"]
+# The encoder stage's default from the lr sweep until AdamW's beta2 0.99 replaced 0.999.
+LR6E3 = [*ENGINE_PLAIN, "--lr", "6e-3"]
 ARMS = {
     "default": ("pocketsam distill train --stage encoder, current defaults", []),
     "v1": ("previous defaults (lr 4e-4, warm-up 100 + cosine to 5 %, wd 0.05, no flips, 16 images held out)", V1),
@@ -59,10 +64,21 @@ ARMS = {
     "size512": ("engine_plain (the lr-2e-3 default) with the student's input at 512² (the teacher stays at its own "
                 "256²; the student's 32² embedding is area-averaged onto the teacher's 16² grid for the loss)",
                 [*ENGINE_PLAIN, "--img-size", "512"]),
-    "default_lr1e2": ("today's defaults at lr 1e-2 (the top of the plain loop's plateau)", ["--lr", "1e-2"]),
     "default_seed1": ("today's defaults, another seed (run-to-run noise)", ["--seed", "1"]),
-    "full_after": ("stage full (lr 1e-3, 20 warm-up steps, 2 rounds) started from default_1200's student",
-                   ["--stage", "full", "--student", "{runs}/default_1200/model.safetensors", "--rounds", "2",
+    "default_seed2": ("today's defaults, a third seed", ["--seed", "2"]),
+    "lr6e3": ("the lr-6e-3 default (engine_plain at lr 6e-3, AdamW beta2 0.999), before beta2 0.99", LR6E3),
+    "lr6e3_seed1": ("lr6e3, another seed", [*LR6E3, "--seed", "1"]),
+    "lr6e3_lr1e2": ("lr6e3 at lr 1e-2 (the top of the plain loop's plateau)", [*LR6E3, "--lr", "1e-2"]),
+    "lr6e3_val0": ("lr6e3 training on all 200 images (none held out for the engine's validation)",
+                   [*LR6E3, "--val-images", "0"]),
+    "lr6e3_warm01": ("lr6e3 with 10 % warm-up instead of 30 %", [*LR6E3, "--warmup", "0.1"]),
+    "lr6e3_warm05": ("lr6e3 with 50 % warm-up instead of 30 %", [*LR6E3, "--warmup", "0.5"]),
+    "lr6e3_b2_095": ("lr6e3 with AdamW beta2 0.95 instead of 0.999", [*LR6E3, "--adam-beta2", "0.95"]),
+    "lr6e3_b2_099_warm05": ("lr6e3 with AdamW beta2 0.99 and 50 % warm-up", [*LR6E3, "--adam-beta2", "0.99", "--warmup", "0.5"]),
+    "lr6e3_b2_099_warm05_seed1": ("lr6e3_b2_099_warm05, another seed",
+                                  [*LR6E3, "--adam-beta2", "0.99", "--warmup", "0.5", "--seed", "1"]),
+    "full_after": ("stage full (lr 1e-3, 20 warm-up steps, 2 rounds) started from lr6e3_1200's student",
+                   ["--stage", "full", "--student", "{runs}/lr6e3_1200/model.safetensors", "--rounds", "2",
                     "--lr", "1e-3", "--warmup", "20", "--min-lr-ratio", "0.05", "--weight-decay", "0.05"]),
     "plain": ("plain 30-line loop (bench/distill_curve.py: plain_loop)", {}),
     "plain_lr3e3": ("the plain loop at lr 3e-3", {"lr": 3e-3}),
@@ -73,7 +89,7 @@ ARMS = {
     "plain_crops3": ("the plain loop with 3 zoom crops (1.25-2x) of every image as extra images", {"crops": 3}),
 }
 #: Arms that start from another arm's student: that run is made first, and its settings are part of theirs.
-STARTS_FROM = {"full_after": ("default", 1200)}
+STARTS_FROM = {"full_after": ("lr6e3", 1200)}
 COMMON = ["--student", "pocketsam_tiny", "--batch-size", "8", "--workers", "0", "--threads", "1", "--seed", "0",
           "--log-every", "50", "--save-every", "200", "--resume"]
 
