@@ -301,7 +301,8 @@ def engine_config(args: argparse.Namespace, **fixed: Any):
     cfg = TrainConfig(
         out=args.out, steps=args.steps, batch_size=args.batch_size, masks_per_image=args.masks_per_image,
         accum_steps=args.accum, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup,
-        grad_clip=args.grad_clip, adam_beta2=args.adam_beta2, precision=args.precision, rounds=args.rounds, box_prob=args.box_prob,
+        grad_clip=args.grad_clip, adam_beta2=args.adam_beta2, precision=args.precision, rounds=args.rounds,
+        box_prob=args.box_prob,
         save_every=args.save_every, log_every=args.log_every, eval_every=args.eval_every,
         val_images=args.val_images, num_workers=args.workers, seed=args.seed, tensorboard=args.tensorboard,
         device=args.device, resume=args.resume, overwrite=args.overwrite,
