@@ -22,7 +22,6 @@ import sys
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -248,7 +247,7 @@ def engine_defaults() -> dict[str, Any]:
     """:class:`~pocketsam.train.config.TrainConfig`'s defaults, the engine options' defaults."""
     from pocketsam.train.config import TrainConfig
 
-    return {f.name: f.default for f in fields(TrainConfig) if not callable(f.default_factory)}
+    return TrainConfig.defaults()
 
 
 def add_engine_options(p: argparse.ArgumentParser, rounds_help: str) -> None:

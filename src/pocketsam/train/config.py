@@ -4,7 +4,7 @@ defaults without importing it (``pocketsam --help`` stays instant)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 from pocketsam.errors import PocketSamError
@@ -47,6 +47,12 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False  # start again in a folder that already holds a run
     allow_config_change: bool = False  # resume even though settings differ from the saved run's
+
+    @classmethod
+    def defaults(cls) -> dict:
+        """Every setting that has a plain default, by name (``data``, ``out`` and the list
+        fields have none)."""
+        return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
 
     def input_size(self) -> int:
         """The model's input size: ``img_size``, else the ``init`` checkpoint's, else the

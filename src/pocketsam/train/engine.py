@@ -28,7 +28,7 @@ import math
 import os
 import time
 import warnings
-from dataclasses import MISSING, asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -273,7 +273,7 @@ class Trainer:
     def _check_same_settings(self, saved: dict[str, Any]) -> None:
         now = self._saved_settings()
         # a run saved before a setting existed ran with that setting's default
-        saved = {**{f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}, **saved}
+        saved = {**TrainConfig.defaults(), **saved}
         changed = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
         if not changed or self.cfg.allow_config_change:
             return
