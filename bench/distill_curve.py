@@ -19,9 +19,11 @@ defaults (``v1``) and one-factor changes of them, for finding what makes the dif
 one-factor changes of the plain loop (``plain_*``: learning rate, more views per image).
 ``engine_plain`` spells out the plain loop's settings on the engine, the default until the
 lr sweep set 6e-3; ``lr6e3`` spells out that default, until AdamW's beta2 0.99 replaced
-0.999, and the ``lr6e3_*`` arms are the one-factor changes of it that chose today's
-(docs/training.md, "Distillation defaults: the learning curve", "What moves agreement at
-1,200 steps" and "AdamW's beta2", has the measured tables and what they say).
+0.999, and the ``lr6e3_*`` arms are the one-factor changes of it that chose the next;
+``b2099`` spells out that next default, until 8 views and the detail weight 1 joined it,
+and the ``b2099_*`` arms are its one-factor changes (docs/training.md, "Distillation
+defaults: the learning curve", "What moves agreement at 1,200 steps", "AdamW's beta2" and
+"More views and the error's fine part" has the measured tables and what they say).
 Each finished run records the settings it was made with (its arm's flags or options, the
 flags every arm shares, the CLI's stage defaults, the teacher's file hash); it is reused and
 reported as its arm only while those are unchanged, so a run of an older default is refused
@@ -45,11 +47,13 @@ from pathlib import Path
 
 # The settings `--stage encoder` had before issue 26 (engine defaults), spelled out.
 V1 = ["--lr", "4e-4", "--weight-decay", "0.05", "--warmup", "100", "--min-lr-ratio", "0.05", "--adam-beta2", "0.999",
-      "--val-images", "16", "--no-flip"]
+      "--val-images", "16", "--no-flip", "--detail-weight", "0"]
 # The plain loop's settings on the engine: the encoder stage's default from issue 26 until lr 6e-3 replaced 2e-3.
 ENGINE_PLAIN = [*V1, "--lr", "2e-3", "--weight-decay", "0.01", "--warmup", "0.3", "--min-lr-ratio", "0", "--flip"]
 # The encoder stage's default from the lr sweep until AdamW's beta2 0.99 replaced 0.999.
 LR6E3 = [*ENGINE_PLAIN, "--lr", "6e-3"]
+# The encoder stage's default with beta2 0.99, until 8 views and the detail weight 1 joined it.
+B2099 = [*LR6E3, "--adam-beta2", "0.99"]
 ARMS = {
     "default": ("pocketsam distill train --stage encoder, current defaults", []),
     "v1": ("previous defaults (lr 4e-4, warm-up 100 + cosine to 5 %, wd 0.05, no flips, 16 images held out)", V1),
@@ -64,13 +68,16 @@ ARMS = {
     "size512": ("engine_plain (the lr-2e-3 default) with the student's input at 512² (the teacher stays at its own "
                 "256²; the student's 32² embedding is area-averaged onto the teacher's 16² grid for the loss)",
                 [*ENGINE_PLAIN, "--img-size", "512"]),
-    "default_seed1": ("today's defaults, another seed (run-to-run noise)", ["--seed", "1"]),
-    "default_seed2": ("today's defaults, a third seed", ["--seed", "2"]),
-    "default_seed3": ("today's defaults, a fourth seed", ["--seed", "3"]),
-    "default_seed4": ("today's defaults, a fifth seed", ["--seed", "4"]),
-    "default_lr4e3": ("today's defaults at lr 4e-3 (does beta2 0.99 move the best lr?)", ["--lr", "4e-3"]),
-    "default_wd005": ("today's defaults with weight decay 0.05 instead of 0.01", ["--weight-decay", "0.05"]),
-    "default_wd01": ("today's defaults with weight decay 0.1 instead of 0.01", ["--weight-decay", "0.1"]),
+    **{f"default_seed{i}": (f"today's defaults, seed {i} (run-to-run noise)", ["--seed", str(i)]) for i in range(1, 5)},
+    "b2099": ("the beta2-0.99 default (lr6e3 with AdamW beta2 0.99), before 8 views and the detail weight", B2099),
+    **{f"b2099_seed{i}": (f"b2099, seed {i}", [*B2099, "--seed", str(i)]) for i in range(1, 5)},
+    "b2099_lr4e3": ("b2099 at lr 4e-3 (does beta2 0.99 move the best lr?)", [*B2099, "--lr", "4e-3"]),
+    "b2099_wd005": ("b2099 with weight decay 0.05 instead of 0.01", [*B2099, "--weight-decay", "0.05"]),
+    "b2099_wd01": ("b2099 with weight decay 0.1 instead of 0.01", [*B2099, "--weight-decay", "0.1"]),
+    "b2099_detail1": ("b2099 with --detail-weight 1", [*B2099, "--detail-weight", "1"]),
+    "b2099_detail1_seed3": ("b2099_detail1, seed 3", [*B2099, "--detail-weight", "1", "--seed", "3"]),
+    "b2099_views8": ("b2099 with --views 8 (mirrors and quarter turns)", [*B2099, "--views", "8"]),
+    "b2099_views8_seed3": ("b2099_views8, seed 3", [*B2099, "--views", "8", "--seed", "3"]),
     "lr6e3": ("the lr-6e-3 default (engine_plain at lr 6e-3, AdamW beta2 0.999), before beta2 0.99", LR6E3),
     "lr6e3_seed1": ("lr6e3, another seed", [*LR6E3, "--seed", "1"]),
     "lr6e3_seed2": ("lr6e3, a third seed", [*LR6E3, "--seed", "2"]),
@@ -94,6 +101,9 @@ ARMS = {
     "plain_lr1e2": ("the plain loop at lr 1e-2", {"lr": 1e-2}),
     "plain_vflip": ("the plain loop with vertical mirrors too (4 views per image)", {"vflip": True}),
     "plain_crops3": ("the plain loop with 3 zoom crops (1.25-2x) of every image as extra images", {"crops": 3}),
+    "plain_lr6e3_d8": ("the plain loop at lr 6e-3 with all 8 mirrors and quarter turns", {"lr": 6e-3, "d8": True}),
+    "plain_lr6e3_jitter3": ("the plain loop at lr 6e-3 with 3 colour-jittered copies of every image as extra images",
+                            {"lr": 6e-3, "jitter": 3}),
 }
 #: Arms that start from another arm's student: that run is made first, and its settings are part of theirs.
 STARTS_FROM = {"full_after": ("lr6e3", 1200)}
@@ -180,11 +190,14 @@ def zoom_crops(out: Path, per_image: int, zoom: tuple[float, float] = (1.25, 2.0
 
 
 def plain_loop(out: Path, steps: int, name: str = "plain", lr: float = 2e-3, wd: float = 0.01, batch: int = 8,
-               seed: int = 0, vflip: bool = False, crops: int = 0) -> float:
+               seed: int = 0, vflip: bool = False, crops: int = 0, d8: bool = False, jitter: int = 0) -> float:
     """The plain decoupled loop the defaults are measured against (~30 lines), and its
     one-factor variants: ``lr``; ``vflip`` (vertical and both-way mirrors as well, 4 views
-    per image); ``crops`` (that many zoom crops per image as extra images). Saves the
-    student in ``runs/<name>_<steps>`` and returns the training's CPU seconds."""
+    per image); ``d8`` (all 8 mirrors and quarter turns of the square scenes); ``crops``
+    (that many zoom crops per image as extra images); ``jitter`` (that many seeded
+    colour-jittered copies per image as extra images: contrast, brightness and per-channel
+    gain, geometry untouched). Saves the student in ``runs/<name>_<steps>`` and returns the
+    training's CPU seconds."""
     import torch
     import torch.nn.functional as F
 
@@ -200,16 +213,40 @@ def plain_loop(out: Path, steps: int, name: str = "plain", lr: float = 2e-3, wd:
         y[..., :h, :w] = x[..., :h, :w].flip(-2)
         return y
 
+    def transpose_content(x, size):
+        h, w = int(size[0]), int(size[1])
+        assert h == w, "quarter turns need square scenes"
+        y = x.clone()
+        y[..., :h, :w] = x[..., :h, :w].transpose(-1, -2)
+        return y
+
     views = [lambda x, s: x, flip_content]
-    if vflip:
+    if vflip or d8:
         views += [vflip_content, lambda x, s: vflip_content(flip_content(x, s), s)]
+    if d8:
+        views += [lambda x, s, v=v: transpose_content(v(x, s), s) for v in views]
     teacher = build_sam().eval()
     paths = [im.path for im in collect_images([out / "train"])] + (zoom_crops(out, crops) if crops else [])
     items = list(frame_images(paths, teacher.img_size))
+    if jitter:
+        rng = torch.Generator().manual_seed(321)
+        extra = []
+        for it in items:
+            h, w = (int(v) for v in it["size"])
+            for _ in range(jitter):
+                u = torch.rand(5, generator=rng)
+                img = it["image"].clone()
+                region = img[:, :h, :w]
+                mean = region.mean()
+                gain = 0.8 + 0.4 * u[2:5, None, None]  # per channel
+                region = (region - mean) * (0.6 + 0.8 * u[0]) + mean + (u[1] - 0.5) * 60
+                img[:, :h, :w] = (region * gain).clamp(0, 255)
+                extra.append({**it, "image": img})
+        items += extra
     size = torch.stack([it["size"] for it in items])
     x = torch.stack([torch.stack([v(it["image"], it["size"]) for v in views]) for it in items])  # (N, V, 3, S, S)
     # the teacher's fp32 embeddings of every image in every view, made once per teacher
-    targets = out / f"plain_targets_{teacher_sha256()[:12]}_v{len(views)}_c{crops}.pt"
+    targets = out / f"plain_targets_{teacher_sha256()[:12]}_v{len(views)}_c{crops}{f'_j{jitter}' if jitter else ''}.pt"
     if not targets.exists():
         with torch.no_grad():
             t = torch.stack([torch.cat([encode_images(teacher, x[i:i + 8, f], size[i:i + 8]) for i in range(0, len(x), 8)])
@@ -261,8 +298,12 @@ def train(out: Path, arm: str, steps: int) -> None:
 
 def train_cli(out: Path, arm: str, steps: int, run: Path) -> float:
     """``arm`` through `pocketsam distill train`; returns the training's CPU seconds."""
-    flips = [a for a in ARMS[arm][1] if a in ("--flip", "--no-flip")][-1:]  # none: the default, as training's
-    pocketsam("distill", "cache", "--data", str(out / "train"), "--cache", str(out / "cache"), *flips, "--threads", "1")
+    flags = ARMS[arm][1]
+    views = []  # the views the run trains on, the last one given (none: the default, as training's)
+    for i, a in enumerate(flags):
+        if a in ("--flip", "--no-flip", "--views"):
+            views = flags[i:i + 2] if a == "--views" else [a]
+    pocketsam("distill", "cache", "--data", str(out / "train"), "--cache", str(out / "cache"), *views, "--threads", "1")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)  # training only: the cache is filled above
     flags = [a.format(runs=out / "runs") for a in ARMS[arm][1]]
     pocketsam("distill", "train", "--stage", "encoder", "--data", str(out / "train"), "--cache", str(out / "cache"),

@@ -94,18 +94,19 @@ def test_each_stage_trains_with_its_own_defaults_unless_told_otherwise(setup, tm
     saved = _saved_settings(tmp_path / "d")
     warmup = round(d["warmup"] * steps) if d["warmup"] < 1 else d["warmup"]
     assert (saved["lr"], saved["weight_decay"], saved["warmup_steps"], saved["min_lr_ratio"], saved["adam_beta2"],
-            saved["step.flip"]) == (d["lr"], d["weight_decay"], warmup, d["min_lr_ratio"], d["adam_beta2"], d["flip"])
-    # the cache it filled holds mirrored embeddings exactly when it trains with flips
-    assert ["-flip-" in p.name for p in cache.iterdir()] == [d["flip"]]
+            saved["step.views"], saved["step.detail"]) == (d["lr"], d["weight_decay"], warmup, d["min_lr_ratio"],
+                                                           d["adam_beta2"], d["views"], d["detail_weight"])
+    # the cache it filled holds the views it trains on
+    assert [p.name.split("-")[2] for p in cache.iterdir()] == [f"views{d['views']}"]
 
     # given values win; a warm-up below 1 is a share of --steps
     args += ["--lr", "1e-3", "--weight-decay", "0.2", "--warmup", "0.5", "--min-lr-ratio", "0.5", "--adam-beta2", "0.9",
-             "--flip" if not d["flip"] else "--no-flip"]
+             "--views", "4", "--detail-weight", "0.5"]
     args[args.index("--out") + 1] = str(tmp_path / "given")
     assert main(args) == 0
     saved = _saved_settings(tmp_path / "given")
     assert (saved["lr"], saved["weight_decay"], saved["warmup_steps"], saved["min_lr_ratio"], saved["adam_beta2"],
-            saved["step.flip"]) == (1e-3, 0.2, 2, 0.5, 0.9, not d["flip"])
+            saved["step.views"], saved["step.detail"]) == (1e-3, 0.2, 2, 0.5, 0.9, 4, 0.5)
     lrs = [r["lr"] for r in _rows(tmp_path / "given") if "lr" in r]
     assert lrs[1] == pytest.approx(1e-3)  # the peak, right after the 2-step warm-up
     assert lrs[-1] == pytest.approx(1e-3 * 0.5)  # the cosine ends at --min-lr-ratio
@@ -122,6 +123,23 @@ def test_a_warmup_share_is_of_the_steps_the_run_started_with(setup, tmp_path):
     assert (saved["warmup_steps"], saved["steps"]) == (1, 4)
 
 
+def test_a_run_saved_before_views_and_detail_existed_resumes_in_todays_terms(setup, tmp_path, capsys):
+    """Before `--views`, a run saved `flip` (on: 2 views, off: 1); before `--detail-weight`,
+    nothing (0). Such a run resumes under the same settings and is refused under others,
+    today's defaults included."""
+    out = tmp_path / "old"
+    old = ["--save-every", "1", "--views", "2", "--detail-weight", "0"]
+    assert main(_args(setup, out, "--steps", "2", *old)) == 0
+    state = torch.load(out / "checkpoint_last.pt", weights_only=True)
+    saved = json.loads(state["config"])
+    assert (saved.pop("step.views"), saved.pop("step.detail")) == (2, 0.0)
+    state["config"] = json.dumps({**saved, "step.flip": True})
+    torch.save(state, out / "checkpoint_last.pt")
+    assert main(_args(setup, out, "--steps", "3", "--resume", *old)) == 0
+    assert main(_args(setup, out, "--steps", "4", "--resume", "--save-every", "1", "--views", "1")) == 2
+    assert "step.views: 2 -> 1" in capsys.readouterr().err
+
+
 def test_bad_inputs_give_one_line_errors(setup, tmp_path, capsys):
     root, teacher, data = setup
     junk = tmp_path / "junk.pth"
@@ -135,6 +153,8 @@ def test_bad_inputs_give_one_line_errors(setup, tmp_path, capsys):
         (_args(setup, tmp_path / "o", "--lr", "nan"), "must be a finite number"),
         (_args(setup, tmp_path / "o", "--min-lr-ratio", "2"), "--min-lr-ratio must be between 0 and 1"),
         (_args(setup, tmp_path / "o", "--warmup", "-1"), "--warmup must be >= 0"),
+        (_args(setup, tmp_path / "o", "--views", "3"), "--views must be one of 1, 2, 4, 8"),
+        (_args(setup, tmp_path / "o", "--detail-weight", "-1"), "detail weight must be a finite number >= 0"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from pocketsam.embedding_cache import CacheError, CacheTransform, TeacherCache, build_cache
-from pocketsam.train.embeddings import flip_content
+from pocketsam.train.embeddings import flip_content, view_content
 from pocketsam.distill.losses import (
-    embedding_loss, hard_mask_weights, logit_loss, mask_disagreement, token_loss,
+    embedding_loss, fine_part, hard_mask_weights, logit_loss, mask_disagreement, token_loss,
 )
 from pocketsam.distill.step import EncoderDistillStep, FullDistillStep
 from pocketsam.models import MODEL_CONFIGS, create_model
@@ -26,6 +26,19 @@ def test_embedding_loss_by_hand_and_across_grids():
     assert embedding_loss(s, t).tolist() == [0.5]
     # a constant student at another grid is resized onto the teacher's without change
     assert embedding_loss(torch.full((1, 2, 4, 4), 3.0), torch.full((1, 2, 2, 2), 1.0)).tolist() == [4.0]
+
+
+def test_detail_weight_adds_only_the_errors_fine_part():
+    t = torch.zeros(1, 1, 3, 3)
+    # an error constant over the grid has no fine part: the detail term adds nothing
+    assert embedding_loss(t + 1.0, t, detail=5.0).tolist() == [1.0]
+    # one cell off by 9 in the centre: its 3x3 mean is 1, so the fine part there is 8; each other
+    # cell's window holds the centre once too (replicated edges never repeat it), so it is -1
+    s = t.clone()
+    s[0, 0, 1, 1] = 9.0
+    assert fine_part(s)[0, 0].tolist() == [[-1.0, -1.0, -1.0], [-1.0, 8.0, -1.0], [-1.0, -1.0, -1.0]]
+    plain = 81 / 9
+    assert embedding_loss(s, t, detail=0.5).tolist() == [pytest.approx(plain + 0.5 * (64 + 8) / 9)]
 
 
 def test_token_loss_by_hand():
@@ -85,67 +98,94 @@ def test_flip_content_keeps_the_padding_in_place():
     assert flip_content(y, (2, 3)).equal(x)
 
 
-def _cache(tmp_path, sha="a" * 64, flip=False, shape=(2, 2, 2)):
-    return TeacherCache(tmp_path / "cache", sha, CacheTransform(64, flip), shape)
+def test_the_eight_views_are_the_mirrors_and_quarter_turns_of_the_content_alone():
+    x = torch.zeros(1, 4, 4)
+    x[0, :2, :3] = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])  # valid (2, 3), padded bottom/right
+    content = x[0, :2, :3]
+    seen = {}
+    for view in range(8):
+        y, size = view_content(x, (2, 3), view)
+        h, w = size
+        assert size == ((3, 2) if view & 4 else (2, 3))
+        assert y[0, h:].abs().sum() == 0 and y[0, :, w:].abs().sum() == 0  # the padding stays bottom/right
+        seen[view] = y[0, :h, :w]
+    assert torch.equal(seen[0], content) and torch.equal(seen[1], content.flip(-1))
+    assert torch.equal(seen[2], content.flip(-2)) and torch.equal(seen[3], content.rot90(2))
+    assert torch.equal(seen[4], content.T) and torch.equal(seen[7], content.rot90(2).T)
+    assert torch.equal(seen[5], content.rot90(1)) and torch.equal(seen[6], content.rot90(-1))
+    assert len({tuple(v.flatten().tolist()) for v in seen.values()}) == 8  # all distinct
+    assert view_content(x, (2, 3), 1)[0].equal(flip_content(x, (2, 3)))
+
+
+def _cache(tmp_path, sha="a" * 64, views=1, shape=(2, 2, 2)):
+    return TeacherCache(tmp_path / "cache", sha, CacheTransform(64, views), shape)
 
 
 def test_cache_round_trip_and_keys(tmp_path):
     images = [(tmp_path / f"{i}.png", f"{i:064x}") for i in range(5)]
     calls = []
 
-    def encode(paths, flipped):
-        calls.append((len(paths), flipped))
-        return torch.stack([torch.full((2, 2, 2), float(p.stem) + (0.5 if flipped else 0)) for p in paths])
+    def encode(paths, view):
+        calls.append((len(paths), view))
+        return torch.stack([torch.full((2, 2, 2), float(p.stem) + view / 8) for p in paths])
 
-    cache = _cache(tmp_path, flip=True)
+    cache = _cache(tmp_path, views=4)
     assert build_cache(cache, images, encode, shard_size=2, batch_size=2, progress=False) == 5
     assert len(list(cache.dir.glob("shard_*.npy"))) == 3
-    again = _cache(tmp_path, flip=True)  # reopened from disk
+    again = _cache(tmp_path, views=4)  # reopened from disk
     for path, sha in images:
         assert again.get(sha).dtype == np.float16
-        assert float(again.get(sha)[0, 0, 0]) == float(path.stem)
-        assert float(again.get(sha, flipped=True)[0, 0, 0]) == float(path.stem) + 0.5
+        assert [float(again.get(sha, v)[0, 0, 0]) for v in range(4)] == [float(path.stem) + v / 8 for v in range(4)]
     assert build_cache(again, images, encode, progress=False) == 0  # nothing recomputed
     # another teacher or transform never reads these embeddings: it has its own folder
-    other = _cache(tmp_path, sha="b" * 64, flip=True)
+    other = _cache(tmp_path, sha="b" * 64, views=4)
     assert other.dir != cache.dir and len(other) == 0
-    assert _cache(tmp_path, flip=False).dir != cache.dir
-    plain = _cache(tmp_path, flip=False)
-    build_cache(plain, images[:1], encode, progress=False)
-    with pytest.raises(CacheError, match="no flipped embeddings"):
-        plain.get(images[0][1], flipped=True)
+    assert len({_cache(tmp_path, views=v).dir for v in (1, 2, 4, 8)}) == 4
+    two = _cache(tmp_path, views=2)
+    build_cache(two, images[:1], encode, progress=False)
+    with pytest.raises(CacheError, match="holds 2 view.*--views 4"):
+        two.get(images[0][1], 2)
+    with pytest.raises(CacheError, match="not 3"):
+        _cache(tmp_path, views=3)
 
 
-def test_dataset_reads_masks_only_from_masks_from_on_and_pairs_flips_with_flipped_embeddings(tmp_path):
+def test_dataset_reads_masks_only_from_masks_from_on_and_pairs_each_view_with_its_embedding(tmp_path):
     from pocketsam.cli import main
     from pocketsam.distill.data import DistillDataset
+    from pocketsam.errors import InputError
     from pocketsam.train.embeddings import collect_images
 
-    assert main(["data", "synth", "--out", str(tmp_path / "s"), "--num-images", "4", "--size", "64,64", "--seed", "3",
+    assert main(["data", "synth", "--out", str(tmp_path / "s"), "--num-images", "4", "--size", "48,64", "--seed", "3",
                  "--workers", "1", "--quiet"]) == 0
     images = collect_images([tmp_path / "s"])
-    encode = lambda paths, flipped: torch.full((len(paths), 2, 2, 2), -1.0 if flipped else 1.0)  # noqa: E731
-    cache = _cache(tmp_path, flip=True)
+    encode = lambda paths, view: torch.full((len(paths), 2, 2, 2), float(view))  # noqa: E731
+    cache = _cache(tmp_path, views=8)
     build_cache(cache, [(im.path, im.sha256) for im in images], encode, progress=False)
-    full = DistillDataset(images, cache, 64, max_instances=4, flip=True, seed=0)
-    lean = DistillDataset(images, cache, 64, max_instances=4, flip=True, seed=0, masks_from=3)
-    flips = set()
-    for i in range(4):
-        a, b = full[(i, 0)], lean[(i, 0)]
-        assert torch.equal(a["image"], b["image"]) and torch.equal(a["teacher_embedding"], b["teacher_embedding"])
-        assert len(a["masks"]) > 0 and len(b["masks"]) == (len(a["masks"]) if i >= 3 else 0)
-        # a mirrored image always comes with the teacher's embedding of the mirrored image
-        flipped = bool(a["teacher_embedding"][0, 0, 0] < 0)
-        flips.add(flipped)
-        unflipped = DistillDataset(images, cache, 64, max_instances=4)[(i, 0)]["image"]
-        assert torch.equal(a["image"], flip_content(unflipped, a["size"]) if flipped else unflipped)
-    for seed in range(1, 6):  # both orientations are drawn
-        flips.update(bool(full[(i, seed)]["teacher_embedding"][0, 0, 0] < 0) for i in range(4))
-    assert flips == {True, False}
+    full = DistillDataset(images, cache, 64, max_instances=4, views=8, seed=0)
+    lean = DistillDataset(images, cache, 64, max_instances=4, views=8, seed=0, masks_from=3)
+    plain = DistillDataset(images, cache, 64, max_instances=4)
+    seen = set()
+    for seed in range(6):
+        for i in range(4):
+            a = full[(i, seed)]
+            view = int(a["teacher_embedding"][0, 0, 0])
+            seen.add(view)
+            # each view of the image (and of its masks) comes with the teacher's embedding of that view
+            p = plain[(i, seed)]
+            image, size = view_content(p["image"], p["size"], view)
+            masks, _ = view_content(p["masks"], p["size"], view)
+            assert torch.equal(a["image"], image) and a["size"].tolist() == list(size) and torch.equal(a["masks"], masks)
+            if seed == 0:
+                b = lean[(i, 0)]
+                assert torch.equal(a["image"], b["image"]) and torch.equal(a["teacher_embedding"], b["teacher_embedding"])
+                assert len(a["masks"]) > 0 and len(b["masks"]) == (len(a["masks"]) if i >= 3 else 0)
+    assert seen == set(range(8))  # every view is drawn
+    with pytest.raises(InputError, match="--views 8"):
+        DistillDataset(images, _cache(tmp_path, views=2), 64, max_instances=4, views=8)
 
 
 def test_cache_detects_a_stale_manifest_and_a_changed_image(tmp_path):
-    encode = lambda paths, flipped: torch.ones(len(paths), 2, 2, 2)  # noqa: E731
+    encode = lambda paths, view: torch.ones(len(paths), 2, 2, 2)  # noqa: E731
     cache = _cache(tmp_path)
     build_cache(cache, [(tmp_path / "a.png", "1" * 64)], encode, progress=False)
     manifest = cache.dir / "manifest.json"
@@ -160,7 +200,7 @@ def test_cache_detects_a_stale_manifest_and_a_changed_image(tmp_path):
 
 def test_damaged_shard_is_dropped_and_rebuilt(tmp_path):
     images = [(tmp_path / f"{i}.png", f"{i:064x}") for i in range(4)]
-    encode = lambda paths, flipped: torch.stack([torch.full((2, 2, 2), float(p.stem)) for p in paths])  # noqa: E731
+    encode = lambda paths, view: torch.stack([torch.full((2, 2, 2), float(p.stem)) for p in paths])  # noqa: E731
     build_cache(_cache(tmp_path), images, encode, shard_size=2, progress=False)
     shard = _cache(tmp_path).dir / "shard_00001.npy"
     data = bytearray(shard.read_bytes())
@@ -180,7 +220,7 @@ def test_killed_cache_build_loses_at_most_one_shard(tmp_path):
     images = [(tmp_path / f"{i}.png", f"{i:064x}") for i in range(6)]
     done = []
 
-    def dying(paths, flipped):
+    def dying(paths, view):
         if len(done) == 2:
             raise KeyboardInterrupt  # the process dies here, mid-shard
         done.append(paths)

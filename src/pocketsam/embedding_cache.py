@@ -9,7 +9,8 @@ Layout: ``ROOT/<key>/`` holds ``manifest.json`` and fp16 shards ``shard_NNNNN.np
 * the teacher's weights (:func:`pocketsam.checkpoints.weights_sha256`: its config and
   every tensor), and
 * the transform: the teacher's input size, SAM's resize-longest-side + bottom/right pad,
-  pixel normalisation, and whether horizontally flipped copies are cached too,
+  pixel normalisation, and how many views of each image are cached (mirrors and quarter
+  turns, see :func:`pocketsam.train.embeddings.view_content`),
 
 so another teacher or transform can never read these embeddings. Inside, every entry is
 keyed by the SHA-256 of the image file's bytes: an edited image misses the cache and is
@@ -22,8 +23,9 @@ the cache is opened, dropped with a warning, and its images are computed again b
 next build.
 
 What the cache allows: no scale jitter or crops (the student sees exactly the teacher's
-framing), and horizontal flips only if the cache was built with ``flip=True``, which
-stores the teacher's embedding of the flipped image as a second row (twice the disk).
+framing), and only the views it was built with: ``views`` rows per image, the teacher's
+embedding of each view (1: the image as is; 2: + its left-right mirror; 4: + the up-down
+mirrors; 8: + the quarter turns), ``views`` times the disk.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ from pocketsam.preprocess import PIXEL_MEAN, PIXEL_STD
 
 FORMAT = 1
 MANIFEST = "manifest.json"
+#: The view counts a cache can hold: the image, its mirrors, then their quarter turns.
+VIEWS = (1, 2, 4, 8)
 
 
 class CacheError(PocketSamError):
@@ -56,7 +60,7 @@ class CacheTransform:
     """How an image becomes the teacher's input (part of the cache key)."""
 
     img_size: int
-    flip: bool = False
+    views: int = 1  # rows per image, one of VIEWS
     resize: str = "longest-side, PIL bilinear"
     pad: str = "bottom-right, zero after normalisation"
     pixel_mean: tuple[float, ...] = PIXEL_MEAN
@@ -65,7 +69,8 @@ class CacheTransform:
 
 def cache_key(teacher_sha256: str, transform: CacheTransform) -> str:
     t = hashlib.sha256(json.dumps(asdict(transform), sort_keys=True).encode()).hexdigest()
-    return f"{teacher_sha256[:16]}-{transform.img_size}{'-flip' if transform.flip else ''}-{t[:8]}"
+    views = f"-views{transform.views}" if transform.views > 1 else ""
+    return f"{teacher_sha256[:16]}-{transform.img_size}{views}-{t[:8]}"
 
 
 class TeacherCache:
@@ -80,6 +85,8 @@ class TeacherCache:
 
     def __init__(self, root: str | Path, teacher_sha256: str, transform: CacheTransform, embed_shape: Sequence[int]) -> None:
         self.root = Path(root)
+        if transform.views not in VIEWS:
+            raise CacheError(f"a cache holds {', '.join(map(str, VIEWS))} views of each image, not {transform.views}")
         if self.root.exists() and not self.root.is_dir():
             raise CacheError(f"cache '{self.root}' is a file", "give a folder for the teacher-embedding cache")
         self.teacher_sha256 = teacher_sha256
@@ -93,7 +100,7 @@ class TeacherCache:
 
     @property
     def rows_per_image(self) -> int:
-        return 2 if self.transform.flip else 1
+        return self.transform.views
 
     # -------------------------------------------------------------- manifest
     def _header(self) -> dict:
@@ -157,21 +164,23 @@ class TeacherCache:
     def missing(self, image_shas: Iterable[str]) -> list[str]:
         return [s for s in image_shas if s not in self.entries]
 
-    def get(self, image_sha256: str, flipped: bool = False) -> np.ndarray:
-        """The teacher's embedding (C, g, g) fp16, a read-only memory-mapped view."""
+    def get(self, image_sha256: str, view: int = 0) -> np.ndarray:
+        """The teacher's embedding (C, g, g) fp16 of ``view`` of the image, a read-only
+        memory-mapped view."""
         try:
             shard, row = self.entries[image_sha256]
         except KeyError:
             raise CacheError(
                 f"no teacher embedding cached for image {image_sha256[:12]}…", "run `pocketsam distill cache` first"
             ) from None
-        if flipped and not self.transform.flip:
-            raise CacheError("this cache holds no flipped embeddings", "build it with --flip to train with flips")
+        if not 0 <= view < self.transform.views:
+            raise CacheError(f"this cache holds {self.transform.views} view(s) of each image, not view {view}",
+                             f"build it with --views {min(v for v in VIEWS if v > view)} or more")
         arr = self._maps.get(shard)
         if arr is None:
             arr = np.load(self.dir / self.shards[shard]["file"], mmap_mode="r")
             self._maps[shard] = arr
-        return arr[row + int(flipped)]
+        return arr[row + int(view)]
 
     def __getstate__(self):  # DataLoader workers open their own memory maps
         state = self.__dict__.copy()
@@ -212,7 +221,7 @@ class TeacherCache:
 def build_cache(
     cache: TeacherCache,
     images: Sequence[tuple[Path, str]],
-    encode: Callable[[list[Path], bool], torch.Tensor],
+    encode: Callable[[list[Path], int], torch.Tensor],
     shard_size: int = 256,
     batch_size: int = 8,
     progress: bool = True,
@@ -221,7 +230,7 @@ def build_cache(
 
     Args:
         images: ``(path, sha256)`` pairs; duplicates (same bytes) are computed once.
-        encode: ``encode(paths, flipped)`` → (B, C, g, g) embeddings of those images.
+        encode: ``encode(paths, view)`` → (B, C, g, g) embeddings of that view of those images.
     Returns:
         the number of images computed now.
     """
@@ -235,17 +244,17 @@ def build_cache(
     if not todo:
         return 0
     items = list(todo.items())
-    bar = tqdm(total=len(items), desc="teacher embeddings", unit="img", disable=not progress, dynamic_ncols=True)
+    n_views = cache.rows_per_image
+    desc = "teacher embeddings" + (f", {n_views} views each" if n_views > 1 else "")
+    bar = tqdm(total=len(items), desc=desc, unit="img", disable=not progress, dynamic_ncols=True)
     for start in range(0, len(items), shard_size):
         chunk = items[start : start + shard_size]
         rows: list[np.ndarray] = []
         for b in range(0, len(chunk), batch_size):
             paths = [p for _, p in chunk[b : b + batch_size]]
-            plain = encode(paths, False).float().cpu().numpy()
-            if cache.transform.flip:
-                flipped = encode(paths, True).float().cpu().numpy()
-                plain = np.stack([plain, flipped], 1).reshape(-1, *plain.shape[1:])  # rows: image i, then flipped i
-            rows.append(plain.astype(np.float16))
+            views = [encode(paths, v).float().cpu().numpy() for v in range(n_views)]
+            stacked = np.stack(views, 1).reshape(-1, *views[0].shape[1:])  # rows: image i's views in order, then i+1's
+            rows.append(stacked.astype(np.float16))
             bar.update(len(paths))
         cache.add_shard([sha for sha, _ in chunk], np.concatenate(rows))
     bar.close()

@@ -14,24 +14,26 @@ from pocketsam.cli.common import add_engine_options, engine_config, report, reso
 #: What each stage trains with unless told otherwise. ``warmup``: a share of ``--steps``
 #: when below 1, else steps.
 #: * encoder: measured (issue 26; docs/training.md, "Distillation defaults: the learning
-#:   curve"). The training engine's defaults (lr 4e-4, 100 warm-up steps, cosine to 5 %,
-#:   wd 0.05, no flips) suit SAM training from scratch; embedding regression learns much
-#:   faster with a one-cycle-like schedule at 15x the lr (agreement with the teacher rises
-#:   with lr up to 6e-3; 1e-2 is no better at 1,200 steps and much worse at 400), and
-#:   flips (the teacher's embedding of each mirrored image, cached) double 200 images'
-#:   worth of targets. AdamW's beta2 0.99 instead of 0.999: the gradients shrink ~15x
-#:   over a short run, and a second-moment average over ~1,000 steps keeps the early,
-#:   large ones and damps every later step (+0.004 box mIoU vs the teacher at 1,200
-#:   steps, paired by seed, positive on each of four seeds).
-#: * full: the engine's optimisation (nothing measured says otherwise); flips on, as every
-#:   measured full-stage row ran, and so that one cache serves both stages.
+#:   curve" and the sections after it). The training engine's defaults (lr 4e-4, 100
+#:   warm-up steps, cosine to 5 %, wd 0.05) suit SAM training from scratch; embedding
+#:   regression learns much faster with a one-cycle-like schedule at 15x the lr (agreement
+#:   with the teacher rises with lr up to 6e-3; 1e-2 is no better at 1,200 steps and much
+#:   worse at 400). AdamW's beta2 0.99 instead of 0.999: the gradients shrink ~15x over a
+#:   short run, and a second-moment average over ~1,000 steps keeps the early, large ones
+#:   and damps every later step (+0.004 box mIoU vs the teacher at 1,200 steps, paired by
+#:   seed). 2 views: the teacher's embedding of each mirrored image, cached, doubles the
+#:   distinct targets.
+#: * full: the engine's optimisation (nothing measured says otherwise); 2 views and no
+#:   detail weight, as every measured full-stage row ran.
 STAGE_DEFAULTS = {
-    "encoder": {"lr": 6e-3, "weight_decay": 0.01, "warmup": 0.3, "min_lr_ratio": 0.0, "adam_beta2": 0.99, "flip": True},
-    "full": {"lr": 4e-4, "weight_decay": 0.05, "warmup": 100, "min_lr_ratio": 0.05, "adam_beta2": 0.999, "flip": True},
+    "encoder": {"lr": 6e-3, "weight_decay": 0.01, "warmup": 0.3, "min_lr_ratio": 0.0, "adam_beta2": 0.99, "views": 2,
+                "detail_weight": 0.0},
+    "full": {"lr": 4e-4, "weight_decay": 0.05, "warmup": 100, "min_lr_ratio": 0.05, "adam_beta2": 0.999, "views": 2,
+             "detail_weight": 0.0},
 }
-#: ``distill cache`` stores flipped embeddings when the encoder stage trains with flips, so
-#: that a cache built first is the one training then reads.
-CACHE_FLIP = STAGE_DEFAULTS["encoder"]["flip"]
+#: ``distill cache`` stores the views the encoder stage trains on, so that a cache built
+#: first is the one training then reads.
+CACHE_VIEWS = STAGE_DEFAULTS["encoder"]["views"]
 
 
 def _stage_help(key: str) -> str:
@@ -41,14 +43,18 @@ def _stage_help(key: str) -> str:
     return "default " + ", ".join(f"{v} (stage {stage})" for stage, v in values.items())
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, train: bool) -> None:
     p.add_argument("--teacher", metavar="CKPT", help="teacher checkpoint, anything build_sam loads (default: bundled, the bundled model)")
     p.add_argument("--data", nargs="+", required=True, metavar="DIR",
                    help="folders of images; SA-1B *.json annotations beside them are used where present (stage full)")
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
-                   help="also cache the teacher's embeddings of mirrored images and train with random horizontal flips "
-                        f"(2x cache; default: {'on' if CACHE_FLIP else 'off'}"
-                        + ("" if len({d['flip'] for d in STAGE_DEFAULTS.values()}) == 1 else ", for train: by stage") + ")")
+    p.add_argument("--views", type=int, default=None, metavar="N",
+                   help="views of each image the teacher embeds once and training draws from: 1 the image as is, 2 and its "
+                        "left-right mirror, 4 and the up-down mirrors, 8 and their quarter turns (the cache and the "
+                        "teacher's time grow with them; "
+                        + (_stage_help("views") if train else f"default {CACHE_VIEWS}, what stage encoder trains on") + ")")
+    # the names before --views existed
+    p.add_argument("--flip", dest="views", action="store_const", const=2, help=argparse.SUPPRESS)
+    p.add_argument("--no-flip", dest="views", action="store_const", const=1, help=argparse.SUPPRESS)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -62,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
 
     c = verbs.add_parser("cache", help="compute the teacher's image embeddings once (fp16, resumable)")
-    _common(c)
+    _common(c, train=False)
     c.add_argument("--cache", required=True, metavar="DIR", help="cache folder (one sub-folder per teacher and transform)")
     c.add_argument("--batch-size", type=int, default=8)
     c.add_argument("--device", help="cpu, cuda ... (default: the local GPU if any)")
@@ -70,12 +76,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=run_cache)
 
     t = verbs.add_parser("train", help="train a student against the teacher")
-    _common(t)
+    _common(t, train=True)
     t.add_argument("--stage", choices=["encoder", "full"], default="encoder")
     t.add_argument("--student", default="pocketsam_nano", metavar="ARCH|CKPT",
                    help="a registered architecture (e.g. pocketsam_nano, mobile_sam) or a checkpoint to start from (default pocketsam_nano)")
     t.add_argument("--img-size", type=int, help="the student's input size (default: its architecture's)")
     t.add_argument("--cache", metavar="DIR", help="teacher-embedding cache (default OUT/teacher_cache); filled first if incomplete")
+    t.add_argument("--detail-weight", type=float, default=None, metavar="W",
+                   help="extra weight on the embedding error's fine part, each cell less its 3x3 mean "
+                        f"({_stage_help('detail_weight')})")
     s = t.add_argument_group("full stage")
     s.add_argument("--embed-weight", type=float, default=1.0, help="embedding MSE weight")
     s.add_argument("--token-weight", type=float, default=1.0, help="decoder output-token MSE weight")
@@ -119,7 +128,7 @@ def run_cache(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     teacher = load_teacher(_teacher(args), device)
     images = collect_images(args.data)
-    cache = open_cache(args.cache, teacher, CACHE_FLIP if args.flip is None else args.flip)
+    cache = open_cache(args.cache, teacher, CACHE_VIEWS if args.views is None else args.views)
     done = len(images) - len(cache.missing(im.sha256 for im in images))
     if done:
         print(f"{done} of {len(images)} image(s) already cached")
@@ -176,9 +185,10 @@ def run_train(args: argparse.Namespace) -> int:
     cfg = engine_config(args, data=list(args.data), arch=arch, init=init, img_size=args.img_size)
     cfg.min_lr_ratio = args.min_lr_ratio
     dcfg = DistillConfig(
-        teacher=_teacher(args), stage=args.stage, cache=args.cache, flip=args.flip,
+        teacher=_teacher(args), stage=args.stage, cache=args.cache, views=args.views,
         weights=LossWeights(args.embed_weight, args.token_weight, args.logit_weight),
         hard_prompts=not args.no_hard_prompts, hard_mask_weighting=not args.no_hard_mask_weighting, gamma=args.hard_gamma,
+        detail=args.detail_weight,
     )
     report(distill(cfg, dcfg), args.out)
     return 0

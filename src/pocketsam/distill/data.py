@@ -7,7 +7,8 @@ masks for random points elsewhere (see :mod:`pocketsam.distill.step`).
 
 Every image goes through the one transform the cache was keyed with: SAM's resize-longest-
 side and bottom/right pad (:class:`~pocketsam.data.dataset.SegmentationDataset` with no
-jitter), then, for a flipped sample, a mirror of the image content (not of the padding).
+jitter), then, for every view after the first, mirrors and quarter turns of the image
+content (:func:`~pocketsam.train.embeddings.view_content`; the padding stays bottom/right).
 """
 
 from __future__ import annotations
@@ -21,14 +22,15 @@ from torch.utils.data import Dataset
 from pocketsam.data.dataset import SegmentationDataset, collate, masks_to_boxes
 from pocketsam.embedding_cache import TeacherCache
 from pocketsam.errors import InputError
-from pocketsam.train.embeddings import ImageOnly, ImageRecord, flip_content
+from pocketsam.train.embeddings import ImageOnly, ImageRecord, view_content
 
 
 class DistillDataset(Dataset):
     """Item ``(index, seed)``: the image at the student's input size, its valid ``size``,
     up to ``max_instances`` ground-truth masks (none for unlabeled images), and the
-    teacher's cached embedding ``teacher_embedding`` (C, g, g) of the same, possibly
-    flipped, image. Batch with :func:`distill_collate`.
+    teacher's cached embedding ``teacher_embedding`` (C, g, g) of the same image, all in one
+    of the ``views`` the cache holds, drawn uniformly per item and epoch. Batch with
+    :func:`distill_collate`.
 
     ``masks_from``: only items from this index on read their masks (default: all). Stage
     ``encoder`` trains on embeddings alone and needs masks only for the validation images
@@ -41,15 +43,16 @@ class DistillDataset(Dataset):
         cache: TeacherCache,
         img_size: int,
         max_instances: int,
-        flip: bool = False,
+        views: int = 1,
         seed: int = 0,
         masks_from: int = 0,
     ) -> None:
-        if flip and not cache.transform.flip:
-            raise InputError("flip augmentation needs a cache built with --flip", "rebuild the cache with --flip, or train without flips")
+        if views > cache.transform.views:
+            raise InputError(f"training on {views} views of each image needs a cache built with --views {views}, "
+                             f"this one holds {cache.transform.views}", f"rebuild the cache with --views {views}")
         self.images = list(images)
         self.cache = cache
-        self.flip = flip
+        self.views = views
         self.seed = seed
         samples = [im.sample if i >= masks_from else ImageOnly(im.path, im.sample.image_id) for i, im in enumerate(self.images)]
         self.frames = SegmentationDataset(
@@ -68,12 +71,16 @@ class DistillDataset(Dataset):
         index, seed = key
         self.frames.set_epoch(seed)
         item = self.frames[index]
-        flipped = self.flip and bool(np.random.default_rng([self.seed, seed, index]).random() < 0.5)
-        if flipped:
-            item["image"] = flip_content(item["image"], item["size"])
-            item["masks"] = flip_content(item["masks"], item["size"])
+        # uniform over the views; counted down so that with 2 views the mirrored half is the draws < 0.5, as before views
+        view = self.views - 1 - int(np.random.default_rng([self.seed, seed, index]).random() * self.views)
+        if view:
+            item["image"], size = view_content(item["image"], item["size"], view)
+            item["masks"], _ = view_content(item["masks"], item["size"], view)
+            item["size"] = torch.tensor(size, dtype=item["size"].dtype)
+            if view & 4:  # a quarter turn: the source image is seen transposed too
+                item["original_size"] = item["original_size"].flip(0)
             item["boxes"] = masks_to_boxes(item["masks"])
-        emb = self.cache.get(self.images[index].sha256, flipped)
+        emb = self.cache.get(self.images[index].sha256, view)
         item["teacher_embedding"] = torch.from_numpy(np.array(emb, dtype=np.float32))
         return item
 

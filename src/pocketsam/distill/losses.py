@@ -36,9 +36,20 @@ def resize_to(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tens
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
-def embedding_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """(B, C, h, w) and (B, C, H, W) → (B,) mean squared error on the teacher's grid."""
-    return (resize_to(student.float(), teacher.shape[-2:]) - teacher.float()).pow(2).flatten(1).mean(1)
+def embedding_loss(student: torch.Tensor, teacher: torch.Tensor, detail: float = 0.0) -> torch.Tensor:
+    """(B, C, h, w) and (B, C, H, W) → (B,) mean squared error on the teacher's grid, plus
+    ``detail`` times the mean squared error of its fine part (:func:`fine_part`)."""
+    err = resize_to(student.float(), teacher.shape[-2:]) - teacher.float()
+    loss = err.pow(2).flatten(1).mean(1)
+    if detail:
+        loss = loss + detail * fine_part(err).pow(2).flatten(1).mean(1)
+    return loss
+
+
+def fine_part(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) → the same less its 3×3 local mean (edges replicated): what changes
+    from one cell to the next."""
+    return x - F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
 
 
 def token_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ import torch
 
 from pocketsam.distill.data import DistillDataset, distill_collate
 from pocketsam.distill.step import EncoderDistillStep, FullDistillStep, LossWeights
+from pocketsam.embedding_cache import VIEWS
 from pocketsam.errors import PocketSamError
 from pocketsam.models.sam import Sam
 from pocketsam.train.embeddings import cached_embeddings, collect_images, default_device, load_frozen
@@ -27,25 +28,32 @@ class DistillConfig:
         teacher: any checkpoint :func:`pocketsam.build_sam` loads.
         stage: ``encoder`` (MobileSAM, decoupled) or ``full`` (TinySAM, full-stage).
         cache: teacher-embedding cache folder (default ``OUT/teacher_cache``).
-        flip: cache flipped images too and train with random horizontal flips.
+        views: how many views of each image the teacher embeds and training draws from
+            (1, 2, 4 or 8: the image, its mirrors, their quarter turns; see
+            :func:`~pocketsam.train.embeddings.view_content`).
         weights: full-stage loss weights.
         hard_prompts, hard_mask_weighting, gamma: full-stage strategies (see
             :class:`~pocketsam.distill.step.FullDistillStep`).
+        detail: extra weight of the embedding error's fine part, both stages (see
+            :func:`~pocketsam.distill.losses.embedding_loss`).
     """
 
     teacher: str
     stage: str = "encoder"
     cache: str | None = None
-    flip: bool = False
+    views: int = 1
     weights: LossWeights = field(default_factory=LossWeights)
     hard_prompts: bool = True
     hard_mask_weighting: bool = True
     gamma: float = 1.0
+    detail: float = 0.0
 
     def validate(self) -> None:
+        if self.views not in VIEWS:
+            raise PocketSamError(f"--views must be one of {', '.join(map(str, VIEWS))}, got {self.views}")
         if self.stage not in STAGES:
             raise PocketSamError(f"unknown distillation stage '{self.stage}'", f"use one of {', '.join(STAGES)}")
-        for name, value in (*asdict(self.weights).items(), ("gamma", self.gamma)):
+        for name, value in (*asdict(self.weights).items(), ("gamma", self.gamma), ("detail", self.detail)):
             if not (value >= 0 and value != float("inf")):
                 raise PocketSamError(f"the {name} weight must be a finite number >= 0, got {value}")
 
@@ -58,6 +66,16 @@ class DistillConfig:
         for where in ("cache", "teacher"):  # the teacher is identified by its weights' hash instead
             s.pop(where)
         return s
+
+
+def upgrade_settings(saved: dict) -> dict:
+    """The distillation settings a run saved by an older pocketsam, in today's terms:
+    ``flip`` was ``views`` 2 (on) or 1 (off); ``detail`` did not exist (0, none)."""
+    saved = dict(saved)
+    if "flip" in saved:
+        saved["views"] = 2 if saved.pop("flip") else 1
+    saved.setdefault("detail", 0.0)
+    return saved
 
 
 def load_teacher(checkpoint: str, device: torch.device | str = "cpu") -> Sam:
@@ -91,14 +109,14 @@ def distill(train: TrainConfig, cfg: DistillConfig, progress: bool = True) -> di
     rank = int(os.environ.get("RANK", "0"))
     teacher = load_teacher(cfg.teacher, default_device(train))
     images = collect_images(train.data)
-    cache = cached_embeddings(teacher, images, cfg.cache_root(train.out), cfg.flip, progress)
+    cache = cached_embeddings(teacher, images, cfg.cache_root(train.out), cfg.views, progress)
     if cfg.stage == "encoder":
         train.freeze = sorted(set(train.freeze) | {"prompt_encoder", "mask_decoder"})
     masks_from = 0
     if cfg.stage == "encoder":  # masks only for validation: the engine holds out the last val_images, if it can spare them
         held = train.val_images if len(images) > 2 * train.val_images else 0
         masks_from = len(images) - held
-    dataset = DistillDataset(images, cache, train.input_size(), train.masks_per_image, flip=cfg.flip, seed=train.seed,
+    dataset = DistillDataset(images, cache, train.input_size(), train.masks_per_image, views=cfg.views, seed=train.seed,
                              masks_from=masks_from)
     if cfg.stage == "full" and dataset.labeled_fraction < 1 and rank == 0:
         print(
@@ -110,12 +128,13 @@ def distill(train: TrainConfig, cfg: DistillConfig, progress: bool = True) -> di
         prepare_student(student, teacher, cfg.stage, own_decoder=train.init is not None)
         t = teacher.to(student.device)
         if cfg.stage == "encoder":
-            return EncoderDistillStep(student, t)
+            return EncoderDistillStep(student, t, cfg.detail)
         return FullDistillStep(
             student, t, cfg.weights, prompts_per_image=train.masks_per_image, rounds=train.rounds,
             box_prob=train.box_prob, hard_prompts=cfg.hard_prompts, hard_mask_weighting=cfg.hard_mask_weighting,
-            gamma=cfg.gamma,
+            gamma=cfg.gamma, detail=cfg.detail,
         )
 
     settings = {**cfg.settings(), "teacher_sha256": cache.teacher_sha256}
-    return Trainer(train, dataset, distill_collate, step_factory=make_step, settings=settings).fit()
+    return Trainer(train, dataset, distill_collate, step_factory=make_step, settings=settings,
+                   upgrade_settings=upgrade_settings).fit()

@@ -65,14 +65,24 @@ class _TeacherHead(nn.Module):
 
 
 class _DistillBase(nn.Module):
-    def __init__(self, student: Sam, teacher: Sam) -> None:
+    """``detail``: the extra weight of the embedding error's fine part
+    (:func:`~pocketsam.distill.losses.embedding_loss`)."""
+
+    def __init__(self, student: Sam, teacher: Sam, detail: float = 0.0) -> None:
         super().__init__()
         self.sam = student
         self.teacher = _TeacherHead(teacher)
         self.scale = teacher.img_size / student.img_size  # student input frame → teacher's
+        self.detail = detail
 
     def encode(self, image: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
         return encode_images(self.sam, image, size)
+
+    def embedding_term(self, emb: torch.Tensor, t_emb: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """The embedding loss to train on, and the plain embedding MSE to log."""
+        loss = embedding_loss(emb, t_emb, self.detail).mean()
+        mse = float(embedding_loss(emb.detach(), t_emb).mean()) if self.detail else float(loss.detach())
+        return loss, mse
 
     @torch.no_grad()
     def evaluate(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -114,15 +124,16 @@ def best_multimask(logits: torch.Tensor, iou: torch.Tensor) -> torch.Tensor:
 
 
 class EncoderDistillStep(_DistillBase):
-    """Decoupled distillation (MobileSAM): loss = MSE(student embedding, teacher embedding).
+    """Decoupled distillation (MobileSAM): loss = MSE(student embedding, teacher embedding),
+    plus ``detail`` times the MSE of the error's fine part.
 
     The student's prompt encoder and mask decoder are replaced by copies of the teacher's
     and frozen (:func:`pocketsam.distill.run.prepare_student` does that)."""
 
     def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None):
         emb = self.encode(batch["image"], batch["size"])
-        loss = embedding_loss(emb, batch["teacher_embedding"]).mean()
-        return loss, {"embed_mse": float(loss.detach())}
+        loss, mse = self.embedding_term(emb, batch["teacher_embedding"])
+        return loss, {"embed_mse": mse}
 
 
 class FullDistillStep(_DistillBase):
@@ -135,6 +146,7 @@ class FullDistillStep(_DistillBase):
         hard_prompts: later points from the student/teacher disagreement region.
         hard_mask_weighting: weight each prompt's losses by :func:`hard_mask_weights`.
         gamma: the weighting's strength γ.
+        detail: see :class:`_DistillBase`.
     """
 
     def __init__(
@@ -148,8 +160,9 @@ class FullDistillStep(_DistillBase):
         hard_prompts: bool = True,
         hard_mask_weighting: bool = True,
         gamma: float = 1.0,
+        detail: float = 0.0,
     ) -> None:
-        super().__init__(student, teacher)
+        super().__init__(student, teacher, detail)
         self.weights = weights
         self.prompts_per_image = prompts_per_image
         self.rounds = rounds
@@ -197,9 +210,9 @@ class FullDistillStep(_DistillBase):
         w = self.weights
         emb = self.encode(batch["image"], batch["size"])
         t_emb = batch["teacher_embedding"]
-        emb_term = embedding_loss(emb, t_emb).mean()
+        emb_term, emb_mse = self.embedding_term(emb, t_emb)
         total = w.embed * emb_term
-        logs = {"embed_mse": float(emb_term.detach()), "token_mse": 0.0, "logit_bce": 0.0, "iou_vs_teacher": 0.0}
+        logs = {"embed_mse": emb_mse, "token_mse": 0.0, "logit_bce": 0.0, "iou_vs_teacher": 0.0}
         count = 0
         groups = self.first_prompts(batch, generator)
         n_all = sum(len(g[0]) for g in groups)

@@ -3,8 +3,9 @@
 Distillation caches the teacher's (:mod:`pocketsam.distill`); proposal-head training caches
 the frozen model's own (:mod:`pocketsam.train.proposals`). Every image goes through the one
 transform the cache is keyed with: SAM's resize-longest-side and bottom/right pad
-(:class:`~pocketsam.data.dataset.SegmentationDataset` with no jitter), then, for a flipped
-sample, a mirror of the image content (not of the padding).
+(:class:`~pocketsam.data.dataset.SegmentationDataset` with no jitter), then, for every view
+after the first, mirrors and quarter turns of the image content (:func:`view_content`; the
+padding stays bottom/right).
 """
 
 from __future__ import annotations
@@ -95,6 +96,22 @@ def flip_content(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return out
 
 
+def view_content(x: torch.Tensor, size: Sequence[int], view: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """View ``view`` (0–7) of the valid ``size = (h, w)`` top-left region of (..., S, S):
+    bit 0 mirrors it left–right (:func:`flip_content`), bit 1 up–down, and bit 2 then
+    transposes the whole frame (with the mirrors, the quarter turns), which keeps the
+    content top-left and the padding bottom/right but makes the valid size (w, h).
+    Views 0–1, 0–3 and 0–7 are the 2, 4 and 8 views a cache holds (``--views``).
+    Returns a new tensor and the view's valid size."""
+    h, w = int(size[0]), int(size[1])
+    out = flip_content(x, (h, w)) if view & 1 else x.clone()
+    if view & 2:
+        out[..., :h, :w] = out[..., :h, :w].flip(-2)
+    if view & 4:
+        return out.transpose(-1, -2).contiguous(), (w, h)
+    return out, (h, w)
+
+
 def frame_images(paths: Sequence[Path], img_size: int) -> SegmentationDataset:
     """The images in a model's input frame (no masks), exactly as training sees them."""
     return SegmentationDataset(
@@ -113,10 +130,10 @@ def load_frozen(checkpoint: str, device: torch.device | str = "cpu", role: str =
     return model
 
 
-def open_cache(root: str | Path, teacher: Sam, flip: bool) -> TeacherCache:
+def open_cache(root: str | Path, teacher: Sam, views: int) -> TeacherCache:
     g = teacher.prompt_encoder.image_embedding_size
     shape = (teacher.mask_decoder.transformer_dim, *g)
-    return TeacherCache(root, weights_sha256(teacher), CacheTransform(teacher.img_size, flip), shape)
+    return TeacherCache(root, weights_sha256(teacher), CacheTransform(teacher.img_size, views), shape)
 
 
 def fill_cache(cache: TeacherCache, teacher: Sam, images: Sequence[ImageRecord], batch_size: int = 8, progress: bool = True) -> int:
@@ -125,23 +142,23 @@ def fill_cache(cache: TeacherCache, teacher: Sam, images: Sequence[ImageRecord],
     fast = optimize(teacher, "default")
 
     @torch.no_grad()
-    def encode(paths, flipped: bool) -> torch.Tensor:
+    def encode(paths, view: int) -> torch.Tensor:
         frames = frame_images(paths, teacher.img_size)
-        items = [frames[i] for i in range(len(paths))]
-        images = torch.stack([flip_content(it["image"], it["size"]) if flipped else it["image"] for it in items])
-        sizes = torch.stack([it["size"] for it in items])
+        seen = [view_content(it["image"], it["size"], view) for it in (frames[i] for i in range(len(paths)))]
+        images = torch.stack([image for image, _ in seen])
+        sizes = torch.tensor([size for _, size in seen])
         return encode_images(fast, images.to(teacher.device), sizes.to(teacher.device))
 
     return build_cache(cache, [(im.path, im.sha256) for im in images], encode, batch_size=batch_size, progress=progress)
 
 
 def cached_embeddings(
-    model: Sam, images: Sequence[ImageRecord], root: str | Path, flip: bool, progress: bool = True
+    model: Sam, images: Sequence[ImageRecord], root: str | Path, views: int, progress: bool = True
 ) -> TeacherCache:
     """``model``'s embeddings of ``images`` in the cache under ``root``: rank 0 computes the
     missing ones, other ranks wait for it. Used by distillation (the teacher) and by
     proposal-head training (the frozen model itself)."""
-    cache = open_cache(root, model, flip)
+    cache = open_cache(root, model, views)
     if int(os.environ.get("RANK", "0")) == 0:
         fill_cache(cache, model, images, progress=progress)
         return cache

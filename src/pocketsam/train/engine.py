@@ -91,10 +91,12 @@ class Trainer:
         val_dataset: Dataset | None = None,
         step_factory: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
         settings: dict[str, Any] | None = None,
+        upgrade_settings: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         """``step_factory(model)`` makes the step module (default: SAM-style training
         from ``cfg``); ``settings`` are the step's own options, saved with the run and
-        compared on resume like ``cfg``."""
+        compared on resume like ``cfg``; ``upgrade_settings`` turns the step options a run
+        saved by an older pocketsam into today's names and defaults before that check."""
         cfg.validate()
         self.cfg = cfg
         self.rank, self.world, local_rank = _dist_info()
@@ -111,6 +113,7 @@ class Trainer:
             torch.cuda.set_device(self.device)
         self.out = Path(cfg.out)
         self.settings = dict(settings or {})
+        self.upgrade_settings = upgrade_settings
         self._check_run_folder()
         if self.rank == 0:  # what a killed run left half-written (atomic_torch_save's, pocketsam.io's)
             remove_stale_temporaries(self.out, also=r"\.checkpoint_last\.pt\.tmp\d+")
@@ -274,6 +277,9 @@ class Trainer:
         now = self._saved_settings()
         # a run saved before a setting existed ran with that setting's default
         saved = {**TrainConfig.defaults(), **saved}
+        if self.upgrade_settings:
+            step = self.upgrade_settings({k[5:]: v for k, v in saved.items() if k.startswith("step.")})
+            saved = {**{k: v for k, v in saved.items() if not k.startswith("step.")}, **{f"step.{k}": v for k, v in step.items()}}
         changed = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
         if not changed or self.cfg.allow_config_change:
             return

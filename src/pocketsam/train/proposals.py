@@ -51,7 +51,7 @@ class EmbeddingBoxes(Dataset):
 
     def __init__(self, images: Sequence[Any], cache, img_size: int, flip: bool = True, seed: int = 0) -> None:
         self.images, self.cache, self.img_size = list(images), cache, img_size
-        self.flip, self.seed = flip and cache.transform.flip, seed
+        self.flip, self.seed = flip and cache.transform.views >= 2, seed
 
     def __len__(self) -> int:
         return len(self.images)
@@ -68,7 +68,7 @@ class EmbeddingBoxes(Dataset):
         flipped = self.flip and bool(np.random.default_rng([self.seed, seed, index]).random() < 0.5)
         if flipped:
             boxes[:, [0, 2]] = (w - 1) - boxes[:, [2, 0]]
-        emb = self.cache.get(im.sha256, flipped)
+        emb = self.cache.get(im.sha256, int(flipped))  # view 1: the left-right mirror
         return {
             "teacher_embedding": torch.from_numpy(np.array(emb, dtype=np.float32)),
             "boxes": torch.from_numpy(boxes).float(),
@@ -141,7 +141,7 @@ def train_proposals(train, cfg: ProposalConfig, progress: bool = True) -> dict:
             "give SA-1B-layout folders (image + .json), e.g. from `pocketsam data synth`",
         )
     root = Path(cfg.cache) if cfg.cache else Path(train.out) / "embedding_cache"
-    cache = cached_embeddings(sam, labeled, root, cfg.flip, progress)  # only what the head trains on
+    cache = cached_embeddings(sam, labeled, root, 2 if cfg.flip else 1, progress)  # only what the head trains on
     dataset = EmbeddingBoxes(labeled, cache, train.input_size(), flip=cfg.flip, seed=train.seed)
 
     def make_step(model):
