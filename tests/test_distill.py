@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pocketsam.embedding_cache import CacheError, CacheTransform, TeacherCache, build_cache
+from pocketsam.embedding_cache import CacheError, CacheTransform, TeacherCache, build_cache, cache_key
 from pocketsam.train.embeddings import flip_content, view_content
 from pocketsam.distill.losses import (
     embedding_loss, fine_part, hard_mask_weights, logit_loss, mask_disagreement, token_loss,
@@ -141,6 +141,8 @@ def test_cache_round_trip_and_keys(tmp_path):
     other = _cache(tmp_path, sha="b" * 64, views=4)
     assert other.dir != cache.dir and len(other) == 0
     assert len({_cache(tmp_path, views=v).dir for v in (1, 2, 4, 8)}) == 4
+    # one or two views keep the key a cache built before views existed has (then: flip off / on)
+    assert cache_key("0" * 64, CacheTransform(256, 2)).endswith("-256-flip-c30b7841")
     two = _cache(tmp_path, views=2)
     build_cache(two, images[:1], encode, progress=False)
     with pytest.raises(CacheError, match="holds 2 view.*--views 4"):

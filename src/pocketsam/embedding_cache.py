@@ -66,10 +66,19 @@ class CacheTransform:
     pixel_mean: tuple[float, ...] = PIXEL_MEAN
     pixel_std: tuple[float, ...] = PIXEL_STD
 
+    def record(self) -> dict:
+        """What the key and the manifest hold. One or two views are recorded as before
+        views existed (``flip``: off or on), so that a cache built then keeps its folder and
+        is read, not computed again."""
+        d = asdict(self)
+        if self.views <= 2:
+            d["flip"] = d.pop("views") == 2
+        return d
+
 
 def cache_key(teacher_sha256: str, transform: CacheTransform) -> str:
-    t = hashlib.sha256(json.dumps(asdict(transform), sort_keys=True).encode()).hexdigest()
-    views = f"-views{transform.views}" if transform.views > 1 else ""
+    t = hashlib.sha256(json.dumps(transform.record(), sort_keys=True).encode()).hexdigest()
+    views = {1: "", 2: "-flip"}.get(transform.views, f"-views{transform.views}")
     return f"{teacher_sha256[:16]}-{transform.img_size}{views}-{t[:8]}"
 
 
@@ -107,7 +116,7 @@ class TeacherCache:
         return {
             "format": FORMAT,
             "teacher_sha256": self.teacher_sha256,
-            "transform": asdict(self.transform),
+            "transform": self.transform.record(),
             "embed_shape": list(self.embed_shape),
             "dtype": "float16",
         }
