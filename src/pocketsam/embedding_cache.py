@@ -183,8 +183,9 @@ class TeacherCache:
                 f"no teacher embedding cached for image {image_sha256[:12]}…", "run `pocketsam distill cache` first"
             ) from None
         if not 0 <= view < self.transform.views:
+            need = next((v for v in VIEWS if v > view), None) if view >= 0 else None
             raise CacheError(f"this cache holds {self.transform.views} view(s) of each image, not view {view}",
-                             f"build it with --views {min(v for v in VIEWS if v > view)} or more")
+                             f"build it with --views {need}" if need else f"views are numbered 0 to {max(VIEWS) - 1}")
         arr = self._maps.get(shard)
         if arr is None:
             arr = np.load(self.dir / self.shards[shard]["file"], mmap_mode="r")
