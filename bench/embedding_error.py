@@ -8,8 +8,8 @@ next?
 For every held-out scene the teacher's and the student's embeddings are computed, the
 error split as ``err = coarse + fine`` with ``fine = distill.losses.fine_part(err)`` (each
 cell less its 3x3 mean, the part ``distill train --detail-weight`` weighs up), and the
-teacher's own decoder is run with box prompts (the ground-truth boxes, as `pocketsam eval
-prompts --prompt box`) on the teacher's embedding plus
+teacher's own decoder is run with box prompts (each ground-truth mask's tight box, as
+`pocketsam eval prompts --prompt box`) on the teacher's embedding plus
 
 * the whole error (the student itself),
 * the coarse part alone, the fine part alone,
@@ -42,6 +42,7 @@ def main() -> None:
     from pocketsam.distill.losses import fine_part
     from pocketsam.eval.metrics import paired_iou
     from pocketsam.io import load_image
+    from pocketsam.masks import batched_mask_to_box
 
     torch.set_num_threads(1)
     teacher = SamPredictor(build_sam(checkpoint=args.teacher or str(default_checkpoint())))
@@ -63,12 +64,14 @@ def main() -> None:
         coarse = err - fine
         mse += [float(err.pow(2).mean()), float(coarse.pow(2).mean()), float(fine.pow(2).mean())]
         scale = float(coarse.pow(2).mean() / fine.pow(2).mean()) ** 0.5
-        boxes = [(x, y, x + w, y + h) for x, y, w, h in (i.bbox for i in sample.instances if i.area > 0)]
-        small += [i.area < 32**2 for i in sample.instances if i.area > 0]
+        gt = sample.masks()
+        gt = gt[gt.reshape(len(gt), -1).any(1)]  # a mask with no pixel admits no box
+        boxes = batched_mask_to_box(torch.from_numpy(gt)).float()  # tight, inclusive edges
+        small += (gt.reshape(len(gt), -1).sum(1) < 32**2).tolist()
 
         def masks(embedding: torch.Tensor) -> np.ndarray:
             teacher.set_embedding(embedding, image.shape[:2])
-            return np.stack([teacher.predict(box=np.array(b), multimask_output=False)[0][0] for b in boxes])
+            return teacher.predict_batch(boxes=boxes, multimask_output=False)[0][:, 0].cpu().numpy()
 
         reference = masks(t)
         for arm, emb in zip(arms, (s, t + coarse, t + fine, t + scale * fine)):
