@@ -69,6 +69,7 @@ ARMS = {
                 "256²; the student's 32² embedding is area-averaged onto the teacher's 16² grid for the loss)",
                 [*ENGINE_PLAIN, "--img-size", "512"]),
     **{f"default_seed{i}": (f"today's defaults, seed {i} (run-to-run noise)", ["--seed", str(i)]) for i in range(1, 5)},
+    "default_views4": ("today's defaults with 4 views (the mirrors, no quarter turns): half the cache", ["--views", "4"]),
     "b2099": ("the beta2-0.99 default (lr6e3 with AdamW beta2 0.99), before 8 views and the detail weight", B2099),
     **{f"b2099_seed{i}": (f"b2099, seed {i}", [*B2099, "--seed", str(i)]) for i in range(1, 5)},
     "b2099_lr4e3": ("b2099 at lr 4e-3 (does beta2 0.99 move the best lr?)", [*B2099, "--lr", "4e-3"]),
