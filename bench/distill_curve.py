@@ -205,27 +205,11 @@ def plain_loop(out: Path, steps: int, name: str = "plain", lr: float = 2e-3, wd:
     from pocketsam import build_sam
     from pocketsam.checkpoints import save_checkpoint
     from pocketsam.models import create_model
-    from pocketsam.train.embeddings import collect_images, flip_content, frame_images
+    from pocketsam.train.embeddings import collect_images, frame_images, view_content
     from pocketsam.train.step import encode_images
 
-    def vflip_content(x, size):
-        h, w = int(size[0]), int(size[1])
-        y = x.clone()
-        y[..., :h, :w] = x[..., :h, :w].flip(-2)
-        return y
-
-    def transpose_content(x, size):
-        h, w = int(size[0]), int(size[1])
-        assert h == w, "quarter turns need square scenes"
-        y = x.clone()
-        y[..., :h, :w] = x[..., :h, :w].transpose(-1, -2)
-        return y
-
-    views = [lambda x, s: x, flip_content]
-    if vflip or d8:
-        views += [vflip_content, lambda x, s: vflip_content(flip_content(x, s), s)]
-    if d8:
-        views += [lambda x, s, v=v: transpose_content(v(x, s), s) for v in views]
+    # the image's first 2, 4 or 8 views: itself, its mirrors, then their quarter turns
+    views = [lambda x, s, v=v: view_content(x, s, v)[0] for v in range(8 if d8 else 4 if vflip else 2)]
     teacher = build_sam().eval()
     paths = [im.path for im in collect_images([out / "train"])] + (zoom_crops(out, crops) if crops else [])
     items = list(frame_images(paths, teacher.img_size))

@@ -129,7 +129,7 @@ def test_a_run_saved_before_views_and_detail_existed_resumes_in_todays_terms(set
     nothing (0). Such a run resumes under the same settings and is refused under others,
     today's defaults included."""
     out = tmp_path / "old"
-    old = ["--save-every", "1", "--views", "2", "--detail-weight", "0"]
+    old = ["--save-every", "1", "--flip", "--detail-weight", "0"]  # the flag then: still read, as 2 views
     assert main(_args(setup, out, "--steps", "2", *old)) == 0
     state = torch.load(out / "checkpoint_last.pt", weights_only=True)
     saved = json.loads(state["config"])
