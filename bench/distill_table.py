@@ -37,7 +37,8 @@ ROWS = {
     "a": ("from scratch (`pocketsam train`)", ["train", "--arch", "pocketsam_nano", "--steps", "1200", "--rounds", "1",
                                               "--lr", "8e-4", "--warmup", "100", "--focal-weight", "1", "--dice-weight", "1"]),
     "b": ("decoupled (stage encoder)", ["distill", "train", "--stage", "encoder", "--steps", "5600", "--lr", "1e-3", "--warmup", "200",
-                                         "--weight-decay", "0.05", "--min-lr-ratio", "0.05"]),  # as measured (before issue 26's defaults)
+                                         "--weight-decay", "0.05", "--min-lr-ratio", "0.05", "--adam-beta2", "0.999",
+                                         "--detail-weight", "0"]),  # as measured (before issue 26's defaults)
     "c": ("full-stage", ["distill", "train", "--stage", "full", "--steps", "680", "--rounds", "2", "--lr", "1e-3",
                          "--warmup", "20", "--no-hard-prompts", "--no-hard-mask-weighting"]),
     "d": ("full-stage + hard prompts", ["distill", "train", "--stage", "full", "--steps", "680", "--rounds", "2",
