@@ -123,11 +123,8 @@ def _cache(tmp_path, sha="a" * 64, views=1, shape=(2, 2, 2)):
 
 def test_cache_round_trip_and_keys(tmp_path):
     images = [(tmp_path / f"{i}.png", f"{i:064x}") for i in range(5)]
-    calls = []
-
-    def encode(paths, view):
-        calls.append((len(paths), view))
-        return torch.stack([torch.full((2, 2, 2), float(p.stem) + view / 8) for p in paths])
+    def encode(paths):  # 4 views, each marked by its number
+        return torch.stack([torch.stack([torch.full((2, 2, 2), float(p.stem) + v / 8) for v in range(4)]) for p in paths])
 
     cache = _cache(tmp_path, views=4)
     assert build_cache(cache, images, encode, shard_size=2, batch_size=2, progress=False) == 5
@@ -144,7 +141,7 @@ def test_cache_round_trip_and_keys(tmp_path):
     # one or two views keep the key a cache built before views existed has (then: flip off / on)
     assert cache_key("0" * 64, CacheTransform(256, 2)).endswith("-256-flip-c30b7841")
     two = _cache(tmp_path, views=2)
-    build_cache(two, images[:1], encode, progress=False)
+    build_cache(two, images[:1], lambda paths: encode(paths)[:, :2], progress=False)
     with pytest.raises(CacheError, match="holds 2 view") as exc:
         two.get(images[0][1], 2)
     assert exc.value.hint == "build it with --views 4"
@@ -161,7 +158,7 @@ def test_dataset_reads_masks_only_from_masks_from_on_and_pairs_each_view_with_it
     assert main(["data", "synth", "--out", str(tmp_path / "s"), "--num-images", "4", "--size", "48,64", "--seed", "3",
                  "--workers", "1", "--quiet"]) == 0
     images = collect_images([tmp_path / "s"])
-    encode = lambda paths, view: torch.full((len(paths), 2, 2, 2), float(view))  # noqa: E731
+    encode = lambda paths: torch.arange(8.0).view(1, 8, 1, 1, 1).expand(len(paths), 8, 2, 2, 2)  # noqa: E731
     cache = _cache(tmp_path, views=8)
     build_cache(cache, [(im.path, im.sha256) for im in images], encode, progress=False)
     full = DistillDataset(images, cache, 64, max_instances=4, views=8, seed=0)
@@ -188,7 +185,7 @@ def test_dataset_reads_masks_only_from_masks_from_on_and_pairs_each_view_with_it
 
 
 def test_cache_detects_a_stale_manifest_and_a_changed_image(tmp_path):
-    encode = lambda paths, view: torch.ones(len(paths), 2, 2, 2)  # noqa: E731
+    encode = lambda paths: torch.ones(len(paths), 1, 2, 2, 2)  # noqa: E731
     cache = _cache(tmp_path)
     build_cache(cache, [(tmp_path / "a.png", "1" * 64)], encode, progress=False)
     manifest = cache.dir / "manifest.json"
@@ -203,7 +200,7 @@ def test_cache_detects_a_stale_manifest_and_a_changed_image(tmp_path):
 
 def test_damaged_shard_is_dropped_and_rebuilt(tmp_path):
     images = [(tmp_path / f"{i}.png", f"{i:064x}") for i in range(4)]
-    encode = lambda paths, view: torch.stack([torch.full((2, 2, 2), float(p.stem)) for p in paths])  # noqa: E731
+    encode = lambda paths: torch.stack([torch.full((1, 2, 2, 2), float(p.stem)) for p in paths])  # noqa: E731
     build_cache(_cache(tmp_path), images, encode, shard_size=2, progress=False)
     shard = _cache(tmp_path).dir / "shard_00001.npy"
     data = bytearray(shard.read_bytes())
@@ -223,11 +220,11 @@ def test_killed_cache_build_loses_at_most_one_shard(tmp_path):
     images = [(tmp_path / f"{i}.png", f"{i:064x}") for i in range(6)]
     done = []
 
-    def dying(paths, view):
+    def dying(paths):
         if len(done) == 2:
             raise KeyboardInterrupt  # the process dies here, mid-shard
         done.append(paths)
-        return torch.ones(len(paths), 2, 2, 2)
+        return torch.ones(len(paths), 1, 2, 2, 2)
 
     with pytest.raises(KeyboardInterrupt):
         build_cache(_cache(tmp_path), images, dying, shard_size=2, batch_size=1, progress=False)
@@ -235,7 +232,7 @@ def test_killed_cache_build_loses_at_most_one_shard(tmp_path):
     (cache.dir / ".shard_00001.npy.tmp99").write_bytes(b"half")  # what a kill mid-write leaves
     (cache.dir / "shard_00007.npy").write_bytes(b"unrecorded")
     assert len(cache) == 2
-    assert build_cache(cache, images, lambda p, f: torch.ones(len(p), 2, 2, 2), progress=False) == 4
+    assert build_cache(cache, images, lambda p: torch.ones(len(p), 1, 2, 2, 2), progress=False) == 4
     assert sorted(f.name for f in cache.dir.iterdir()) == ["manifest.json", "shard_00000.npy", "shard_00001.npy"]
 
 

@@ -231,7 +231,7 @@ class TeacherCache:
 def build_cache(
     cache: TeacherCache,
     images: Sequence[tuple[Path, str]],
-    encode: Callable[[list[Path], int], torch.Tensor],
+    encode: Callable[[list[Path]], torch.Tensor],
     shard_size: int = 256,
     batch_size: int = 8,
     progress: bool = True,
@@ -240,7 +240,8 @@ def build_cache(
 
     Args:
         images: ``(path, sha256)`` pairs; duplicates (same bytes) are computed once.
-        encode: ``encode(paths, view)`` → (B, C, g, g) embeddings of that view of those images.
+        encode: ``encode(paths)`` → (B, V, C, g, g) embeddings of each of the cache's V views
+            of those images (each image is read once for all its views).
     Returns:
         the number of images computed now.
     """
@@ -262,9 +263,8 @@ def build_cache(
         rows: list[np.ndarray] = []
         for b in range(0, len(chunk), batch_size):
             paths = [p for _, p in chunk[b : b + batch_size]]
-            views = [encode(paths, v).float().cpu().numpy() for v in range(n_views)]
-            stacked = np.stack(views, 1).reshape(-1, *views[0].shape[1:])  # rows: image i's views in order, then i+1's
-            rows.append(stacked.astype(np.float16))
+            views = encode(paths).float().cpu().numpy()
+            rows.append(views.reshape(-1, *views.shape[2:]).astype(np.float16))  # rows: image i's views in order, then i+1's
             bar.update(len(paths))
         cache.add_shard([sha for sha, _ in chunk], np.concatenate(rows))
     bar.close()

@@ -142,12 +142,16 @@ def fill_cache(cache: TeacherCache, teacher: Sam, images: Sequence[ImageRecord],
     fast = optimize(teacher, "default")
 
     @torch.no_grad()
-    def encode(paths, view: int) -> torch.Tensor:
+    def encode(paths) -> torch.Tensor:
         frames = frame_images(paths, teacher.img_size)
-        seen = [view_content(it["image"], it["size"], view) for it in (frames[i] for i in range(len(paths)))]
-        images = torch.stack([image for image, _ in seen])
-        sizes = torch.tensor([size for _, size in seen])
-        return encode_images(fast, images.to(teacher.device), sizes.to(teacher.device))
+        items = [frames[i] for i in range(len(paths))]  # read once, for every view
+        per_view = []
+        for view in range(cache.rows_per_image):
+            seen = [view_content(it["image"], it["size"], view) for it in items]
+            images = torch.stack([image for image, _ in seen])
+            sizes = torch.tensor([size for _, size in seen])
+            per_view.append(encode_images(fast, images.to(teacher.device), sizes.to(teacher.device)))
+        return torch.stack(per_view, 1)
 
     return build_cache(cache, [(im.path, im.sha256) for im in images], encode, batch_size=batch_size, progress=progress)
 
