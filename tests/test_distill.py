@@ -12,7 +12,7 @@ import torch
 from pocketsam.embedding_cache import CacheError, CacheTransform, TeacherCache, build_cache, cache_key
 from pocketsam.train.embeddings import flip_content, view_content
 from pocketsam.distill.losses import (
-    embedding_loss, fine_part, hard_mask_weights, logit_loss, mask_disagreement, token_loss,
+    embedding_loss, embedding_loss_and_mse, fine_part, hard_mask_weights, logit_loss, mask_disagreement, token_loss,
 )
 from pocketsam.distill.step import EncoderDistillStep, FullDistillStep
 from pocketsam.models import MODEL_CONFIGS, create_model
@@ -39,6 +39,8 @@ def test_detail_weight_adds_only_the_errors_fine_part():
     assert fine_part(s)[0, 0].tolist() == [[-1.0, -1.0, -1.0], [-1.0, 8.0, -1.0], [-1.0, -1.0, -1.0]]
     plain = 81 / 9
     assert embedding_loss(s, t, detail=0.5).tolist() == [pytest.approx(plain + 0.5 * (64 + 8) / 9)]
+    loss, mse = embedding_loss_and_mse(s, t, detail=0.5)  # what a step trains on, and what it logs
+    assert loss.tolist() == embedding_loss(s, t, detail=0.5).tolist() and mse.tolist() == [plain]
 
 
 def test_token_loss_by_hand():

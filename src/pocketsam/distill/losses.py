@@ -5,7 +5,8 @@ them before the mean.
 
 * :func:`embedding_loss`: MSE between student and teacher image embeddings, the student's
   resized onto the teacher's grid when the grids differ (area-averaged when the
-  student's is finer, bilinear when coarser).
+  student's is finer, bilinear when coarser); with ``detail``, plus that weight times the
+  MSE of the error's fine part (:func:`fine_part`).
 * :func:`token_loss`: MSE between the mask decoder's output tokens (the IoU token and the
   mask tokens after the two-way transformer, which the IoU head and the hypernetworks
   read), per prompt.
@@ -39,11 +40,19 @@ def resize_to(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tens
 def embedding_loss(student: torch.Tensor, teacher: torch.Tensor, detail: float = 0.0) -> torch.Tensor:
     """(B, C, h, w) and (B, C, H, W) → (B,) mean squared error on the teacher's grid, plus
     ``detail`` times the mean squared error of its fine part (:func:`fine_part`)."""
+    return embedding_loss_and_mse(student, teacher, detail)[0]
+
+
+def embedding_loss_and_mse(
+    student: torch.Tensor, teacher: torch.Tensor, detail: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,) :func:`embedding_loss` and (B,) its plain mean squared error (what a step logs),
+    from one computation of the error."""
     err = resize_to(student.float(), teacher.shape[-2:]) - teacher.float()
-    loss = err.pow(2).flatten(1).mean(1)
-    if detail:
-        loss = loss + detail * fine_part(err).pow(2).flatten(1).mean(1)
-    return loss
+    mse = err.pow(2).flatten(1).mean(1)
+    if not detail:
+        return mse, mse
+    return mse + detail * fine_part(err).pow(2).flatten(1).mean(1), mse
 
 
 def fine_part(x: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,7 @@ from torch import nn
 
 from pocketsam.distill.losses import (
     embedding_loss,
+    embedding_loss_and_mse,
     hard_mask_weights,
     logit_loss,
     mask_disagreement,
@@ -80,9 +81,8 @@ class _DistillBase(nn.Module):
 
     def embedding_term(self, emb: torch.Tensor, t_emb: torch.Tensor) -> tuple[torch.Tensor, float]:
         """The embedding loss to train on, and the plain embedding MSE to log."""
-        loss = embedding_loss(emb, t_emb, self.detail).mean()
-        mse = float(embedding_loss(emb.detach(), t_emb).mean()) if self.detail else float(loss.detach())
-        return loss, mse
+        loss, mse = embedding_loss_and_mse(emb, t_emb, self.detail)
+        return loss.mean(), float(mse.detach().mean())
 
     @torch.no_grad()
     def evaluate(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
