@@ -70,6 +70,9 @@ ARMS = {
                 [*ENGINE_PLAIN, "--img-size", "512"]),
     **{f"default_seed{i}": (f"today's defaults, seed {i} (run-to-run noise)", ["--seed", str(i)]) for i in range(1, 5)},
     "default_views4": ("today's defaults with 4 views (the mirrors, no quarter turns): half the cache", ["--views", "4"]),
+    "default_l1": ("today's defaults with the mean absolute error (--distance l1, TinySAM's paper) instead of the mean "
+                   "squared", ["--distance", "l1"]),
+    "default_l1_seed3": ("default_l1, seed 3", ["--distance", "l1", "--seed", "3"]),
     "b2099": ("the beta2-0.99 default (lr6e3 with AdamW beta2 0.99), before 8 views and the detail weight", B2099),
     **{f"b2099_seed{i}": (f"b2099, seed {i}", [*B2099, "--seed", str(i)]) for i in range(1, 5)},
     "b2099_lr4e3": ("b2099 at lr 4e-3 (does beta2 0.99 move the best lr?)", [*B2099, "--lr", "4e-3"]),
@@ -95,6 +98,13 @@ ARMS = {
     "full_after": ("stage full (lr 1e-3, 20 warm-up steps, 2 rounds) started from lr6e3_1200's student",
                    ["--stage", "full", "--student", "{runs}/lr6e3_1200/model.safetensors", "--rounds", "2",
                     "--lr", "1e-3", "--warmup", "20", "--min-lr-ratio", "0.05", "--weight-decay", "0.05"]),
+    "full_after_frozen": ("full_after with the teacher's prompt encoder and decoder kept (--freeze)",
+                          ["--stage", "full", "--student", "{runs}/lr6e3_1200/model.safetensors", "--rounds", "2",
+                           "--lr", "1e-3", "--warmup", "20", "--min-lr-ratio", "0.05", "--weight-decay", "0.05",
+                           "--freeze", "prompt_encoder", "mask_decoder"]),
+    "full_after_lr1e4": ("full_after at lr 1e-4 instead of 1e-3",
+                         ["--stage", "full", "--student", "{runs}/lr6e3_1200/model.safetensors", "--rounds", "2",
+                          "--lr", "1e-4", "--warmup", "20", "--min-lr-ratio", "0.05", "--weight-decay", "0.05"]),
     "plain": ("plain 30-line loop (bench/distill_curve.py: plain_loop)", {}),
     "plain_lr3e3": ("the plain loop at lr 3e-3", {"lr": 3e-3}),
     "plain_lr4e3": ("the plain loop at lr 4e-3", {"lr": 4e-3}),
@@ -107,7 +117,7 @@ ARMS = {
                             {"lr": 6e-3, "jitter": 3}),
 }
 #: Arms that start from another arm's student: that run is made first, and its settings are part of theirs.
-STARTS_FROM = {"full_after": ("lr6e3", 1200)}
+STARTS_FROM = {"full_after": ("lr6e3", 1200), "full_after_frozen": ("lr6e3", 1200), "full_after_lr1e4": ("lr6e3", 1200)}
 COMMON = ["--student", "pocketsam_tiny", "--batch-size", "8", "--workers", "0", "--threads", "1", "--seed", "0",
           "--log-every", "50", "--save-every", "200", "--resume"]
 

@@ -75,6 +75,22 @@ def test_full_stage_on_unlabeled_images_says_it_uses_teacher_prompts(setup, tmp_
     assert all(r["prompts"] == 4 for r in rows if "prompts" in r)  # 2 images x 2 random points
 
 
+def test_full_stage_with_frozen_decoder_trains_the_encoder_alone(setup, tmp_path):
+    root, teacher, data = setup
+    out = tmp_path / "frozen"
+    assert main(_args(setup, out, "--steps", "3", "--stage", "full", "--rounds", "2", "--lr", "1e-2",
+                      "--freeze", "prompt_encoder", "mask_decoder")) == 0
+    model, t = build_sam(checkpoint=out / "model.safetensors"), build_sam(checkpoint=teacher)
+    for part in ("prompt_encoder", "mask_decoder"):
+        for k, v in getattr(t, part).state_dict().items():
+            assert torch.equal(getattr(model, part).state_dict()[k], v), (part, k)
+    assert sorted(_saved_settings(out)["freeze"]) == ["mask_decoder", "prompt_encoder"]
+    # without --freeze the decoder trains too
+    assert main(_args(setup, tmp_path / "free", "--steps", "3", "--stage", "full", "--rounds", "2", "--lr", "1e-2")) == 0
+    free = build_sam(checkpoint=tmp_path / "free" / "model.safetensors")
+    assert any(not torch.equal(free.mask_decoder.state_dict()[k], v) for k, v in t.mask_decoder.state_dict().items())
+
+
 def _saved_settings(out: Path) -> dict:
     return json.loads(torch.load(out / "checkpoint_last.pt", map_location="cpu", weights_only=True)["config"])
 
@@ -102,12 +118,12 @@ def test_each_stage_trains_with_its_own_defaults_unless_told_otherwise(setup, tm
 
     # given values win; a warm-up below 1 is a share of --steps
     args += ["--lr", "1e-3", "--weight-decay", "0.2", "--warmup", "0.5", "--min-lr-ratio", "0.5", "--adam-beta2", "0.9",
-             "--views", "4", "--detail-weight", "0.5"]
+             "--views", "4", "--detail-weight", "0.5", "--distance", "l1"]
     args[args.index("--out") + 1] = str(tmp_path / "given")
     assert main(args) == 0
     saved = _saved_settings(tmp_path / "given")
     assert (saved["lr"], saved["weight_decay"], saved["warmup_steps"], saved["min_lr_ratio"], saved["adam_beta2"],
-            saved["step.views"], saved["step.detail"]) == (1e-3, 0.2, 2, 0.5, 0.9, 4, 0.5)
+            saved["step.views"], saved["step.detail"], saved["step.distance"]) == (1e-3, 0.2, 2, 0.5, 0.9, 4, 0.5, "l1")
     lrs = [r["lr"] for r in _rows(tmp_path / "given") if "lr" in r]
     assert lrs[1] == pytest.approx(1e-3)  # the peak, right after the 2-step warm-up
     assert lrs[-1] == pytest.approx(1e-3 * 0.5)  # the cosine ends at --min-lr-ratio
@@ -125,15 +141,15 @@ def test_a_warmup_share_is_of_the_steps_the_run_started_with(setup, tmp_path):
 
 
 def test_a_run_saved_before_views_and_detail_existed_resumes_in_todays_terms(setup, tmp_path, capsys):
-    """Before `--views`, a run saved `flip` (on: 2 views, off: 1); before `--detail-weight`,
-    nothing (0). Such a run resumes under the same settings and is refused under others,
+    """Before `--views`, a run saved `flip` (on: 2 views, off: 1); before `--detail-weight`
+    and `--distance`, nothing (0, l2). Such a run resumes under the same settings and is refused under others,
     today's defaults included."""
     out = tmp_path / "old"
     old = ["--save-every", "1", "--flip", "--detail-weight", "0"]  # the flag then: still read, as 2 views
     assert main(_args(setup, out, "--steps", "2", *old)) == 0
     state = torch.load(out / "checkpoint_last.pt", weights_only=True)
     saved = json.loads(state["config"])
-    assert (saved.pop("step.views"), saved.pop("step.detail")) == (2, 0.0)
+    assert (saved.pop("step.views"), saved.pop("step.detail"), saved.pop("step.distance")) == (2, 0.0, "l2")
     state["config"] = json.dumps({**saved, "step.flip": True})
     torch.save(state, out / "checkpoint_last.pt")
     assert main(_args(setup, out, "--steps", "3", "--resume", *old)) == 0

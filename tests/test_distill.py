@@ -41,12 +41,16 @@ def test_detail_weight_adds_only_the_errors_fine_part():
     assert embedding_loss(s, t, detail=0.5).tolist() == [pytest.approx(plain + 0.5 * (64 + 8) / 9)]
     loss, mse = embedding_loss_and_mse(s, t, detail=0.5)  # what a step trains on, and what it logs
     assert loss.tolist() == embedding_loss(s, t, detail=0.5).tolist() and mse.tolist() == [plain]
+    # l1 (TinySAM's paper): mean absolute errors, 9 / 9 and (8 + 8 x 1) / 9; the step still logs the MSE
+    loss, mse = embedding_loss_and_mse(s, t, detail=0.5, distance="l1")
+    assert loss.tolist() == [pytest.approx(1 + 0.5 * 16 / 9)] and mse.tolist() == [plain]
 
 
 def test_token_loss_by_hand():
     s = torch.tensor([[[1.0, 2.0], [3.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]]])
     t = torch.tensor([[[1.0, 2.0], [3.0, 2.0]], [[1.0, 1.0], [1.0, 1.0]]])
     assert token_loss(s, t).tolist() == [1.0, 1.0]  # (2²)/4 and 4·1/4
+    assert token_loss(s, t, "l1").tolist() == [0.5, 1.0]  # 2/4 and 4·1/4
 
 
 def test_logit_loss_is_soft_bce_by_hand():

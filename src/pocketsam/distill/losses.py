@@ -3,13 +3,16 @@
 All per-sample losses return one value per row so that hard mask weighting can reweight
 them before the mean.
 
-* :func:`embedding_loss`: MSE between student and teacher image embeddings, the student's
-  resized onto the teacher's grid when the grids differ (area-averaged when the
-  student's is finer, bilinear when coarser); with ``detail``, plus that weight times the
-  MSE of the error's fine part (:func:`fine_part`).
-* :func:`token_loss`: MSE between the mask decoder's output tokens (the IoU token and the
-  mask tokens after the two-way transformer, which the IoU head and the hypernetworks
-  read), per prompt.
+* :func:`embedding_loss`: mean squared error between student and teacher image
+  embeddings, the student's resized onto the teacher's grid when the grids differ
+  (area-averaged when the student's is finer, bilinear when coarser); with ``detail``,
+  plus that weight times the same measure of the error's fine part (:func:`fine_part`).
+* :func:`token_loss`: mean squared error between the mask decoder's output tokens (the IoU
+  token and the mask tokens after the two-way transformer, which the IoU head and the
+  hypernetworks read), per prompt.
+* Both take ``distance``: ``"l2"`` (squared error, MobileSAM's) or ``"l1"`` (absolute
+  error, what TinySAM's paper uses for its feature losses: squared differences of the
+  features were too small to optimise well, it says).
 * :func:`logit_loss`: binary cross-entropy of the student's mask logits against the
   teacher's probabilities ``sigmoid(teacher logits)`` (the Bernoulli form of Hinton's soft
   targets), per prompt, averaged over pixels and mask outputs; the student's low-res grid
@@ -37,22 +40,31 @@ def resize_to(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tens
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
-def embedding_loss(student: torch.Tensor, teacher: torch.Tensor, detail: float = 0.0) -> torch.Tensor:
-    """(B, C, h, w) and (B, C, H, W) → (B,) mean squared error on the teacher's grid, plus
-    ``detail`` times the mean squared error of its fine part (:func:`fine_part`)."""
-    return embedding_loss_and_mse(student, teacher, detail)[0]
+DISTANCES = ("l2", "l1")
+
+
+def distance_per_row(err: torch.Tensor, distance: str = "l2") -> torch.Tensor:
+    """(N, ...) error → (N,) its mean square (``l2``) or mean absolute value (``l1``)."""
+    return (err.pow(2) if distance == "l2" else err.abs()).flatten(1).mean(1)
+
+
+def embedding_loss(student: torch.Tensor, teacher: torch.Tensor, detail: float = 0.0, distance: str = "l2") -> torch.Tensor:
+    """(B, C, h, w) and (B, C, H, W) → (B,) the error's ``distance`` on the teacher's grid,
+    plus ``detail`` times that of its fine part (:func:`fine_part`)."""
+    return embedding_loss_and_mse(student, teacher, detail, distance)[0]
 
 
 def embedding_loss_and_mse(
-    student: torch.Tensor, teacher: torch.Tensor, detail: float = 0.0
+    student: torch.Tensor, teacher: torch.Tensor, detail: float = 0.0, distance: str = "l2"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B,) :func:`embedding_loss` and (B,) its plain mean squared error (what a step logs),
+    """(B,) :func:`embedding_loss` and (B,) the plain mean squared error (what a step logs),
     from one computation of the error."""
     err = resize_to(student.float(), teacher.shape[-2:]) - teacher.float()
-    mse = err.pow(2).flatten(1).mean(1)
+    mse = distance_per_row(err)
+    loss = mse if distance == "l2" else distance_per_row(err, distance)
     if not detail:
-        return mse, mse
-    return mse + detail * fine_part(err).pow(2).flatten(1).mean(1), mse
+        return loss, mse
+    return loss + detail * distance_per_row(fine_part(err), distance), mse
 
 
 def fine_part(x: torch.Tensor) -> torch.Tensor:
@@ -61,9 +73,9 @@ def fine_part(x: torch.Tensor) -> torch.Tensor:
     return x - F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
 
 
-def token_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """(N, T, C) decoder output tokens of both → (N,) mean squared error."""
-    return (student.float() - teacher.float()).pow(2).flatten(1).mean(1)
+def token_loss(student: torch.Tensor, teacher: torch.Tensor, distance: str = "l2") -> torch.Tensor:
+    """(N, T, C) decoder output tokens of both → (N,) their error's ``distance``."""
+    return distance_per_row(student.float() - teacher.float(), distance)
 
 
 def logit_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:

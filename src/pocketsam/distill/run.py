@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from pocketsam.distill.data import DistillDataset, distill_collate
+from pocketsam.distill.losses import DISTANCES
 from pocketsam.distill.step import EncoderDistillStep, FullDistillStep, LossWeights
 from pocketsam.embedding_cache import VIEWS
 from pocketsam.errors import PocketSamError
@@ -36,6 +37,7 @@ class DistillConfig:
             :class:`~pocketsam.distill.step.FullDistillStep`).
         detail: extra weight of the embedding error's fine part, both stages (see
             :func:`~pocketsam.distill.losses.embedding_loss`).
+        distance: ``l2`` or ``l1``, how the embedding and decoder-token errors are measured.
     """
 
     teacher: str
@@ -47,10 +49,13 @@ class DistillConfig:
     hard_mask_weighting: bool = True
     gamma: float = 1.0
     detail: float = 0.0
+    distance: str = "l2"
 
     def validate(self) -> None:
         if self.views not in VIEWS:
             raise PocketSamError(f"--views must be one of {', '.join(map(str, VIEWS))}, got {self.views}")
+        if self.distance not in DISTANCES:
+            raise PocketSamError(f"unknown distance '{self.distance}'", f"use one of {', '.join(DISTANCES)}")
         if self.stage not in STAGES:
             raise PocketSamError(f"unknown distillation stage '{self.stage}'", f"use one of {', '.join(STAGES)}")
         for name, value in (*asdict(self.weights).items(), ("gamma", self.gamma), ("detail", self.detail)):
@@ -70,11 +75,13 @@ class DistillConfig:
 
 def upgrade_settings(saved: dict) -> dict:
     """The distillation settings a run saved by an older pocketsam, in today's terms:
-    ``flip`` was ``views`` 2 (on) or 1 (off); ``detail`` did not exist (0, none)."""
+    ``flip`` was ``views`` 2 (on) or 1 (off); ``detail`` and ``distance`` did not exist
+    (0, none; ``l2``)."""
     saved = dict(saved)
     if "flip" in saved:
         saved["views"] = 2 if saved.pop("flip") else 1
     saved.setdefault("detail", 0.0)
+    saved.setdefault("distance", "l2")
     return saved
 
 
@@ -128,11 +135,11 @@ def distill(train: TrainConfig, cfg: DistillConfig, progress: bool = True) -> di
         prepare_student(student, teacher, cfg.stage, own_decoder=train.init is not None)
         t = teacher.to(student.device)
         if cfg.stage == "encoder":
-            return EncoderDistillStep(student, t, cfg.detail)
+            return EncoderDistillStep(student, t, cfg.detail, cfg.distance)
         return FullDistillStep(
             student, t, cfg.weights, prompts_per_image=train.masks_per_image, rounds=train.rounds,
             box_prob=train.box_prob, hard_prompts=cfg.hard_prompts, hard_mask_weighting=cfg.hard_mask_weighting,
-            gamma=cfg.gamma, detail=cfg.detail,
+            gamma=cfg.gamma, detail=cfg.detail, distance=cfg.distance,
         )
 
     settings = {**cfg.settings(), "teacher_sha256": cache.teacher_sha256}

@@ -66,22 +66,24 @@ class _TeacherHead(nn.Module):
 
 
 class _DistillBase(nn.Module):
-    """``detail``: the extra weight of the embedding error's fine part
+    """``detail``: the extra weight of the embedding error's fine part; ``distance``: ``l2``
+    or ``l1``, how the embedding (and decoder-token) errors are measured
     (:func:`~pocketsam.distill.losses.embedding_loss`)."""
 
-    def __init__(self, student: Sam, teacher: Sam, detail: float = 0.0) -> None:
+    def __init__(self, student: Sam, teacher: Sam, detail: float = 0.0, distance: str = "l2") -> None:
         super().__init__()
         self.sam = student
         self.teacher = _TeacherHead(teacher)
         self.scale = teacher.img_size / student.img_size  # student input frame → teacher's
         self.detail = detail
+        self.distance = distance
 
     def encode(self, image: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
         return encode_images(self.sam, image, size)
 
     def embedding_term(self, emb: torch.Tensor, t_emb: torch.Tensor) -> tuple[torch.Tensor, float]:
         """The embedding loss to train on, and the plain embedding MSE to log."""
-        loss, mse = embedding_loss_and_mse(emb, t_emb, self.detail)
+        loss, mse = embedding_loss_and_mse(emb, t_emb, self.detail, self.distance)
         return loss.mean(), float(mse.detach().mean())
 
     @torch.no_grad()
@@ -125,7 +127,8 @@ def best_multimask(logits: torch.Tensor, iou: torch.Tensor) -> torch.Tensor:
 
 class EncoderDistillStep(_DistillBase):
     """Decoupled distillation (MobileSAM): loss = MSE(student embedding, teacher embedding),
-    plus ``detail`` times the MSE of the error's fine part.
+    plus ``detail`` times the MSE of the error's fine part (mean absolute errors with
+    ``distance="l1"``).
 
     The student's prompt encoder and mask decoder are replaced by copies of the teacher's
     and frozen (:func:`pocketsam.distill.run.prepare_student` does that)."""
@@ -146,7 +149,7 @@ class FullDistillStep(_DistillBase):
         hard_prompts: later points from the student/teacher disagreement region.
         hard_mask_weighting: weight each prompt's losses by :func:`hard_mask_weights`.
         gamma: the weighting's strength γ.
-        detail: see :class:`_DistillBase`.
+        detail, distance: see :class:`_DistillBase`.
     """
 
     def __init__(
@@ -161,8 +164,9 @@ class FullDistillStep(_DistillBase):
         hard_mask_weighting: bool = True,
         gamma: float = 1.0,
         detail: float = 0.0,
+        distance: str = "l2",
     ) -> None:
-        super().__init__(student, teacher, detail)
+        super().__init__(student, teacher, detail, distance)
         self.weights = weights
         self.prompts_per_image = prompts_per_image
         self.rounds = rounds
@@ -238,10 +242,10 @@ class FullDistillStep(_DistillBase):
                 s_sel, t_sel = s_low[rows, best], t_logits[rows, best]
                 weight = (hard_mask_weights(s_sel, t_sel, self.gamma) if self.hard_mask_weighting
                           else torch.ones(len(img_idx), device=s_sel.device))
-                tok = token_loss(s_tok, t_tok)
+                tok = token_loss(s_tok, t_tok, self.distance)
                 lg = logit_loss(s_logits[:, outs], t_logits[:, outs])
                 total = total + (weight * (w.token * tok + w.logit * lg)).sum() / (n_all * self.rounds)
-                logs["token_mse"] += float(tok.detach().sum())
+                logs["token_mse"] += float((tok if self.distance == "l2" else token_loss(s_tok, t_tok)).detach().sum())
                 logs["logit_bce"] += float(lg.detach().sum())
                 logs["iou_vs_teacher"] += float((1 - mask_disagreement(s_sel.detach(), t_sel)).sum())
                 count += len(img_idx)
