@@ -75,20 +75,37 @@ def test_full_stage_on_unlabeled_images_says_it_uses_teacher_prompts(setup, tmp_
     assert all(r["prompts"] == 4 for r in rows if "prompts" in r)  # 2 images x 2 random points
 
 
-def test_full_stage_with_frozen_decoder_trains_the_encoder_alone(setup, tmp_path):
+def test_full_stage_keeps_the_teachers_decoder_unless_told_to_train_it(setup, tmp_path, capsys):
     root, teacher, data = setup
-    out = tmp_path / "frozen"
-    assert main(_args(setup, out, "--steps", "3", "--stage", "full", "--rounds", "2", "--lr", "1e-2",
-                      "--freeze", "prompt_encoder", "mask_decoder")) == 0
-    model, t = build_sam(checkpoint=out / "model.safetensors"), build_sam(checkpoint=teacher)
+    t = build_sam(checkpoint=teacher)
+    out = tmp_path / "kept"
+    assert main(_args(setup, out, "--steps", "3", "--stage", "full", "--rounds", "2", "--lr", "1e-2")) == 0
+    model = build_sam(checkpoint=out / "model.safetensors")
     for part in ("prompt_encoder", "mask_decoder"):
         for k, v in getattr(t, part).state_dict().items():
             assert torch.equal(getattr(model, part).state_dict()[k], v), (part, k)
-    assert sorted(_saved_settings(out)["freeze"]) == ["mask_decoder", "prompt_encoder"]
-    # without --freeze the decoder trains too
-    assert main(_args(setup, tmp_path / "free", "--steps", "3", "--stage", "full", "--rounds", "2", "--lr", "1e-2")) == 0
-    free = build_sam(checkpoint=tmp_path / "free" / "model.safetensors")
+    saved = _saved_settings(out)
+    assert (saved["freeze"], saved["step.train_decoder"]) == (["mask_decoder", "prompt_encoder"], False)
+    # --train-decoder: the decoder trains too, as in TinySAM's paper
+    trained = tmp_path / "trained"
+    assert main(_args(setup, trained, "--steps", "3", "--stage", "full", "--rounds", "2", "--lr", "1e-2",
+                      "--train-decoder", "--save-every", "1")) == 0
+    free = build_sam(checkpoint=trained / "model.safetensors")
     assert any(not torch.equal(free.mask_decoder.state_dict()[k], v) for k, v in t.mask_decoder.state_dict().items())
+    # a run saved before the option existed trained its decoder in stage full: resumed without
+    # the flag, it goes on as it began
+    state = torch.load(trained / "checkpoint_last.pt", weights_only=True)
+    config = json.loads(state["config"])
+    assert (config.pop("step.train_decoder"), config["freeze"]) == (True, [])
+    state["config"] = json.dumps(config)
+    torch.save(state, trained / "checkpoint_last.pt")
+    assert main(_args(setup, trained, "--steps", "4", "--stage", "full", "--rounds", "2", "--lr", "1e-2", "--resume")) == 0
+    assert _saved_settings(trained)["step.train_decoder"] is True
+    # stage encoder never trains it
+    capsys.readouterr()
+    assert main(_args(setup, tmp_path / "enc", "--steps", "1", "--train-decoder")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "stage encoder keeps the teacher's prompt encoder and decoder" in err[0]
 
 
 def _saved_settings(out: Path) -> dict:

@@ -92,14 +92,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="how the embedding (and stage full's decoder-token) errors are measured: l2, the mean squared "
                         "error (MobileSAM's), or l1, the mean absolute error (TinySAM's paper) (default l2)")
     s = t.add_argument_group("full stage")
-    s.add_argument("--embed-weight", type=float, default=1.0, help="embedding MSE weight")
-    s.add_argument("--token-weight", type=float, default=1.0, help="decoder output-token MSE weight")
+    s.add_argument("--embed-weight", type=float, default=1.0, help="embedding loss weight")
+    s.add_argument("--token-weight", type=float, default=1.0, help="decoder output-token loss weight")
     s.add_argument("--logit-weight", type=float, default=1.0, help="mask-logit soft-BCE weight")
     s.add_argument("--no-hard-prompts", action="store_true", help="later points uniformly from the image instead of where student and teacher disagree")
     s.add_argument("--no-hard-mask-weighting", action="store_true", help="weigh every prompt equally")
     s.add_argument("--hard-gamma", type=float, default=1.0, help="hard mask weighting strength: weight 1 + gamma * (1 - IoU(student, teacher)), normalised to mean 1")
-    s.add_argument("--freeze", nargs="+", default=[], choices=["prompt_encoder", "mask_decoder"], metavar="PART",
-                   help="keep these parts as the teacher's: prompt_encoder, mask_decoder (stage encoder always does)")
+    s.add_argument("--train-decoder", action="store_true", default=None,
+                   help="train the prompt encoder and mask decoder too, as TinySAM's paper does (default: they stay "
+                        "the teacher's and only the encoder learns, from all three losses; a trained decoder lost "
+                        "agreement with the teacher in pocketsam's measurements). --resume keeps what the run began with")
     add_engine_options(t, rounds_help="stage full: prompting rounds (first prompt + one added point per round)")
     # the stage decides these unless they are given (STAGE_DEFAULTS)
     t.set_defaults(lr=None, weight_decay=None, warmup=None, adam_beta2=None)
@@ -160,6 +162,13 @@ def _started_with(out) -> dict | None:
         return None
 
 
+def _started_settings(started: dict) -> dict:
+    """The distillation settings in a saved run's config, in today's terms."""
+    from pocketsam.distill.run import upgrade_settings
+
+    return upgrade_settings({k[len("step."):]: v for k, v in started.items() if k.startswith("step.")})
+
+
 def run_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -190,13 +199,16 @@ def run_train(args: argparse.Namespace) -> int:
         started = _started_with(Path(args.out)) if args.resume else None
         args.warmup = started["warmup_steps"] if started else round(args.warmup * args.steps)
     args.warmup = int(args.warmup)
-    cfg = engine_config(args, data=list(args.data), arch=arch, init=init, img_size=args.img_size, freeze=list(args.freeze))
+    if args.train_decoder is None:  # a resumed run goes on as it began
+        started = _started_with(Path(args.out)) if args.resume else None
+        args.train_decoder = bool(started) and _started_settings(started)["train_decoder"]
+    cfg = engine_config(args, data=list(args.data), arch=arch, init=init, img_size=args.img_size)
     cfg.min_lr_ratio = args.min_lr_ratio
     dcfg = DistillConfig(
         teacher=_teacher(args), stage=args.stage, cache=args.cache, views=args.views,
         weights=LossWeights(args.embed_weight, args.token_weight, args.logit_weight),
         hard_prompts=not args.no_hard_prompts, hard_mask_weighting=not args.no_hard_mask_weighting, gamma=args.hard_gamma,
-        detail=args.detail_weight, distance=args.distance,
+        detail=args.detail_weight, distance=args.distance, train_decoder=args.train_decoder,
     )
     report(distill(cfg, dcfg), args.out)
     return 0

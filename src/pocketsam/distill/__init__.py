@@ -6,7 +6,8 @@
   reused unchanged.
 * Stage ``full`` — TinySAM's *full-stage distillation*: embedding + decoder output-token
   + mask-logit losses (:mod:`pocketsam.distill.losses`), with *online hard prompt
-  sampling* and *hard mask weighting* (:mod:`pocketsam.distill.step`).
+  sampling* and *hard mask weighting* (:mod:`pocketsam.distill.step`); the decoder
+  stays the teacher's unless ``train_decoder``.
 
 Both are steps of the one training engine (:class:`pocketsam.train.Trainer`): CPU to
 torchrun DDP, exact resume, metrics, validation and official-layout export come with it.

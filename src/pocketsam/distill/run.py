@@ -38,6 +38,11 @@ class DistillConfig:
         detail: extra weight of the embedding error's fine part, both stages (see
             :func:`~pocketsam.distill.losses.embedding_loss`).
         distance: ``l2`` or ``l1``, how the embedding and decoder-token errors are measured.
+        train_decoder: stage ``full`` also trains the student's prompt encoder and mask
+            decoder (TinySAM's paper does); by default they stay the teacher's (or the
+            student checkpoint's own) and only the encoder learns, from all three losses:
+            a trained decoder lost agreement with the teacher here (docs/training.md,
+            "The decoder in stage full"). Stage ``encoder`` never trains them.
     """
 
     teacher: str
@@ -50,6 +55,7 @@ class DistillConfig:
     gamma: float = 1.0
     detail: float = 0.0
     distance: str = "l2"
+    train_decoder: bool = False
 
     def validate(self) -> None:
         if self.views not in VIEWS:
@@ -58,6 +64,9 @@ class DistillConfig:
             raise PocketSamError(f"unknown distance '{self.distance}'", f"use one of {', '.join(DISTANCES)}")
         if self.stage not in STAGES:
             raise PocketSamError(f"unknown distillation stage '{self.stage}'", f"use one of {', '.join(STAGES)}")
+        if self.train_decoder and self.stage != "full":
+            raise PocketSamError("stage encoder keeps the teacher's prompt encoder and decoder",
+                                 "train the decoder in stage full (--stage full --train-decoder)")
         for name, value in (*asdict(self.weights).items(), ("gamma", self.gamma), ("detail", self.detail)):
             if not (value >= 0 and value != float("inf")):
                 raise PocketSamError(f"the {name} weight must be a finite number >= 0, got {value}")
@@ -76,12 +85,13 @@ class DistillConfig:
 def upgrade_settings(saved: dict) -> dict:
     """The distillation settings a run saved by an older pocketsam, in today's terms:
     ``flip`` was ``views`` 2 (on) or 1 (off); ``detail`` and ``distance`` did not exist
-    (0, none; ``l2``)."""
+    (0, none; ``l2``); nor did ``train_decoder``: stage ``full`` trained the decoder."""
     saved = dict(saved)
     if "flip" in saved:
         saved["views"] = 2 if saved.pop("flip") else 1
     saved.setdefault("detail", 0.0)
     saved.setdefault("distance", "l2")
+    saved.setdefault("train_decoder", saved.get("stage") == "full")
     return saved
 
 
@@ -117,7 +127,7 @@ def distill(train: TrainConfig, cfg: DistillConfig, progress: bool = True) -> di
     teacher = load_teacher(cfg.teacher, default_device(train))
     images = collect_images(train.data)
     cache = cached_embeddings(teacher, images, cfg.cache_root(train.out), cfg.views, progress)
-    if cfg.stage == "encoder":
+    if not cfg.train_decoder:
         train.freeze = sorted(set(train.freeze) | {"prompt_encoder", "mask_decoder"})
     masks_from = 0
     if cfg.stage == "encoder":  # masks only for validation: the engine holds out the last val_images, if it can spare them

@@ -9,9 +9,10 @@ teacher's image encoder never runs here.
 * :class:`EncoderDistillStep` — MobileSAM's *decoupled* distillation: the student encoder
   regresses the teacher's embedding; its prompt encoder and mask decoder are the
   teacher's, frozen.
-* :class:`FullDistillStep` — TinySAM's *full-stage* distillation: the whole student is
-  trained against the teacher with embedding + decoder-token + mask-logit losses over
-  several prompting rounds. The teacher's (small) prompt encoder and mask decoder run
+* :class:`FullDistillStep` — TinySAM's *full-stage* distillation: the student is trained
+  against the teacher with embedding + decoder-token + mask-logit losses over several
+  prompting rounds (its decoder too only where the engine leaves it trainable:
+  :attr:`~pocketsam.distill.run.DistillConfig.train_decoder`). The teacher's (small) prompt encoder and mask decoder run
   online on the cached embedding to give the token and logit targets for each prompt.
   Switches for the ablation: ``hard_prompts`` (later points drawn where student and
   teacher masks disagree, labelled by the teacher; otherwise drawn uniformly from the
