@@ -287,10 +287,20 @@ def train(out: Path, arm: str, steps: int) -> None:
         import torch
 
         torch.set_num_threads(1)
-        cpu = plain_loop(out, steps, arm, **ARMS[arm][1])
+        record = {"cpu_s": plain_loop(out, steps, arm, **ARMS[arm][1])}
     else:
-        cpu = train_cli(out, arm, steps, run)
-    (run / "cpu.json").write_text(json.dumps({"cpu_s": cpu, "settings": want}))
+        # a resumed run's CPU is this process's alone: the record says from which step it counts
+        from_step = saved_step(run)
+        record = {"cpu_s": train_cli(out, arm, steps, run), **({"from_step": from_step} if from_step else {})}
+    (run / "cpu.json").write_text(json.dumps({**record, "settings": want}))
+
+
+def saved_step(run: Path) -> int:
+    """The step of the run's last checkpoint (0: none)."""
+    import torch
+
+    path = run / "checkpoint_last.pt"
+    return int(torch.load(path, map_location="cpu", weights_only=True)["step"]) if path.exists() else 0
 
 
 def train_cli(out: Path, arm: str, steps: int, run: Path) -> float:
@@ -327,13 +337,16 @@ def report(out: Path) -> None:
         if arm not in ARMS or made_with(run) != settings(arm):  # never shown as what the arm makes now
             arm += " (other settings)"
         r = json.loads((run / "eval_box.json").read_text())
-        cpu = json.loads((run / "cpu.json").read_text())["cpu_s"] / 60 if (run / "cpu.json").exists() else float("nan")
+        record = json.loads((run / "cpu.json").read_text()) if (run / "cpu.json").exists() else {}
+        cpu = f"{record['cpu_s'] / 60:.1f}" if record else "nan"
+        if record.get("from_step"):  # resumed: this is the CPU of the steps after it
+            cpu += f" (steps {record['from_step']:,}–{int(steps):,})"
         rows.append((arm, int(steps), cpu, r))
     print("| arm | steps | train CPU min | box mIoU vs teacher | small / medium / large | box mIoU vs GT |")
     print("|---|---|---|---|---|---|")
     for arm, steps, cpu, r in sorted(rows, key=lambda x: (x[0], x[1])):
         sizes = " / ".join(f"{r.get(f'miou_vs_teacher_{s}', float('nan')):.3f}" for s in ("small", "medium", "large"))
-        print(f"| {arm} | {steps} | {cpu:.1f} | {r['miou_vs_teacher']:.3f} | {sizes} | {r['miou']:.3f} |")
+        print(f"| {arm} | {steps} | {cpu} | {r['miou_vs_teacher']:.3f} | {sizes} | {r['miou']:.3f} |")
 
 
 def main() -> None:

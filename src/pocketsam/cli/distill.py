@@ -27,7 +27,8 @@ from pocketsam.cli.common import add_engine_options, engine_config, report, reso
 #:   mirrors only). Detail weight 1: the error's fine part costs more agreement than its
 #:   coarse part of equal size (+0.007 paired; +0.005 on top of 8 views).
 #: * full: the engine's optimisation (nothing measured says otherwise); 2 views and no
-#:   detail weight, as every measured full-stage row ran.
+#:   detail weight, as every measured full-stage row ran. Its decoder stays the teacher's
+#:   unless --train-decoder (DistillConfig.train_decoder: measured, it lost agreement).
 STAGE_DEFAULTS = {
     "encoder": {"lr": 6e-3, "weight_decay": 0.01, "warmup": 0.3, "min_lr_ratio": 0.0, "adam_beta2": 0.99, "views": 8,
                 "detail_weight": 1.0},
