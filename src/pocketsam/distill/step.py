@@ -12,8 +12,9 @@ teacher's image encoder never runs here.
 * :class:`FullDistillStep` — TinySAM's *full-stage* distillation: the student is trained
   against the teacher with embedding + decoder-token + mask-logit losses over several
   prompting rounds (its decoder too only where the engine leaves it trainable:
-  :attr:`~pocketsam.distill.run.DistillConfig.train_decoder`). The teacher's (small) prompt encoder and mask decoder run
-  online on the cached embedding to give the token and logit targets for each prompt.
+  :attr:`~pocketsam.distill.run.DistillConfig.train_decoder`). The teacher's (small)
+  prompt encoder and mask decoder run online on the cached embedding to give the token
+  and logit targets for each prompt.
   Switches for the ablation: ``hard_prompts`` (later points drawn where student and
   teacher masks disagree, labelled by the teacher; otherwise drawn uniformly from the
   image, labelled the same way) and ``hard_mask_weighting``.
