@@ -70,9 +70,10 @@ ARMS = {
                 [*ENGINE_PLAIN, "--img-size", "512"]),
     **{f"default_seed{i}": (f"today's defaults, seed {i} (run-to-run noise)", ["--seed", str(i)]) for i in range(1, 5)},
     "default_views4": ("today's defaults with 4 views (the mirrors, no quarter turns): half the cache", ["--views", "4"]),
+    "default_views4_seed3": ("default_views4, seed 3", ["--views", "4", "--seed", "3"]),
     "default_l1": ("today's defaults with the mean absolute error (--distance l1, TinySAM's paper) instead of the mean "
                    "squared", ["--distance", "l1"]),
-    "default_l1_seed3": ("default_l1, seed 3", ["--distance", "l1", "--seed", "3"]),
+    **{f"default_l1_seed{i}": (f"default_l1, seed {i}", ["--distance", "l1", "--seed", str(i)]) for i in range(1, 5)},
     "b2099": ("the beta2-0.99 default (lr6e3 with AdamW beta2 0.99), before 8 views and the detail weight", B2099),
     **{f"b2099_seed{i}": (f"b2099, seed {i}", [*B2099, "--seed", str(i)]) for i in range(1, 5)},
     "b2099_lr4e3": ("b2099 at lr 4e-3 (does beta2 0.99 move the best lr?)", [*B2099, "--lr", "4e-3"]),
