@@ -13,6 +13,7 @@ from pocketsam.embedding_cache import CacheError, CacheTransform, TeacherCache, 
 from pocketsam.train.embeddings import flip_content, view_content
 from pocketsam.distill.losses import (
     embedding_loss, embedding_loss_and_mse, fine_part, hard_mask_weights, logit_loss, mask_disagreement, token_loss,
+    token_loss_and_mse,
 )
 from pocketsam.distill.step import EncoderDistillStep, FullDistillStep
 from pocketsam.models import MODEL_CONFIGS, create_model
@@ -51,6 +52,8 @@ def test_token_loss_by_hand():
     t = torch.tensor([[[1.0, 2.0], [3.0, 2.0]], [[1.0, 1.0], [1.0, 1.0]]])
     assert token_loss(s, t).tolist() == [1.0, 1.0]  # (2²)/4 and 4·1/4
     assert token_loss(s, t, "l1").tolist() == [0.5, 1.0]  # 2/4 and 4·1/4
+    loss, mse = token_loss_and_mse(s, t, "l1")  # what a step trains on, and what it logs
+    assert loss.tolist() == [0.5, 1.0] and mse.tolist() == [1.0, 1.0]
 
 
 def test_logit_loss_is_soft_bce_by_hand():

@@ -196,12 +196,13 @@ def run_train(args: argparse.Namespace) -> int:
         raise InputError(f"--min-lr-ratio must be between 0 and 1, got {args.min_lr_ratio}")
     if not args.warmup >= 0:
         raise InputError(f"--warmup must be >= 0, got {args.warmup}")
+    # what a resumed run began with, read once where a setting below is taken from it
+    need_started = args.resume and (args.warmup < 1 or args.train_decoder is None)
+    started = _started_with(Path(args.out)) if need_started else None
     if args.warmup < 1:  # a share of the steps the run was started with: `--resume --steps N` only stretches the cosine
-        started = _started_with(Path(args.out)) if args.resume else None
         args.warmup = started["warmup_steps"] if started else round(args.warmup * args.steps)
     args.warmup = int(args.warmup)
     if args.train_decoder is None:  # a resumed run goes on as it began
-        started = _started_with(Path(args.out)) if args.resume else None
         args.train_decoder = bool(started) and _started_settings(started)["train_decoder"]
     cfg = engine_config(args, data=list(args.data), arch=arch, init=init, img_size=args.img_size)
     cfg.min_lr_ratio = args.min_lr_ratio

@@ -48,6 +48,12 @@ def distance_per_row(err: torch.Tensor, distance: str = "l2") -> torch.Tensor:
     return (err.pow(2) if distance == "l2" else err.abs()).flatten(1).mean(1)
 
 
+def _loss_and_mse(err: torch.Tensor, distance: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, ...) error → (N,) its ``distance`` and (N,) its mean square (the same tensor for ``l2``)."""
+    mse = distance_per_row(err)
+    return (mse if distance == "l2" else distance_per_row(err, distance)), mse
+
+
 def embedding_loss(student: torch.Tensor, teacher: torch.Tensor, detail: float = 0.0, distance: str = "l2") -> torch.Tensor:
     """(B, C, h, w) and (B, C, H, W) → (B,) the error's ``distance`` on the teacher's grid,
     plus ``detail`` times that of its fine part (:func:`fine_part`)."""
@@ -60,8 +66,7 @@ def embedding_loss_and_mse(
     """(B,) :func:`embedding_loss` and (B,) the plain mean squared error (what a step logs),
     from one computation of the error."""
     err = resize_to(student.float(), teacher.shape[-2:]) - teacher.float()
-    mse = distance_per_row(err)
-    loss = mse if distance == "l2" else distance_per_row(err, distance)
+    loss, mse = _loss_and_mse(err, distance)
     if not detail:
         return loss, mse
     return loss + detail * distance_per_row(fine_part(err), distance), mse
@@ -75,7 +80,15 @@ def fine_part(x: torch.Tensor) -> torch.Tensor:
 
 def token_loss(student: torch.Tensor, teacher: torch.Tensor, distance: str = "l2") -> torch.Tensor:
     """(N, T, C) decoder output tokens of both → (N,) their error's ``distance``."""
-    return distance_per_row(student.float() - teacher.float(), distance)
+    return token_loss_and_mse(student, teacher, distance)[0]
+
+
+def token_loss_and_mse(
+    student: torch.Tensor, teacher: torch.Tensor, distance: str = "l2"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N,) :func:`token_loss` and (N,) the plain mean squared error (what a step logs),
+    from one computation of the error."""
+    return _loss_and_mse(student.float() - teacher.float(), distance)
 
 
 def logit_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,7 @@ from pocketsam.distill.losses import (
     logit_loss,
     mask_disagreement,
     resize_to,
-    token_loss,
+    token_loss_and_mse,
 )
 from pocketsam.masks import batched_mask_to_box
 from pocketsam.models.sam import Sam
@@ -244,10 +244,10 @@ class FullDistillStep(_DistillBase):
                 s_sel, t_sel = s_low[rows, best], t_logits[rows, best]
                 weight = (hard_mask_weights(s_sel, t_sel, self.gamma) if self.hard_mask_weighting
                           else torch.ones(len(img_idx), device=s_sel.device))
-                tok = token_loss(s_tok, t_tok, self.distance)
+                tok, tok_mse = token_loss_and_mse(s_tok, t_tok, self.distance)
                 lg = logit_loss(s_logits[:, outs], t_logits[:, outs])
                 total = total + (weight * (w.token * tok + w.logit * lg)).sum() / (n_all * self.rounds)
-                logs["token_mse"] += float((tok if self.distance == "l2" else token_loss(s_tok, t_tok)).detach().sum())
+                logs["token_mse"] += float(tok_mse.detach().sum())
                 logs["logit_bce"] += float(lg.detach().sum())
                 logs["iou_vs_teacher"] += float((1 - mask_disagreement(s_sel.detach(), t_sel)).sum())
                 count += len(img_idx)
