@@ -54,6 +54,14 @@ ENGINE_PLAIN = [*V1, "--lr", "2e-3", "--weight-decay", "0.01", "--warmup", "0.3"
 LR6E3 = [*ENGINE_PLAIN, "--lr", "6e-3"]
 # The encoder stage's default with beta2 0.99, until 8 views and the detail weight 1 joined it.
 B2099 = [*LR6E3, "--adam-beta2", "0.99"]
+
+
+def full_after(lr: str, *extra: str) -> list[str]:
+    """Stage full's flags from lr6e3_1200's student (2 rounds, 20 warm-up steps, cosine to 5 %, wd 0.05)."""
+    return ["--stage", "full", "--student", "{runs}/lr6e3_1200/model.safetensors", "--rounds", "2",
+            "--lr", lr, "--warmup", "20", "--min-lr-ratio", "0.05", "--weight-decay", "0.05", *extra]
+
+
 ARMS = {
     "default": ("pocketsam distill train --stage encoder, current defaults", []),
     "v1": ("previous defaults (lr 4e-4, warm-up 100 + cosine to 5 %, wd 0.05, no flips, 16 images held out)", V1),
@@ -97,17 +105,10 @@ ARMS = {
     "lr6e3_b2_099_warm05_seed1": ("lr6e3_b2_099_warm05, another seed",
                                   [*LR6E3, "--adam-beta2", "0.99", "--warmup", "0.5", "--seed", "1"]),
     "full_after": ("stage full (lr 1e-3, 20 warm-up steps, 2 rounds) started from lr6e3_1200's student, its prompt "
-                   "encoder and decoder trained too",
-                   ["--stage", "full", "--student", "{runs}/lr6e3_1200/model.safetensors", "--rounds", "2",
-                    "--lr", "1e-3", "--warmup", "20", "--min-lr-ratio", "0.05", "--weight-decay", "0.05",
-                    "--train-decoder"]),
+                   "encoder and decoder trained too", full_after("1e-3", "--train-decoder")),
     "full_after_frozen": ("full_after with the teacher's prompt encoder and decoder kept (today's default)",
-                          ["--stage", "full", "--student", "{runs}/lr6e3_1200/model.safetensors", "--rounds", "2",
-                           "--lr", "1e-3", "--warmup", "20", "--min-lr-ratio", "0.05", "--weight-decay", "0.05"]),
-    "full_after_lr1e4": ("full_after (decoder trained) at lr 1e-4 instead of 1e-3",
-                         ["--stage", "full", "--student", "{runs}/lr6e3_1200/model.safetensors", "--rounds", "2",
-                          "--lr", "1e-4", "--warmup", "20", "--min-lr-ratio", "0.05", "--weight-decay", "0.05",
-                          "--train-decoder"]),
+                          full_after("1e-3")),
+    "full_after_lr1e4": ("full_after (decoder trained) at lr 1e-4 instead of 1e-3", full_after("1e-4", "--train-decoder")),
     "plain": ("plain 30-line loop (bench/distill_curve.py: plain_loop)", {}),
     "plain_lr3e3": ("the plain loop at lr 3e-3", {"lr": 3e-3}),
     "plain_lr4e3": ("the plain loop at lr 4e-3", {"lr": 4e-3}),
@@ -120,7 +121,7 @@ ARMS = {
                             {"lr": 6e-3, "jitter": 3}),
 }
 #: Arms that start from another arm's student: that run is made first, and its settings are part of theirs.
-STARTS_FROM = {"full_after": ("lr6e3", 1200), "full_after_frozen": ("lr6e3", 1200), "full_after_lr1e4": ("lr6e3", 1200)}
+STARTS_FROM = {arm: ("lr6e3", 1200) for arm in ARMS if arm.startswith("full_after")}
 COMMON = ["--student", "pocketsam_tiny", "--batch-size", "8", "--workers", "0", "--threads", "1", "--seed", "0",
           "--log-every", "50", "--save-every", "200", "--resume"]
 

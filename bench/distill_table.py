@@ -36,6 +36,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+# every full-stage row: 680 steps of 2 prompting rounds, lr 1e-3 after 20 warm-up steps
+FULL = ["distill", "train", "--stage", "full", "--steps", "680", "--rounds", "2", "--lr", "1e-3", "--warmup", "20"]
 ROWS = {
     "a": ("from scratch (`pocketsam train`)", ["train", "--arch", "pocketsam_nano", "--steps", "1200", "--rounds", "1",
                                               "--lr", "8e-4", "--warmup", "100", "--focal-weight", "1", "--dice-weight", "1"]),
@@ -43,16 +45,11 @@ ROWS = {
                                          "--weight-decay", "0.05", "--min-lr-ratio", "0.05", "--adam-beta2", "0.999",
                                          "--detail-weight", "0"]),  # as measured (before issue 26's defaults)
     # c-e as measured: the prompt encoder and decoder trained too (stage full's only way then)
-    "c": ("full-stage", ["distill", "train", "--stage", "full", "--steps", "680", "--rounds", "2", "--lr", "1e-3",
-                         "--warmup", "20", "--no-hard-prompts", "--no-hard-mask-weighting", "--train-decoder"]),
-    "d": ("full-stage + hard prompts", ["distill", "train", "--stage", "full", "--steps", "680", "--rounds", "2",
-                                       "--lr", "1e-3", "--warmup", "20", "--no-hard-mask-weighting", "--train-decoder"]),
-    "e": ("full-stage + hard prompts + hard mask weighting", ["distill", "train", "--stage", "full", "--steps", "680",
-                                                              "--rounds", "2", "--lr", "1e-3", "--warmup", "20",
-                                                              "--train-decoder"]),
-    "f": ("(d) with the teacher's prompt encoder and decoder kept (stage full's default now)", [
-        "distill", "train", "--stage", "full", "--steps", "680", "--rounds", "2", "--lr", "1e-3", "--warmup", "20",
-        "--no-hard-mask-weighting"]),
+    "c": ("full-stage", [*FULL, "--no-hard-prompts", "--no-hard-mask-weighting", "--train-decoder"]),
+    "d": ("full-stage + hard prompts", [*FULL, "--no-hard-mask-weighting", "--train-decoder"]),
+    "e": ("full-stage + hard prompts + hard mask weighting", [*FULL, "--train-decoder"]),
+    "f": ("(d) with the teacher's prompt encoder and decoder kept (stage full's default now)",
+          [*FULL, "--no-hard-mask-weighting"]),
 }
 COMMON = ["--batch-size", "8", "--masks-per-image", "8", "--workers", "0", "--val-images", "0", "--log-every", "50",
           "--save-every", "100", "--threads", "1", "--seed", "0", "--resume"]
